@@ -1,0 +1,90 @@
+"""Shared fixtures: a real villin campaign's inputs, built once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS_DIR = REPO_ROOT / "umbrella-scripts"
+if str(SCRIPTS_DIR) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS_DIR))
+
+from protbench_nrp.layout import Campaign  # noqa: E402
+
+VILLIN_FF = "amber14-vacuum"
+
+
+@dataclass(frozen=True)
+class CampaignInputs:
+    """A results root holding everything a window needs, and its campaign."""
+
+    root: Path
+    campaign: Campaign
+    n_windows: int
+
+    def copy_to(self, destination: Path) -> "CampaignInputs":
+        """A private copy, for tests that write into the results tree."""
+        shutil.copytree(self.root, destination, dirs_exist_ok=True)
+        return CampaignInputs(destination, self.campaign, self.n_windows)
+
+
+def _write_villin_inputs(root: Path, n_windows: int, replicas=(1,)) -> CampaignInputs:
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    from protbench_nrp.systems import build_local_villin
+
+    campaign = Campaign("villin", VILLIN_FF)
+    built = build_local_villin(VILLIN_FF)
+    integrator = openmm.VerletIntegrator(0.001)
+    context = openmm.Context(built.system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(built.positions_nm)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    state = context.getState(getPositions=True, getVelocities=True, getEnergy=True)
+
+    (root / campaign.setup_dir).mkdir(parents=True, exist_ok=True)
+    (root / campaign.system_xml).write_text(openmm.XmlSerializer.serialize(built.system))
+    built.contacts.write(root / campaign.contacts_file)
+    with open(root / campaign.minimized_pdb, "w") as handle:
+        app.PDBFile.writeFile(built.topology, state.getPositions(), handle)
+    for replica in replicas:
+        (root / campaign.replica_dir(replica)).mkdir(parents=True, exist_ok=True)
+        (root / campaign.steered_state(replica)).write_text(openmm.XmlSerializer.serialize(state))
+        for window in range(n_windows):
+            with open(root / campaign.window_pdb(replica, window), "w") as handle:
+                app.PDBFile.writeFile(built.topology, state.getPositions(), handle)
+    del context
+    return CampaignInputs(root, campaign, n_windows)
+
+
+@pytest.fixture(scope="session")
+def villin_inputs(tmp_path_factory) -> CampaignInputs:
+    """Read-only villin inputs (setup, steered state, 31 window PDBs of replica 1).
+
+    Every window starts from the minimized native structure; that is enough
+    for the engine, whose tests run windows near Q = 1.
+    """
+    return _write_villin_inputs(tmp_path_factory.mktemp("villin-inputs"), n_windows=31)
+
+
+@pytest.fixture
+def villin_results(villin_inputs, tmp_path) -> CampaignInputs:
+    """A writable copy of the villin inputs for one test."""
+    return villin_inputs.copy_to(tmp_path / "results")
+
+
+@pytest.fixture(autouse=True)
+def _git_identity(monkeypatch):
+    """Tests that commit in temporary repositories need an identity CI may lack."""
+    for var, value in (("GIT_AUTHOR_NAME", "proteinbenchmark-nrp tests"),
+                       ("GIT_AUTHOR_EMAIL", "tests@example.invalid"),
+                       ("GIT_COMMITTER_NAME", "proteinbenchmark-nrp tests"),
+                       ("GIT_COMMITTER_EMAIL", "tests@example.invalid")):
+        monkeypatch.setenv(var, os.environ.get(var, value))

@@ -1,0 +1,105 @@
+"""Small machine-readable records a window leaves beside its outputs.
+
+:class:`UmbrellaParameters` is written once when a window starts and read by
+analysis, so the PMF uses the centre, force constant and temperature the
+window really ran with instead of constants re-typed elsewhere.
+:class:`Progress` is rewritten every frame and read by status tools.
+
+Both are JSON, written atomically (temporary file + ``os.replace``) so a
+reader never sees half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+def write_json_atomic(path: Path | str, payload: dict) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old or the new file, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _from_dict(cls, payload: dict):
+    names = {f.name for f in fields(cls)}
+    missing = names - set(payload)
+    if missing:
+        raise ValueError(f"{cls.__name__} record lacks {', '.join(sorted(missing))}")
+    return cls(**{k: v for k, v in payload.items() if k in names})
+
+
+@dataclass(frozen=True)
+class UmbrellaParameters:
+    """What analysis needs to know about one window, in explicit units."""
+
+    target: str
+    ff: str
+    replica: int
+    window: int
+    n_windows: int
+    cv_name: str
+    centre: float
+    k_kcal_per_mol: float
+    temperature_kelvin: float
+    pressure_atm: float
+    timestep_fs: float
+    frame_ps: float
+    production_length_ns: float
+    equil_length_ns: float
+
+    @property
+    def k_kj_per_mol(self) -> float:
+        from .science import KJ_PER_KCAL
+
+        return self.k_kcal_per_mol * KJ_PER_KCAL
+
+    def write(self, path: Path | str) -> None:
+        write_json_atomic(path, {"kind": "umbrella-parameters", **asdict(self)})
+
+    @classmethod
+    def read(cls, path: Path | str) -> "UmbrellaParameters":
+        return _from_dict(cls, json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a window's production stands.
+
+    ``updated_unix`` is seconds since the epoch; a status tool compares it
+    with the present to spot a stalled window.
+    """
+
+    phase: str  # "equilibration", "production" or "finished"
+    step: int
+    total_steps: int
+    ns_per_day: float
+    updated_unix: float
+
+    @property
+    def fraction_done(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+    def write(self, path: Path | str) -> None:
+        write_json_atomic(path, {"kind": "progress", **asdict(self)})
+
+    @classmethod
+    def read(cls, path: Path | str) -> "Progress":
+        return _from_dict(cls, json.loads(Path(path).read_text()))
+
+    @classmethod
+    def now(cls, phase: str, step: int, total_steps: int, ns_per_day: float) -> "Progress":
+        return cls(phase, int(step), int(total_steps), float(ns_per_day), time.time())

@@ -1,0 +1,124 @@
+"""The seed's science defaults, the umbrella window centres and the target catalog.
+
+Units are part of every name here (``_ns``, ``_ps``, ``_fs``, ``_kelvin``,
+``_atm``, ``_kcal_per_mol``) because these numbers cross process boundaries as
+plain environment variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KJ_PER_KCAL = 4.184
+
+#: Defaults of the umbrella window script, one per ``PROTBENCH_*`` variable.
+N_WINDOWS = 31
+CV_START = 1.0
+CV_END = 0.4
+UMBRELLA_K_KCAL_PER_MOL = 5000.0
+EQUIL_LENGTH_NS = 1.0
+EQUIL_TIMESTEP_FS = 1.0
+EQUIL_FRAME_PS = 10.0
+PRODUCTION_LENGTH_NS = 500.0
+TIMESTEP_FS = 4.0
+FRAME_PS = 100.0
+CHECKPOINT_PS = 10_000.0
+SAVE_STATE_PS = 100_000.0
+CHECKPOINT_MINUTES = 15.0
+PLATFORM = "CUDA"
+PRECISION = "mixed"
+PLATFORMS = ("CUDA", "OpenCL", "CPU", "Reference")
+
+
+def window_centre(window: int, n_windows: int = N_WINDOWS,
+                  cv_start: float = CV_START, cv_end: float = CV_END) -> float:
+    """Centre Q0 of a window: ``n_windows`` centres evenly spaced, both ends included."""
+    if n_windows < 1:
+        raise ValueError(f"the number of windows must be >= 1, got {n_windows}")
+    if not 0 <= window < n_windows:
+        raise ValueError(
+            f"window {window} is outside 0..{n_windows - 1} for {n_windows} windows; "
+            f"set PROTBENCH_WINDOW below PROTBENCH_N_WINDOWS"
+        )
+    if n_windows == 1:
+        return float(cv_start)
+    return cv_start + (cv_end - cv_start) * window / (n_windows - 1)
+
+
+@dataclass(frozen=True)
+class TargetConditions:
+    """Thermodynamic state and equilibration settings of a benchmark target.
+
+    ``pressure_atm`` of 0 means no barostat (vacuum or implicit solvent).
+    Equilibration fields of ``None`` keep the script's defaults.
+    """
+
+    name: str
+    temperature_kelvin: float
+    pressure_atm: float
+    equil_length_ns: float | None = None
+    equil_frame_ps: float | None = None
+    source: str = "proteinbenchmark-nrp"
+
+
+#: Targets known without proteinbenchmark. ``villin`` is the bundled local
+#: target (OpenMM's ``test.pdb``, vacuum); ``gb3`` carries the thermodynamic
+#: state of proteinbenchmark's catalog so the seed's default target works in
+#: a pod even before proteinbenchmark is importable.
+LOCAL_TARGETS = {
+    "villin": TargetConditions("villin", 300.0, 0.0),
+    "gb3": TargetConditions("gb3", 298.0, 1.0),
+}
+
+
+class UnknownTargetError(LookupError):
+    """Raised for a target known neither to proteinbenchmark nor to this project."""
+
+
+def _magnitude(quantity, unit_name: str) -> float:
+    """Plain number of an OpenMM or OpenFF (pint) quantity in the named unit."""
+    if hasattr(quantity, "m_as"):  # openff.units
+        return float(quantity.m_as(unit_name))
+    from openmm import unit
+
+    return float(quantity.value_in_unit(getattr(unit, unit_name)))
+
+
+def _proteinbenchmark_catalog():
+    try:
+        from proteinbenchmark import benchmark_targets
+    except Exception:  # absent outside the image; any import failure means "not available"
+        return None
+    return benchmark_targets
+
+
+def target_conditions(target: str) -> TargetConditions:
+    """Look a target up in proteinbenchmark's catalog when importable, else locally.
+
+    Raises
+    ------
+    UnknownTargetError
+        When neither catalog knows ``target``.
+    """
+    catalog = _proteinbenchmark_catalog()
+    if catalog is not None and target in catalog:
+        entry = catalog[target]
+        return TargetConditions(
+            name=target,
+            temperature_kelvin=_magnitude(entry["temperature"], "kelvin"),
+            pressure_atm=_magnitude(entry["pressure"], "atmosphere"),
+            equil_length_ns=(_magnitude(entry["equil_traj_length"], "nanosecond")
+                             if "equil_traj_length" in entry else None),
+            equil_frame_ps=(_magnitude(entry["equil_frame_length"], "picosecond")
+                            if "equil_frame_length" in entry else None),
+            source="proteinbenchmark",
+        )
+    if target in LOCAL_TARGETS:
+        return LOCAL_TARGETS[target]
+    known = sorted(set(LOCAL_TARGETS) | set(catalog or ()))
+    where = "proteinbenchmark's catalog or " if catalog is not None else ""
+    raise UnknownTargetError(
+        f"target {target!r} is unknown to {where}proteinbenchmark-nrp "
+        f"(known: {', '.join(known)}); set PROTBENCH_TARGET to a known target, "
+        f"or add it to LOCAL_TARGETS in umbrella-scripts/protbench_nrp/science.py"
+    )
