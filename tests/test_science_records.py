@@ -1,0 +1,67 @@
+"""Window centres, the target catalog and the JSON records windows leave behind."""
+
+import json
+import sys
+import types
+
+import pytest
+
+from protbench_nrp import science
+from protbench_nrp.records import Progress, UmbrellaParameters
+
+
+def test_centres_are_evenly_spaced_with_both_ends():
+    centres = [science.window_centre(w) for w in range(31)]
+    assert centres[0] == pytest.approx(1.0)
+    assert centres[-1] == pytest.approx(0.4)
+    steps = {round(b - a, 12) for a, b in zip(centres, centres[1:])}
+    assert steps == {-0.02}
+    assert science.window_centre(0, 1) == 1.0
+
+
+@pytest.mark.parametrize("window,n", [(31, 31), (-1, 31), (0, 0)])
+def test_window_outside_the_count_is_refused(window, n):
+    with pytest.raises(ValueError, match="window|number of windows"):
+        science.window_centre(window, n)
+
+
+def test_local_catalog_without_proteinbenchmark(monkeypatch):
+    monkeypatch.setitem(sys.modules, "proteinbenchmark", None)  # import fails
+    villin = science.target_conditions("villin")
+    assert (villin.temperature_kelvin, villin.pressure_atm) == (300.0, 0.0)
+    with pytest.raises(science.UnknownTargetError, match="'nope'.*PROTBENCH_TARGET"):
+        science.target_conditions("nope")
+
+
+def test_proteinbenchmark_catalog_is_preferred(monkeypatch):
+    from openmm import unit
+
+    fake = types.ModuleType("proteinbenchmark")
+    fake.benchmark_targets = {
+        "gb3": {"temperature": 310.0 * unit.kelvin, "pressure": 1.0 * unit.bar,
+                "equil_traj_length": 2.0 * unit.nanosecond},
+    }
+    monkeypatch.setitem(sys.modules, "proteinbenchmark", fake)
+    gb3 = science.target_conditions("gb3")
+    assert gb3.source == "proteinbenchmark"
+    assert gb3.temperature_kelvin == pytest.approx(310.0)
+    assert gb3.pressure_atm == pytest.approx(1.0 / 1.01325)
+    assert gb3.equil_length_ns == pytest.approx(2.0)
+    with pytest.raises(science.UnknownTargetError, match="proteinbenchmark's catalog"):
+        science.target_conditions("nope")
+
+
+def test_records_round_trip_and_refuse_incomplete_files(tmp_path):
+    params = UmbrellaParameters("gb3", "ff", 1, 3, 31, "Q", 0.94, 5000.0, 298.0, 1.0, 4.0, 100.0, 500.0, 1.0)
+    params.write(tmp_path / "p.json")
+    assert UmbrellaParameters.read(tmp_path / "p.json") == params
+    assert params.k_kj_per_mol == pytest.approx(20920.0)
+    progress = Progress.now("production", 50, 200, 430.0)
+    progress.write(tmp_path / "progress.json")
+    assert Progress.read(tmp_path / "progress.json").fraction_done == 0.25
+    payload = json.loads((tmp_path / "p.json").read_text())
+    del payload["centre"]
+    (tmp_path / "p.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="lacks centre"):
+        UmbrellaParameters.read(tmp_path / "p.json")
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
