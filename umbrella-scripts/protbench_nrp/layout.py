@@ -123,6 +123,9 @@ class Campaign:
         """Work files of steered MD (trajectories, checkpoints, logs)."""
         return self.replica_dir(replica) / "steered-md"
 
+    def steered_files(self, replica: int) -> "SteeredFiles":
+        return SteeredFiles(self, replica)
+
     # -- window stage -------------------------------------------------------
     def window_dir(self, replica: int, window: int) -> PurePosixPath:
         return self.replica_dir(replica) / f"window-{window_tag(window)}"
@@ -156,20 +159,32 @@ class Campaign:
             return self._file(self.replica_dir(replica), f"{replica}-steered.yaml")
         return self._file(self.replica_dir(replica), f"{replica}-{window_tag(window)}.yaml")
 
+    def job_log(self, stage: str, replica: int | None = None, window: int | None = None) -> PurePosixPath:
+        """Console output of a Job run by ``--local``, kept beside the Job's outputs."""
+        _check_stage(stage)
+        if stage == "setup":
+            return self._file(self.setup_dir, "setup.log")
+        if stage == "steered":
+            return self._file(self.steered_dir(replica), "steered.log")
+        return self._file(self.window_dir(replica, window), "window.log")
+
     # -- what a Job reads and writes -------------------------------------------
-    def required_files(self, stage: str, replica: int | None = None, window: int | None = None) -> list[str]:
+    def required_files(self, stage: str, replica: int | None = None, window: int | None = None,
+                       n_windows: int | None = None) -> list[str]:
         """Entries a pod copies from the bucket before it starts.
 
         Directories end in ``/``. Outputs of earlier pods of the same Job are
         included so that a restarted pod resumes; they are absent for the
-        first pod, which the copy step tolerates.
+        first pod, which the copy step tolerates. A restarted steered-MD pod
+        needs the window structures already saved (give ``n_windows``): the
+        pull resumes past their crossings and would not save them again.
         """
         _check_stage(stage)
         setup = f"{self.setup_dir}/"
         if stage == "setup":
             return [setup]
         if stage == "steered":
-            return [setup] + self.output_files("steered", replica)
+            return [setup] + self.output_files("steered", replica, n_windows=n_windows)
         return [
             setup,
             str(self.steered_state(replica)),
@@ -272,6 +287,52 @@ class WindowFiles:
     @property
     def progress(self) -> PurePosixPath:
         """Progress record refreshed every frame, read by status tools (JSON)."""
+        return self._file("progress.json")
+
+
+@dataclass(frozen=True)
+class SteeredFiles:
+    """Work files of one replica's steered MD, all under :meth:`Campaign.steered_dir`.
+
+    Its products, the equilibrated state and the window structures, live in
+    the replica directory (:meth:`Campaign.steered_state`,
+    :meth:`Campaign.window_pdb`).
+    """
+
+    campaign: Campaign
+    replica: int
+
+    @property
+    def directory(self) -> PurePosixPath:
+        return self.campaign.steered_dir(self.replica)
+
+    def _file(self, suffix: str) -> PurePosixPath:
+        return self.directory / f"{self.campaign.name}-{suffix}"
+
+    def equilibration(self, ext: str) -> PurePosixPath:
+        """``S-equilibration.{out,chk}``."""
+        return self._file(f"equilibration.{ext}")
+
+    @property
+    def equilibration_portable(self) -> PurePosixPath:
+        return self._file("equilibration-checkpoint.xml")
+
+    def pull(self, ext: str) -> PurePosixPath:
+        """``S-pull.{out,chk}``: state data and checkpoint of the pull."""
+        return self._file(f"pull.{ext}")
+
+    @property
+    def pull_portable(self) -> PurePosixPath:
+        return self._file("pull-checkpoint.xml")
+
+    @property
+    def cv_timeseries(self) -> PurePosixPath:
+        """``#"Step" "CV"`` then one ``step value`` line per pull frame."""
+        return self._file("pull-fraction-native-contacts.dat")
+
+    @property
+    def progress(self) -> PurePosixPath:
+        """Progress record of the running phase (JSON), read by status tools."""
         return self._file("progress.json")
 
 

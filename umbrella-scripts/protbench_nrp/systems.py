@@ -1,20 +1,36 @@
-"""Building the umbrella System of a target.
+"""Building the umbrella System of a target: the setup stage of a campaign.
 
 The bundled local target ``villin`` (the villin headpiece of OpenMM's own
-``openmm/app/data/test.pdb``, water and ions removed, amber14 in vacuum) is
-built from OpenMM alone, so the whole campaign runs on a laptop and in the
-tests. proteinbenchmark targets are built by proteinbenchmark in the image.
+``openmm/app/data/test.pdb``, water and ions removed, amber14 in vacuum or
+OBC2 implicit solvent) is built from OpenMM alone, so the whole campaign runs
+on a laptop and in the tests. proteinbenchmark targets are built by
+proteinbenchmark, which exists only in the cluster image (see
+:class:`ProteinbenchmarkBuilder`).
+
+Whichever builds it, setup ends the same way: the structure is minimized, the
+native contacts are taken from the minimized structure, the umbrella bias
+``k*(Q-Q0)^2`` is added, and :class:`SetupFiles` writes the System XML, the
+minimized PDB and the contacts file, each atomically, the System last: its
+presence means setup is finished.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .contacts import NativeContacts, add_umbrella_bias, find_native_contacts, fraction_native_contacts_force
+from .contacts import (
+    NativeContacts,
+    add_umbrella_bias,
+    find_native_contacts,
+    find_umbrella_force,
+    fraction_native_contacts_force,
+)
+from .layout import Campaign
 
 LOCAL_TARGET = "villin"
 LOCAL_FORCE_FIELDS = {
@@ -24,6 +40,12 @@ LOCAL_FORCE_FIELDS = {
 }
 HYDROGEN_MASS_AMU = 1.5  # repartitioned so 4 fs steps are stable
 NONBONDED_CUTOFF_NM = 1.0
+MINIMIZE_TOLERANCE_KJ_PER_MOL_NM = 10.0
+_IONS = ("NA", "CL", "K")
+
+
+class SetupError(RuntimeError):
+    """A target's System cannot be built here; the message says why and what to do."""
 
 
 def bundled_villin_pdb() -> Path:
@@ -39,6 +61,19 @@ def bundled_villin_pdb() -> Path:
 
 
 @dataclass
+class ParametrizedSystem:
+    """A System without the umbrella bias, and the structure (nm) it describes."""
+
+    topology: object
+    system: object
+    positions_nm: np.ndarray
+
+    @property
+    def periodic(self) -> bool:
+        return bool(self.system.usesPeriodicBoundaryConditions())
+
+
+@dataclass
 class UmbrellaSystem:
     """A System with its umbrella bias, the structure it was built from and its contacts."""
 
@@ -47,32 +82,317 @@ class UmbrellaSystem:
     positions_nm: np.ndarray
     contacts: NativeContacts
 
+    def native_fraction(self, platform=None) -> float:
+        """Q of :attr:`positions_nm` as the System's own bias force evaluates it."""
+        return collective_variable(self.system, self.positions_nm, platform)
 
-def build_local_villin(ff: str = "amber14-vacuum", pdb_path: Path | str | None = None) -> UmbrellaSystem:
-    """Build villin in vacuum or implicit solvent with the Q bias (k = 0 until a window sets it)."""
+
+def parametrize_local_villin(ff: str = "amber14-vacuum",
+                             pdb_path: Path | str | None = None) -> ParametrizedSystem:
+    """Villin in vacuum or implicit solvent: amber14, HMR, HBond constraints, 1 nm cutoff.
+
+    Parameters
+    ----------
+    ff : str
+        A key of :data:`LOCAL_FORCE_FIELDS`.
+    pdb_path : path, optional
+        Structure to build from; OpenMM's bundled ``test.pdb`` by default.
+        Water and ions are removed.
+    """
     import openmm.app as app
     import openmm.unit as unit
 
     if ff not in LOCAL_FORCE_FIELDS:
-        raise ValueError(
+        raise SetupError(
             f"force field {ff!r} is not available for the local target {LOCAL_TARGET!r}; "
-            f"use one of {', '.join(LOCAL_FORCE_FIELDS)}"
+            f"set PROTBENCH_FF to one of {', '.join(LOCAL_FORCE_FIELDS)}"
+        )
+    if pdb_path is not None and not Path(pdb_path).is_file():
+        raise SetupError(
+            f"the initial structure {pdb_path} does not exist; point PROTBENCH_INITIAL_PDB at "
+            f"a PDB file, or unset it to use OpenMM's bundled test.pdb"
         )
     files, _implicit = LOCAL_FORCE_FIELDS[ff]
-    pdb = app.PDBFile(str(pdb_path or bundled_villin_pdb()))
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.deleteWater()
-    modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in ("NA", "CL", "K")])
-    modeller.topology.setPeriodicBoxVectors(None)
-    forcefield = app.ForceField(*files)
-    system = forcefield.createSystem(
-        modeller.topology,
-        nonbondedMethod=app.CutoffNonPeriodic,
-        nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer,
-        constraints=app.HBonds,
-        hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
-    )
+    pdb_path = Path(pdb_path or bundled_villin_pdb())
+    try:
+        pdb = app.PDBFile(str(pdb_path))
+        modeller = app.Modeller(pdb.topology, pdb.positions)
+        modeller.deleteWater()
+        modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in _IONS])
+        modeller.topology.setPeriodicBoxVectors(None)
+        system = app.ForceField(*files).createSystem(
+            modeller.topology,
+            nonbondedMethod=app.CutoffNonPeriodic,
+            nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer,
+            constraints=app.HBonds,
+            hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
+        )
+    except (ValueError, KeyError, IndexError) as error:
+        raise SetupError(
+            f"{pdb_path} cannot be parametrized with {ff}: {error}. Give a complete, protonated "
+            f"protein structure in PROTBENCH_INITIAL_PDB, or unset it to use OpenMM's test.pdb"
+        ) from error
     positions = np.array(modeller.positions.value_in_unit(unit.nanometer))
-    contacts = find_native_contacts(modeller.topology, positions)
-    add_umbrella_bias(system, fraction_native_contacts_force(contacts, periodic=False))
-    return UmbrellaSystem(modeller.topology, system, positions, contacts)
+    return ParametrizedSystem(modeller.topology, system, positions)
+
+
+def add_native_contact_bias(parametrized: ParametrizedSystem) -> UmbrellaSystem:
+    """Take the native contacts of ``parametrized``'s structure and add the Q bias (k = 0).
+
+    The bias is periodic exactly when the System is, so a solvated protein
+    that crosses the box edge keeps its contacts.
+    """
+    contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
+    cv = fraction_native_contacts_force(contacts, periodic=parametrized.periodic)
+    add_umbrella_bias(parametrized.system, cv)
+    return UmbrellaSystem(parametrized.topology, parametrized.system,
+                          parametrized.positions_nm, contacts)
+
+
+def build_local_villin(ff: str = "amber14-vacuum", pdb_path: Path | str | None = None) -> UmbrellaSystem:
+    """Build villin with the Q bias (k = 0 until a window sets it), without minimizing."""
+    return add_native_contact_bias(parametrize_local_villin(ff, pdb_path))
+
+
+def minimize(parametrized: ParametrizedSystem, platform=None, properties: dict | None = None,
+             tolerance_kj_per_mol_nm: float = MINIMIZE_TOLERANCE_KJ_PER_MOL_NM) -> ParametrizedSystem:
+    """Return ``parametrized`` with its structure moved to the nearest energy minimum.
+
+    ``platform`` (an ``openmm.Platform``, Reference by default) and its
+    ``properties`` come from :func:`protbench_nrp.engine.select_platform`.
+    """
+    import openmm
+    import openmm.unit as unit
+
+    context = _context(parametrized.system, parametrized.positions_nm, platform, properties)
+    openmm.LocalEnergyMinimizer.minimize(
+        context, tolerance_kj_per_mol_nm * unit.kilojoule_per_mole / unit.nanometer)
+    positions = context.getState(getPositions=True).getPositions(asNumpy=True)
+    return ParametrizedSystem(parametrized.topology, parametrized.system,
+                              np.array(positions.value_in_unit(unit.nanometer)))
+
+
+def collective_variable(system, positions_nm, platform=None) -> float:
+    """Value of the umbrella force's collective variable (Q) for ``positions_nm``."""
+    _index, force = find_umbrella_force(system)
+    context = _context(system, positions_nm, platform)
+    return float(force.getCollectiveVariableValues(context)[0])
+
+
+def _context(system, positions_nm, platform, properties=None):
+    import openmm
+
+    integrator = openmm.VerletIntegrator(0.001)
+    if platform is None:
+        platform = openmm.Platform.getPlatformByName("Reference")
+    context = openmm.Context(system, integrator, platform, properties or {})
+    context.setPositions(np.asarray(positions_nm))
+    return context
+
+
+class ProteinbenchmarkBuilder:
+    """Build a proteinbenchmark target with proteinbenchmark's own setup.
+
+    proteinbenchmark (and the OpenFF stack behind it) exists only in the
+    cluster image, so this path is not exercised by the tests here; it is
+    written against proteinbenchmark's public API: ``benchmark_targets``,
+    ``force_fields`` and ``ProteinBenchmarkSystem(...).setup()``, which builds
+    coordinates, solvates, parametrizes and minimizes, resuming from whatever
+    intermediate files it finds. It writes into the same ``S/setup/``
+    directory as the rest of the setup stage (its ``S-minimized.pdb`` is the
+    layout's minimized structure), so a restarted pod resumes it from the
+    bucket.
+    """
+
+    def __init__(self, target: str, ff: str):
+        self.target = target
+        self.ff = ff
+
+    @staticmethod
+    def module():
+        """The ``proteinbenchmark`` module, or ``None`` where it is not importable."""
+        try:
+            import proteinbenchmark
+        except Exception:  # absent outside the image; any failure means "not here"
+            return None
+        return proteinbenchmark
+
+    def knows_target(self) -> bool:
+        module = self.module()
+        return module is not None and self.target in module.benchmark_targets
+
+    def build(self, results_root: Path) -> ParametrizedSystem:
+        """Run proteinbenchmark's setup under ``results_root`` and load what it left."""
+        import openmm
+        import openmm.app as app
+        import openmm.unit as unit
+
+        pb = self.module()
+        if pb is None:
+            raise SetupError(
+                f"target {self.target!r} is built by proteinbenchmark, which is not importable "
+                f"here; run the setup Job in the cluster image, or use the local target "
+                f"{LOCAL_TARGET!r} with one of {', '.join(LOCAL_FORCE_FIELDS)}"
+            )
+        if self.ff not in pb.force_fields:
+            raise SetupError(
+                f"force field {self.ff!r} is unknown to proteinbenchmark; set PROTBENCH_FF to "
+                f"one of {', '.join(sorted(pb.force_fields))}"
+            )
+        ff_entry = pb.force_fields[self.ff]
+        benchmark = pb.ProteinBenchmarkSystem(
+            result_directory=str(results_root),
+            target_name=self.target,
+            target_parameters=pb.benchmark_targets[self.target],
+            force_field_name=self.ff,
+            water_model_name=ff_entry["water_model"],
+            force_field_file=ff_entry["force_field_file"],
+            water_model_file=ff_entry.get("water_model_file"),
+        )
+        benchmark.setup()
+        # The attribute names changed between proteinbenchmark releases.
+        system_xml = getattr(benchmark, "parametrized_system", None) or benchmark.openmm_system
+        minimized = getattr(benchmark, "minimized_coords", None) or benchmark.minimized_pdb
+        system = openmm.XmlSerializer.deserialize(Path(system_xml).read_text())
+        pdb = app.PDBFile(str(minimized))
+        positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        return ParametrizedSystem(pdb.topology, system, positions)
+
+
+class SetupFiles:
+    """The three outputs of the setup stage under one results root.
+
+    Parameters
+    ----------
+    root : path
+        Local results root (``/results`` in a pod).
+    campaign : Campaign
+        Target and force field; every path comes from :mod:`layout`.
+    """
+
+    def __init__(self, root: Path | str, campaign: Campaign):
+        self.root = Path(root)
+        self.campaign = campaign
+
+    @property
+    def system_xml(self) -> Path:
+        return self.root / self.campaign.system_xml
+
+    @property
+    def minimized_pdb(self) -> Path:
+        return self.root / self.campaign.minimized_pdb
+
+    @property
+    def contacts_file(self) -> Path:
+        return self.root / self.campaign.contacts_file
+
+    def all(self) -> tuple[Path, Path, Path]:
+        return self.contacts_file, self.minimized_pdb, self.system_xml
+
+    def missing(self) -> list[Path]:
+        return [path for path in self.all() if not path.is_file() or path.stat().st_size == 0]
+
+    def is_complete(self) -> bool:
+        return not self.missing()
+
+    def write(self, umbrella: UmbrellaSystem) -> None:
+        """Write every file atomically; the System XML, the mark of a finished setup, last."""
+        import openmm
+        import openmm.app as app
+        import openmm.unit as unit
+
+        self.system_xml.parent.mkdir(parents=True, exist_ok=True)
+        with _atomic(self.contacts_file) as tmp:
+            umbrella.contacts.write(tmp)
+        with _atomic(self.minimized_pdb) as tmp, open(tmp, "w") as handle:
+            app.PDBFile.writeFile(umbrella.topology, umbrella.positions_nm * unit.nanometer,
+                                  handle, keepIds=True)
+        with _atomic(self.system_xml) as tmp:
+            Path(tmp).write_text(openmm.XmlSerializer.serialize(umbrella.system))
+
+    def load(self) -> UmbrellaSystem:
+        """Read a finished setup back; the error names any missing file and the fix."""
+        import openmm
+        import openmm.app as app
+        import openmm.unit as unit
+
+        missing = self.missing()
+        if missing:
+            raise SetupError(
+                "the setup stage has not finished: missing "
+                + ", ".join(str(p) for p in missing)
+                + "; run umbrella-scripts/setup-umbrella-system.py (the setup Job) first"
+            )
+        system = openmm.XmlSerializer.deserialize(self.system_xml.read_text())
+        find_umbrella_force(system)
+        pdb = app.PDBFile(str(self.minimized_pdb))
+        positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        return UmbrellaSystem(pdb.topology, system, positions, NativeContacts.read(self.contacts_file))
+
+
+class _atomic:
+    """Context manager yielding a temporary path that replaces ``path`` on success."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> str:
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                        suffix=".tmp")
+        os.close(fd)
+        # mkstemp makes the file private; the finished file should be as
+        # readable as any other the process writes (pods share it by group).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            Path(self.tmp).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class SetupReport:
+    """What :func:`set_up` did, for the script to print."""
+
+    already_done: bool
+    n_contacts: int
+    native_fraction: float
+    builder: str
+
+
+def set_up(root: Path | str, target: str, ff: str, platform=None, properties: dict | None = None,
+           initial_pdb: Path | str | None = None) -> SetupReport:
+    """Build, minimize and write the umbrella System of ``target`` with ``ff`` under ``root``.
+
+    Idempotent: a finished setup is left untouched. ``villin`` is built from
+    OpenMM alone; any other target by proteinbenchmark when importable.
+
+    Raises
+    ------
+    science.UnknownTargetError
+        For a target neither catalog knows.
+    SetupError
+        For a target or force field that cannot be built here.
+    """
+    from .science import target_conditions
+
+    campaign = Campaign(target, ff)
+    files = SetupFiles(root, campaign)
+    if files.is_complete():
+        done = files.load()
+        return SetupReport(True, len(done.contacts), done.native_fraction(platform), "existing")
+    if target == LOCAL_TARGET:
+        parametrized = parametrize_local_villin(ff, initial_pdb)
+        parametrized = minimize(parametrized, platform, properties)
+        builder = "openmm"
+    else:
+        target_conditions(target)  # unknown targets fail here, naming the known ones
+        parametrized = ProteinbenchmarkBuilder(target, ff).build(Path(root))
+        builder = "proteinbenchmark"
+    umbrella = add_native_contact_bias(parametrized)
+    files.write(umbrella)
+    return SetupReport(False, len(umbrella.contacts), umbrella.native_fraction(platform), builder)

@@ -1,0 +1,120 @@
+"""Umbrella windows sampled exactly from a known potential of mean force.
+
+Each window's CV series is drawn from the biased distribution
+``exp(-(F(x) + k (x - x0)^2) / kT)`` by inverting its CDF on a fine grid. The
+draws are correlated in time through a Gaussian copula (an AR(1) process
+mapped through the normal CDF), so the marginal distribution is exact while
+subsampling by statistical inefficiency has real work to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import lfilter
+from scipy.special import ndtr
+
+from protbench_nrp.analysis import GAS_CONSTANT_KCAL_PER_MOL_K
+from protbench_nrp.layout import Campaign
+from protbench_nrp.records import UmbrellaParameters
+
+CV_HEADER = '#"Step" "CV"\n'
+
+
+@dataclass(frozen=True)
+class DoubleWell:
+    """``F(x) = barrier * ((x - middle)^2 / half_width^2 - 1)^2`` in kcal/mol.
+
+    Minima (F = 0) at ``middle ± half_width``, a barrier of ``barrier`` at ``middle``.
+    """
+
+    barrier_kcal_per_mol: float = 2.0
+    middle: float = 0.7
+    half_width: float = 0.15
+
+    def __call__(self, x):
+        s = (np.asarray(x, dtype=float) - self.middle) / self.half_width
+        return self.barrier_kcal_per_mol * (s * s - 1.0) ** 2
+
+
+@dataclass(frozen=True)
+class SyntheticCampaign:
+    root: Path
+    campaign: Campaign
+    pmf: DoubleWell
+    centres: tuple[float, ...]
+    k_kcal_per_mol: float
+    temperature_kelvin: float
+    replicas: tuple[int, ...]
+    n_frames: int
+
+
+def sample_window(pmf, centre: float, k_kcal_per_mol: float, temperature_kelvin: float,
+                  n_frames: int, rng: np.random.Generator, correlation: float = 0.0,
+                  grid=(0.0, 1.4, 40001)) -> np.ndarray:
+    """``n_frames`` draws from the biased distribution of one window."""
+    x = np.linspace(*grid)
+    beta = 1.0 / (GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin)
+    log_p = -beta * (pmf(x) + k_kcal_per_mol * (x - centre) ** 2)
+    p = np.exp(log_p - log_p.max())
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(x))])
+    cdf /= cdf[-1]
+    # z[t] = c z[t-1] + sqrt(1 - c^2) e[t] with z[0] = e[0]: stationary N(0, 1).
+    noise = rng.standard_normal(n_frames)
+    scale = np.sqrt(1.0 - correlation ** 2)
+    noise[0] /= scale
+    z = lfilter([scale], [1.0, -correlation], noise)
+    return np.interp(ndtr(z), cdf, x)
+
+
+def write_cv_file(path: Path, values, steps_per_frame: int = 25, torn_tail: str = "") -> None:
+    """Write a CV file as the window script does; ``torn_tail`` appends a partial line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    steps = steps_per_frame * np.arange(1, len(values) + 1)
+    body = "".join(f"{s} {v:.6f}\n" for s, v in zip(steps, values))
+    path.write_text(CV_HEADER + body + torn_tail)
+
+
+def write_parameters(root: Path, campaign: Campaign, replica: int, window: int, centre: float,
+                     k_kcal_per_mol: float, temperature_kelvin: float, n_windows: int,
+                     n_frames: int, frame_ps: float = 100.0, **changes) -> None:
+    fields = dict(target=campaign.target, ff=campaign.ff, replica=replica, window=window,
+                  n_windows=n_windows, cv_name="Q", centre=centre, k_kcal_per_mol=k_kcal_per_mol,
+                  temperature_kelvin=temperature_kelvin, pressure_atm=0.0, timestep_fs=4.0,
+                  frame_ps=frame_ps, production_length_ns=n_frames * frame_ps / 1000.0,
+                  equil_length_ns=1.0)
+    fields.update(changes)
+    UmbrellaParameters(**fields).write(root / campaign.window_files(replica, window).parameters)
+
+
+def write_synthetic_campaign(root: Path, *, replicas=(1, 2, 3), n_windows: int = 16,
+                             cv_start: float = 1.0, cv_end: float = 0.4,
+                             k_kcal_per_mol: float = 400.0, temperature_kelvin: float = 300.0,
+                             n_frames: int = 2000, correlation: float = 0.8, seed: int = 1,
+                             pmf: DoubleWell = DoubleWell(),
+                             campaign: Campaign = Campaign("synthetic", "double-well")
+                             ) -> SyntheticCampaign:
+    """Write CV files and parameter records of a whole campaign into the results layout."""
+    rng = np.random.default_rng(seed)
+    centres = tuple(cv_start + (cv_end - cv_start) * w / (n_windows - 1) for w in range(n_windows))
+    for replica in replicas:
+        for window, centre in enumerate(centres):
+            values = sample_window(pmf, centre, k_kcal_per_mol, temperature_kelvin, n_frames, rng,
+                                   correlation)
+            write_cv_file(root / campaign.window_files(replica, window).cv_timeseries, values)
+            write_parameters(root, campaign, replica, window, centre, k_kcal_per_mol,
+                             temperature_kelvin, n_windows, n_frames)
+    return SyntheticCampaign(root, campaign, pmf, centres, k_kcal_per_mol, temperature_kelvin,
+                             tuple(replicas), n_frames)
+
+
+def bin_averaged_pmf(pmf, bin_edges, temperature_kelvin: float) -> np.ndarray:
+    """The PMF a histogram estimator converges to: ``-kT ln <exp(-F/kT)>`` over each bin."""
+    kt = GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin
+    values = []
+    for low, high in zip(bin_edges[:-1], bin_edges[1:]):
+        x = np.linspace(low, high, 401)
+        values.append(-kt * np.log(np.mean(np.exp(-pmf(x) / kt))))
+    return np.array(values)

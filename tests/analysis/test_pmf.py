@@ -1,0 +1,157 @@
+"""The PMF of windows sampled exactly from a known double well comes back, with honest errors."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from protbench_nrp.analysis import (LocalResults, analyze_campaign, build_command, load_campaign)
+
+from .synthetic import bin_averaged_pmf
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def deviations(pmf, synthetic, min_samples=30):
+    """Estimate minus truth (both zero at the estimate's reference bin) and its z-scores."""
+    truth = bin_averaged_pmf(synthetic.pmf, pmf.bin_edges, synthetic.temperature_kelvin)
+    reference = int(np.nanargmin(pmf.pmf_kcal_per_mol))
+    error = pmf.pmf_kcal_per_mol - (truth - truth[reference])
+    used = pmf.samples_per_bin >= min_samples
+    used[reference] = False  # zero by construction, with zero uncertainty
+    return error[used], error[used] / pmf.uncertainty_kcal_per_mol[used], \
+        pmf.uncertainty_kcal_per_mol[used]
+
+
+@pytest.fixture(scope="module")
+def analysis(synthetic):
+    return analyze_campaign(load_campaign(LocalResults(synthetic.root), synthetic.campaign))
+
+
+def test_every_window_is_read_with_its_recorded_parameters(synthetic, analysis):
+    assert analysis.warnings == []
+    assert analysis.missing == {}
+    assert len(analysis.windows) == len(synthetic.replicas) * len(synthetic.centres)
+    assert analysis.temperature_kelvin == synthetic.temperature_kelvin
+    for window in analysis.windows:
+        assert window.centre == pytest.approx(synthetic.centres[window.window])
+        assert window.k_kcal_per_mol == synthetic.k_kcal_per_mol
+    # Replicas of a window share one MBAR state; states run along the CV.
+    assert analysis.combined.overlap.shape == (len(synthetic.centres),) * 2
+    assert list(analysis.combined.state_centres) == sorted(synthetic.centres)
+
+
+def test_subsampling_follows_the_correlation_of_the_series(synthetic, analysis):
+    # The series are an AR(1) Gaussian copula with coefficient 0.8: g = 1.8/0.2 = 9
+    # for the Gaussian, somewhat less after the monotone map to the CV.
+    g = np.median([w.statistical_inefficiency for w in analysis.windows])
+    assert 5.0 < g < 11.0
+    for w in analysis.windows:
+        kept = synthetic.n_frames - w.n_discarded
+        assert len(w.samples) == pytest.approx(kept / w.statistical_inefficiency, rel=0.1, abs=2)
+
+
+@pytest.mark.parametrize("scope", ["all", 1, 2, 3])
+def test_recovered_pmf_matches_the_double_well_within_its_error_bars(synthetic, analysis, scope):
+    pmf = analysis.combined if scope == "all" else analysis.per_replica[scope]
+    error, z, sigma = deviations(pmf, synthetic)
+    assert len(error) >= 15  # the profile covers the CV range the windows sampled
+    assert np.mean(np.abs(z) < 3) >= 0.9
+    assert np.max(np.abs(error)) < 0.5
+    # Honest error bars: neither absurdly large nor vanishing, and about as
+    # large as the scatter they describe.
+    assert 0.01 < np.median(sigma) < 0.3
+    assert 0.3 < np.sqrt(np.mean(z ** 2)) < 2.0
+
+
+def test_all_replicas_together_are_more_precise_than_one(analysis):
+    combined = np.nanmedian(analysis.combined.uncertainty_kcal_per_mol)
+    for pmf in analysis.per_replica.values():
+        assert combined < 0.8 * np.nanmedian(pmf.uncertainty_kcal_per_mol)
+
+
+def test_well_spaced_windows_raise_no_overlap_warning(analysis):
+    assert analysis.combined.poor_overlaps(0.03) == []
+    neighbours = np.diag(analysis.combined.overlap, 1)
+    assert neighbours.min() > 0.03
+
+
+def test_bootstrap_errors_agree_with_analytical_ones(synthetic):
+    samples = load_campaign(LocalResults(synthetic.root), synthetic.campaign, replicas=(1,))
+    analytical = analyze_campaign(samples).combined
+    bootstrap = analyze_campaign(samples, n_bootstraps=40).combined
+    np.testing.assert_allclose(bootstrap.pmf_kcal_per_mol, analytical.pmf_kcal_per_mol)
+    well_sampled = analytical.samples_per_bin >= 30
+    ratio = bootstrap.uncertainty_kcal_per_mol[well_sampled] / analytical.uncertainty_kcal_per_mol[well_sampled]
+    assert 0.6 < np.nanmedian(ratio) < 1.6
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_command_writes_the_profile_table_and_plots(synthetic_results, analysis):
+    root, campaign = synthetic_results.root, synthetic_results.campaign
+    result = CliRunner().invoke(build_command(), ["-o", str(root)],
+                                env={"PROTBENCH_TARGET": campaign.target, "PROTBENCH_FF": campaign.ff})
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    assert f"{campaign.name}: 48 windows from replicas 1, 2, 3" in result.stdout
+
+    rows = read_csv(root / campaign.pmf_csv)
+    assert list(rows[0]) == [
+        "cv", "pmf_kcal_per_mol", "uncertainty_kcal_per_mol", "samples",
+        "replica_1_pmf_kcal_per_mol", "replica_1_uncertainty_kcal_per_mol",
+        "replica_2_pmf_kcal_per_mol", "replica_2_uncertainty_kcal_per_mol",
+        "replica_3_pmf_kcal_per_mol", "replica_3_uncertainty_kcal_per_mol"]
+    pmf = analysis.combined
+    assert len(rows) == len(pmf.bin_centres)
+    as_float = lambda text: float(text) if text else np.nan  # noqa: E731
+    np.testing.assert_allclose([float(r["cv"]) for r in rows], pmf.bin_centres, rtol=1e-5)
+    np.testing.assert_allclose([as_float(r["pmf_kcal_per_mol"]) for r in rows],
+                               pmf.pmf_kcal_per_mol, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([as_float(r["replica_2_uncertainty_kcal_per_mol"]) for r in rows],
+                               analysis.per_replica[2].uncertainty_kcal_per_mol, rtol=1e-5, atol=1e-6)
+    assert sum(int(r["samples"]) for r in rows) == sum(len(w.samples) for w in analysis.windows)
+
+    windows = read_csv(root / campaign.analysis_file("windows.csv"))
+    assert len(windows) == 48
+    assert {(int(w["replica"]), int(w["window"])) for w in windows} == {
+        (r, w) for r in (1, 2, 3) for w in range(16)}
+    for name in ("pmf.png", "cv-histograms.png", "overlap.png"):
+        path = root / campaign.analysis_file(name)
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        assert path.stat().st_size > 10_000
+        assert f"wrote {path}" in result.stdout
+
+
+def test_chosen_replicas_and_discarded_frames_are_honoured(synthetic_results):
+    root, campaign = synthetic_results.root, synthetic_results.campaign
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(root), "--target", campaign.target, "--ff", campaign.ff, "-r", "2",
+        "--discard-frames", "500", "--bins", "40"])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(root / campaign.pmf_csv)
+    assert len(rows) == 40
+    assert [c for c in rows[0] if c.startswith("replica_")] == [
+        "replica_2_pmf_kcal_per_mol", "replica_2_uncertainty_kcal_per_mol"]
+    windows = read_csv(root / campaign.analysis_file("windows.csv"))
+    assert {w["replica"] for w in windows} == {"2"}
+    assert {w["discarded_frames"] for w in windows} == {"500"}
+    # With one replica, "all replicas" is that replica.
+    assert [r["pmf_kcal_per_mol"] for r in rows] == [r["replica_2_pmf_kcal_per_mol"] for r in rows]
+
+
+def test_low_overlap_threshold_names_every_neighbour_pair(synthetic_results):
+    root, campaign = synthetic_results.root, synthetic_results.campaign
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(root), "--target", campaign.target, "--ff", campaign.ff, "-r", "1",
+        "--overlap-threshold", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert "neighbouring windows overlap less than 0.9" in result.stderr
+    for window in range(15):
+        assert f"{window:02d}-{window + 1:02d} (" in result.stderr

@@ -1,0 +1,173 @@
+"""A launcher in a real temporary git repository, with a real bare remote and a kubectl stand-in.
+
+:class:`LauncherRepo` copies the real ``run-umbrella-windows.py``, the real
+template and the real ``umbrella-scripts`` package into a fresh repository,
+pushes it to a bare repository that plays the role of GitHub, and runs the
+launcher as a scientist would: edit the constants, run the script. The only
+stand-in is ``kubectl``: a shell script first on PATH that records each call
+and a copy of the file it was asked to apply, and fails on request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = "run-umbrella-windows.py"
+TEMPLATE = "k8s_template.yaml"
+
+from protbench_nrp.jobs import STAGE_SCRIPTS  # noqa: E402  (umbrella-scripts is on pytest's pythonpath)
+
+WINDOW_SCRIPT = "umbrella-scripts/run-umbrella-window.py"
+
+FAKE_KUBECTL = """#!/bin/sh
+# kubectl stand-in: records every call and a copy of the file it is asked to apply.
+log='{log}'
+n=$(( $(cat "$log/count" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$log/count"
+printf '%s\\n' "$*" >> "$log/calls"
+if [ "$1" = apply ] && [ "$2" = -f ]; then
+  cp "$3" "$log/applied-$n.yaml"
+  printf '%s\\n' "$3" >> "$log/applied-paths"
+fi
+if [ "$n" = "${{FAKE_KUBECTL_FAIL_AT:-0}}" ]; then
+  echo 'error: You must be logged in to the server (Unauthorized)' >&2
+  exit 1
+fi
+echo "job.batch/$(sed -n 's/^  name: //p' "$3" | head -n 1) created"
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git, failing the test on error; return its output."""
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
+    return result.stdout.strip()
+
+
+class LauncherRepo:
+    """A clone of the launcher's files in a git repository whose origin is a local bare repository."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.dir = root / "work"
+        self.remote = root / "remote.git"
+        self.log = root / "kubectl-log"
+        self.bin = root / "bin"
+        self._populate()
+        self._install_kubectl()
+
+    # -- set-up ----------------------------------------------------------------------
+    def _populate(self) -> None:
+        self.dir.mkdir()
+        shutil.copy2(REPO_ROOT / LAUNCHER, self.dir / LAUNCHER)
+        shutil.copy2(REPO_ROOT / TEMPLATE, self.dir / TEMPLATE)
+        shutil.copy2(REPO_ROOT / ".gitignore", self.dir / ".gitignore")
+        shutil.copytree(REPO_ROOT / "umbrella-scripts", self.dir / "umbrella-scripts",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for script in [WINDOW_SCRIPT, *STAGE_SCRIPTS.values()]:
+            path = self.dir / script
+            if not path.exists():  # written by other parts of the project; only their git state matters here
+                path.write_text("#!/usr/bin/env python3\nprint('simulation')\n")
+        git(self.root, "init", "--quiet", "--bare", str(self.remote))
+        git(self.dir, "init", "--quiet", "-b", "main")
+        git(self.dir, "remote", "add", "origin", str(self.remote))
+        self.set_constants(REPO_URL=str(self.remote), INITIALS="tst")
+        self.commit("initial")
+        git(self.dir, "push", "--quiet", "-u", "origin", "main")
+
+    def _install_kubectl(self) -> None:
+        self.log.mkdir()
+        self.bin.mkdir()
+        kubectl = self.bin / "kubectl"
+        kubectl.write_text(FAKE_KUBECTL.format(log=self.log))
+        kubectl.chmod(0o755)
+
+    # -- editing, as a scientist would -----------------------------------------------
+    def set_constants(self, **values) -> None:
+        """Rewrite ``NAME = ...`` lines of the launcher's constants."""
+        path = self.dir / LAUNCHER
+        text = path.read_text()
+        for name, value in values.items():
+            text, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", text, flags=re.M)
+            assert count == 1, f"constant {name} not found once in {LAUNCHER}"
+        path.write_text(text)
+
+    def commit(self, message: str) -> str:
+        git(self.dir, "add", "-A")
+        git(self.dir, "commit", "--quiet", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return git(self.dir, "rev-parse", "HEAD")
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, *args: str, fail_at: int | None = None, path_kubectl: bool = True,
+            skip_preflight: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run the real launcher script; ``--skip-preflight`` unless told otherwise."""
+        env = dict(os.environ)
+        if path_kubectl:
+            env["PATH"] = f"{self.bin}{os.pathsep}{env['PATH']}"
+        else:  # a PATH holding git and nothing else, so no kubectl of this machine is found either
+            bare = self.root / "bin-without-kubectl"
+            bare.mkdir(exist_ok=True)
+            if not (bare / "git").exists():
+                (bare / "git").symlink_to(shutil.which("git"))
+            env["PATH"] = str(bare)
+        if fail_at is not None:
+            env["FAKE_KUBECTL_FAIL_AT"] = str(fail_at)
+        argv = [sys.executable, str(self.dir / LAUNCHER), *args]
+        if skip_preflight and "--dry-run" not in args:
+            argv.append("--skip-preflight")
+        return subprocess.run(argv, cwd=cwd or self.dir, env=env, capture_output=True, text=True, timeout=300)
+
+    # -- what happened ---------------------------------------------------------------------
+    def kubectl_calls(self) -> list[str]:
+        calls = self.log / "calls"
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    def applied(self) -> list[tuple[Path, bytes]]:
+        """(path given to kubectl, bytes kubectl read) for every apply call, in order."""
+        paths_file = self.log / "applied-paths"
+        paths = paths_file.read_text().splitlines() if paths_file.exists() else []
+        return [(Path(p), (self.log / f"applied-{n}.yaml").read_bytes()) for n, p in enumerate(paths, start=1)]
+
+    @property
+    def results(self) -> Path:
+        return self.dir / "results"
+
+    def result_files(self) -> list[Path]:
+        return sorted(p for p in self.results.rglob("*") if p.is_file()) if self.results.exists() else []
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file of the work tree (git's own database aside), for before/after comparisons."""
+        return {str(p.relative_to(self.dir)): p.read_bytes() for p in sorted(self.dir.rglob("*"))
+                if p.is_file() and ".git" not in p.relative_to(self.dir).parts and "__pycache__" not in p.parts}
+
+
+@pytest.fixture
+def launcher_repo(tmp_path) -> LauncherRepo:
+    return LauncherRepo(tmp_path)
+
+
+def documents(stream: str) -> list[dict]:
+    """The documents of a YAML stream."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [doc for doc in yaml.load_all(stream, Loader=loader) if doc is not None]
+
+
+def all_containers(manifest: dict) -> list[dict]:
+    pod = manifest["spec"]["template"]["spec"]
+    return list(pod.get("initContainers") or []) + list(pod["containers"])
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {entry["name"]: entry["value"] for entry in container.get("env") or []}

@@ -1,0 +1,56 @@
+"""Bad constants are refused with the constant named and the fix, before anything is written or applied."""
+
+from __future__ import annotations
+
+import pytest
+
+CASES = {
+    "empty initials": ({"INITIALS": ""}, "INITIALS '' must be your initials, letters only"),
+    "initials with a dot": ({"INITIALS": "j.m"}, "INITIALS 'j.m' must be your initials"),
+    "initials with a digit": ({"INITIALS": "jm2"}, "INITIALS 'jm2' must be your initials"),
+    "no windows": ({"N_WINDOWS": 0}, "N_WINDOWS 0 must be a whole number of at least 1"),
+    "windows as text": ({"N_WINDOWS": "31"}, "N_WINDOWS '31' must be a whole number"),
+    "no replicas": ({"N_REPLICAS": 0}, "N_REPLICAS 0 must be a whole number of at least 1"),
+    "replica out of range": ({"REPLICAS": (4,)}, "REPLICAS (--replicas) selects 4, outside 1..3"),
+    "replica zero": ({"REPLICAS": (0, 1)}, "REPLICAS (--replicas) selects 0, outside 1..3"),
+    "window out of range": ({"WINDOWS": (-1,)}, "WINDOWS (--windows) selects -1, outside 0..30"),
+    "empty selection": ({"WINDOWS": ()}, "WINDOWS (--windows) selects nothing"),
+    "repeated selection": ({"WINDOWS": (2, 2)}, "WINDOWS (--windows) names some more than once"),
+    "unknown stage": ({"STAGE": "production"}, "STAGE 'production' must be one of setup, steered, window"),
+    "cuda major only": ({"CUDA_VERSION": "12"}, "CUDA_VERSION '12' must be MAJOR.MINOR"),
+    "cuda with patch": ({"CUDA_VERSION": "12.4.1"}, "CUDA_VERSION '12.4.1' must be MAJOR.MINOR"),
+    "env name": ({"EXTRA_ENV": {"1BAD": "x"}}, "EXTRA_ENV key '1BAD' is not an environment variable name"),
+    "env value": ({"EXTRA_ENV": {"PROTBENCH_PRODUCTION_LENGTH_NS": 100}},
+                  "EXTRA_ENV['PROTBENCH_PRODUCTION_LENGTH_NS'] is 100; environment values must be strings"),
+    "env clash": ({"EXTRA_ENV": {"PROTBENCH_WINDOW": "03"}},
+                  "EXTRA_ENV sets PROTBENCH_WINDOW, which the launcher sets itself"),
+    "target with space": ({"TARGET": "gb 3"}, "TARGET 'gb 3' must be a non-empty name"),
+    "ff with slash": ({"FF": "a/b"}, "FF 'a/b' must be a non-empty name"),
+    "bucket": ({"BUCKET": "Bad_Bucket"}, "BUCKET 'Bad_Bucket' is not an S3 bucket name"),
+    "remote": ({"RCLONE_REMOTE": "nrp:"}, "RCLONE_REMOTE 'nrp:' must be the name of a remote"),
+    "secret": ({"RCLONE_SECRET": "JM_rclone"}, "RCLONE_SECRET 'JM_rclone' is not a Kubernetes secret name"),
+    "script outside": ({"SCRIPT_PATH": "../elsewhere.py"}, "SCRIPT_PATH '../elsewhere.py' must be a path inside"),
+    "no image": ({"IMAGE": ""}, "IMAGE '' must be set"),
+    "repo url with space": ({"REPO_URL": "https://example.org/a b.git"}, "REPO_URL"),
+}
+
+
+@pytest.mark.parametrize("constants, message", CASES.values(), ids=CASES.keys())
+def test_bad_constant_is_refused_before_any_side_effect(launcher_repo, constants, message):
+    launcher_repo.set_constants(**constants)
+    result = launcher_repo.run()
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+    assert "Nothing was applied" in result.stderr
+    assert launcher_repo.kubectl_calls() == []
+    assert not launcher_repo.results.exists()
+    dry = launcher_repo.run("--dry-run")  # a dry run refuses too, printing no manifest
+    assert dry.returncode == 1 and dry.stdout == "" and message in dry.stderr
+
+
+def test_every_problem_is_reported_at_once(launcher_repo):
+    launcher_repo.set_constants(INITIALS="", N_WINDOWS=0, CUDA_VERSION="twelve")
+    result = launcher_repo.run("--dry-run")
+    assert result.returncode == 1
+    for constant in ("INITIALS", "N_WINDOWS", "CUDA_VERSION"):
+        assert f"\n  - {constant} " in result.stderr

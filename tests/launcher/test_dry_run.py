@@ -1,0 +1,222 @@
+"""``--dry-run``: every Job of the campaign as one YAML stream, and nothing else happens."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from protbench_nrp.jobs import STAGE_SCRIPTS
+from protbench_nrp.launcher import build_jobs
+from protbench_nrp.manifest import KUBERNETES_VERSION
+
+from .conftest import LAUNCHER, REPO_ROOT, TEMPLATE, all_containers, documents, env_of
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+PREFIX = "protbench.openforcefield.org"
+CAMPAIGN = "gb3-null-0.0.3-pair-opc3"
+
+
+def test_checked_in_launcher_dry_run_prints_every_job_schema_valid():
+    # The repository's own script with its own constants, run as a scientist would.
+    result = subprocess.run([str(REPO_ROOT / LAUNCHER), "--dry-run"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    constants = runpy.run_path(str(REPO_ROOT / LAUNCHER))
+    manifests = documents(result.stdout)
+    assert result.stdout.startswith("---\n")
+    assert len(manifests) == constants["N_WINDOWS"] * constants["N_REPLICAS"]
+    for manifest in manifests:
+        # kubernetes-validate's own entry point, not the launcher's cached validator.
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    names = [m["metadata"]["name"] for m in manifests]
+    assert len(set(names)) == len(names)
+    assert all(DNS_LABEL.match(name) and len(name) <= 63 for name in names)
+
+
+def test_dry_run_writes_nothing_calls_nothing_and_needs_no_remote(launcher_repo):
+    before = launcher_repo.snapshot()
+    shutil.rmtree(launcher_repo.remote)  # no remote to fetch from: a dry run must not need one
+    result = launcher_repo.run("--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert len(documents(result.stdout)) == 93
+    assert launcher_repo.snapshot() == before
+    assert not launcher_repo.results.exists()
+    assert launcher_repo.kubectl_calls() == []
+
+
+def test_dry_run_without_kubectl_or_git_repository_records_uncommitted(launcher_repo):
+    shutil.rmtree(launcher_repo.dir / ".git")
+    result = launcher_repo.run("--dry-run", path_kubectl=False)
+    assert result.returncode == 0, result.stderr
+    for manifest in documents(result.stdout):
+        assert manifest["metadata"]["annotations"][f"{PREFIX}/script-commit"] == "uncommitted"
+        assert env_of(all_containers(manifest)[-1])["PROTBENCH_SCRIPT_COMMIT"] == "uncommitted"
+
+
+def test_every_container_gets_exactly_the_jobspec_env_after_the_template_env(launcher_repo):
+    result = launcher_repo.run("--dry-run")
+    assert result.returncode == 0, result.stderr
+    manifests = documents(result.stdout)
+    config = runpy.run_path(str(launcher_repo.dir / LAUNCHER))["campaign_config"]()
+    jobs = build_jobs(config, launcher_repo.head())
+    template = yaml.safe_load((launcher_repo.dir / TEMPLATE).read_text())
+    template_containers = all_containers(template)
+    assert [job.name for job in jobs] == [m["metadata"]["name"] for m in manifests]
+    for job, manifest in zip(jobs, manifests):
+        containers = all_containers(manifest)
+        assert len(containers) == len(template_containers)
+        for container, original in zip(containers, template_containers):
+            expected = list(original.get("env") or []) + [{"name": k, "value": v} for k, v in job.env.items()]
+            assert container["env"] == expected, container["name"]
+
+
+def test_window_environment_matches_the_seed(launcher_repo):
+    result = launcher_repo.run("--dry-run", "--replicas", "2", "--windows", "7")
+    assert result.returncode == 0, result.stderr
+    (manifest,) = documents(result.stdout)
+    assert manifest["metadata"]["name"] == "pb-tst-gb3-null-003-pair-opc3-2-07"
+    for container in all_containers(manifest):
+        env = env_of(container)
+        assert env["PROTBENCH_REPLICA"] == "2"
+        assert env["PROTBENCH_WINDOW"] == "07"
+        assert env["PROTBENCH_N_WINDOWS"] == "31"
+        assert env["PROTBENCH_TARGET"] == "gb3"
+        assert env["PROTBENCH_FF"] == "null-0.0.3-pair-opc3"
+        assert env["PROTBENCH_STAGE"] == "window"
+        assert env["PROTBENCH_SCRIPT_PATH"] == "umbrella-scripts/run-umbrella-window.py"
+        assert env["PROTBENCH_SCRIPT_COMMIT"] == launcher_repo.head()
+        assert env["PROTBENCH_REPO_URL"] == str(launcher_repo.remote)
+        assert env["PROTBENCH_BUCKET"] == "proteinbenchmark-jm-bucket"
+        assert env["PROTBENCH_RCLONE_REMOTE"] == "nrp"
+        assert env["PROTBENCH_PROTEINBENCHMARK_REF"] == "main"
+        assert env["PROTBENCH_REQUIRED_FILES"].split("\n") == [
+            f"{CAMPAIGN}/setup/",
+            f"{CAMPAIGN}/replica-2/{CAMPAIGN}-equilibration-1.xml",
+            f"{CAMPAIGN}/replica-2/{CAMPAIGN}-window-07.pdb",
+            f"{CAMPAIGN}/replica-2/window-07/",
+        ]
+        assert env["PROTBENCH_OUTPUT_FILES"] == f"{CAMPAIGN}/replica-2/window-07/"
+
+
+def test_extra_env_reaches_every_container(launcher_repo):
+    launcher_repo.set_constants(EXTRA_ENV={"PROTBENCH_PRODUCTION_LENGTH_NS": "100", "OMP_NUM_THREADS": "2"})
+    result = launcher_repo.run("--dry-run", "--windows", "0")
+    assert result.returncode == 0, result.stderr
+    for manifest in documents(result.stdout):
+        for container in all_containers(manifest):
+            env = env_of(container)
+            assert env["PROTBENCH_PRODUCTION_LENGTH_NS"] == "100" and env["OMP_NUM_THREADS"] == "2"
+
+
+def test_selections_from_constants_and_options(launcher_repo):
+    launcher_repo.set_constants(REPLICAS=(3,), WINDOWS=(0, 30))
+    from_constants = documents(launcher_repo.run("--dry-run").stdout)
+    assert [m["metadata"]["name"][-4:] for m in from_constants] == ["3-00", "3-30"]
+    overridden = launcher_repo.run("--dry-run", "--replicas", "1-2", "--windows", "3,5-6")
+    assert overridden.returncode == 0, overridden.stderr
+    assert [m["metadata"]["name"][-4:] for m in documents(overridden.stdout)] == [
+        "1-03", "1-05", "1-06", "2-03", "2-05", "2-06"]
+    everything = launcher_repo.run("--dry-run", "--replicas", "all", "--windows", "all")
+    assert len(documents(everything.stdout)) == 93
+
+
+def test_setup_stage_is_one_job_without_replica_or_window(launcher_repo):
+    result = launcher_repo.run("--dry-run", "--stage", "setup")
+    assert result.returncode == 0, result.stderr
+    (manifest,) = documents(result.stdout)
+    assert manifest["metadata"]["name"] == "pb-tst-gb3-null-003-pair-opc3-setup"
+    env = env_of(all_containers(manifest)[-1])
+    assert "PROTBENCH_REPLICA" not in env and "PROTBENCH_WINDOW" not in env
+    assert env["PROTBENCH_SCRIPT_PATH"] == STAGE_SCRIPTS["setup"]
+    assert env["PROTBENCH_REQUIRED_FILES"] == f"{CAMPAIGN}/setup/"
+    assert manifest["metadata"]["annotations"][f"{PREFIX}/provenance-path"] == \
+        f"{CAMPAIGN}/setup/{CAMPAIGN}-setup.yaml"
+
+
+def test_steered_stage_is_one_job_per_replica_uploading_every_window_start(launcher_repo):
+    result = launcher_repo.run("--dry-run", "--stage", "steered")
+    assert result.returncode == 0, result.stderr
+    manifests = documents(result.stdout)
+    assert [m["metadata"]["name"] for m in manifests] == [
+        f"pb-tst-gb3-null-003-pair-opc3-{r}-steered" for r in (1, 2, 3)]
+    env = env_of(all_containers(manifests[1])[-1])
+    assert env["PROTBENCH_REPLICA"] == "2" and "PROTBENCH_WINDOW" not in env
+    assert env["PROTBENCH_SCRIPT_PATH"] == STAGE_SCRIPTS["steered"]
+    outputs = env["PROTBENCH_OUTPUT_FILES"].split("\n")
+    assert f"{CAMPAIGN}/replica-2/{CAMPAIGN}-window-00.pdb" in outputs
+    assert f"{CAMPAIGN}/replica-2/{CAMPAIGN}-window-30.pdb" in outputs
+
+
+def test_labels_select_campaign_target_and_replica(launcher_repo):
+    manifests = documents(launcher_repo.run("--dry-run").stdout)
+
+    def select(**wanted):
+        return [m for m in manifests
+                if all(m["metadata"]["labels"].get(f"{PREFIX}/{k}") == v for k, v in wanted.items())]
+
+    assert len(select(campaign="tst-gb3-null-0.0.3-pair-opc3")) == 93
+    assert len(select(target="gb3", ff="null-0.0.3-pair-opc3")) == 93
+    for replica in ("1", "2", "3"):
+        chosen = select(replica=replica)
+        assert len(chosen) == 31
+        assert {m["metadata"]["name"].rsplit("-", 2)[1] for m in chosen} == {replica}
+    assert len(select(replica="2", window="05")) == 1
+    for manifest in manifests:
+        assert manifest["spec"]["template"]["metadata"]["labels"] == manifest["metadata"]["labels"]
+
+
+def test_annotations_record_commit_script_and_repository(launcher_repo):
+    (manifest,) = documents(launcher_repo.run("--dry-run", "--replicas", "1", "--windows", "0").stdout)
+    notes = manifest["metadata"]["annotations"]
+    assert notes[f"{PREFIX}/script-commit"] == launcher_repo.head()
+    assert notes[f"{PREFIX}/script-path"] == "umbrella-scripts/run-umbrella-window.py"
+    assert notes[f"{PREFIX}/repo-url"] == str(launcher_repo.remote)
+    assert notes[f"{PREFIX}/initials"] == "tst"
+
+
+def test_image_and_secrets_come_from_the_constants(launcher_repo):
+    launcher_repo.set_constants(IMAGE="ghcr.io/example/image:v2", RCLONE_SECRET="ab-rclone",
+                                OPENEYE_SECRET="ab-oe")
+    (manifest,) = documents(launcher_repo.run("--dry-run", "--windows", "0", "--replicas", "1").stdout)
+    pod = manifest["spec"]["template"]["spec"]
+    assert {c["name"]: c["image"] for c in pod["containers"]}["main"] == "ghcr.io/example/image:v2"
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"rclone-config": "ab-rclone", "openeye-license": "ab-oe"}
+    assert "set-by-the-launcher" not in yaml.safe_dump(manifest)
+
+
+def test_bad_selection_option_is_a_usage_error(launcher_repo):
+    result = launcher_repo.run("--dry-run", "--windows", "3-x")
+    assert result.returncode == 2
+    assert "--windows" in result.stderr and "'3-x'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_window_outside_the_campaign_is_refused(launcher_repo):
+    result = launcher_repo.run("--dry-run", "--windows", "31")
+    assert result.returncode == 1
+    assert "WINDOWS (--windows) selects 31, outside 0..30" in result.stderr
+    assert result.stdout == ""
+
+
+def test_dry_run_conflicts_with_local_and_status(launcher_repo):
+    result = launcher_repo.run("--dry-run", "--status")
+    assert result.returncode == 2
+    assert "choose one of --dry-run, --local and --status" in result.stderr
+
+
+def test_script_runs_under_the_project_venv_when_started_with_a_bare_python(tmp_path):
+    # -S: a Python that sees none of the launcher's packages; the script re-runs itself in .venv.
+    if not (REPO_ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout")
+    result = subprocess.run([sys.executable, "-S", str(REPO_ROOT / LAUNCHER), "--dry-run", "--stage", "setup"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(documents(result.stdout)) == 1

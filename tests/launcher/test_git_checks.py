@@ -1,0 +1,144 @@
+"""The pod must be able to check out and run exactly the script named: committed, unmodified, pushed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from protbench_nrp.gitcheck import normalize_url
+from protbench_nrp.jobs import STAGE_SCRIPTS
+
+from .conftest import WINDOW_SCRIPT, git
+
+
+def assert_refused_untouched(repo, result, *needles: str) -> None:
+    """Refused with every needle in the message, and nothing written or applied."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    for needle in needles:
+        assert needle in result.stderr, f"{needle!r} not in:\n{result.stderr}"
+    assert "Nothing was applied" in result.stderr
+    assert repo.kubectl_calls() == []
+    assert not repo.results.exists()
+
+
+def launch_one(repo, *extra: str):
+    return repo.run("--replicas", "1", "--windows", "0", *extra)
+
+
+def test_clean_pushed_script_launches(launcher_repo):
+    result = launch_one(launcher_repo)
+    assert result.returncode == 0, result.stderr
+    assert len(launcher_repo.kubectl_calls()) == 1
+    assert "pushed to origin" in result.stdout
+
+
+def test_unpushed_commit_is_refused_with_the_push_command(launcher_repo):
+    (launcher_repo.dir / WINDOW_SCRIPT).write_text("#!/usr/bin/env python3\nprint('changed')\n")
+    commit = launcher_repo.commit("not pushed yet")
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, f"commit {commit[:12]} is not on any branch of remote 'origin'",
+                             "git push origin main")
+    git(launcher_repo.dir, "push", "--quiet", "origin", "main")
+    assert launch_one(launcher_repo).returncode == 0
+
+
+def test_detached_head_not_pushed_says_to_push_to_a_branch(launcher_repo):
+    (launcher_repo.dir / "notes.txt").write_text("detached work\n")
+    launcher_repo.commit("detached")
+    git(launcher_repo.dir, "checkout", "--quiet", "--detach", "HEAD")
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, "git push origin HEAD:<branch>")
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["modified", "staged"])
+def test_modified_script_is_refused(launcher_repo, staged):
+    (launcher_repo.dir / WINDOW_SCRIPT).write_text("#!/usr/bin/env python3\nprint('edited')\n")
+    if staged:
+        git(launcher_repo.dir, "add", WINDOW_SCRIPT)
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, f"script {WINDOW_SCRIPT} has uncommitted changes",
+                             f"git commit {WINDOW_SCRIPT}")
+
+
+def test_untracked_script_is_refused(launcher_repo):
+    script = "umbrella-scripts/new-window.py"
+    (launcher_repo.dir / script).write_text("print('new')\n")
+    launcher_repo.set_constants(SCRIPT_PATH=script)
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, f"script {script} is not checked in", f"git add {script}")
+
+
+def test_ignored_script_is_refused_naming_the_rule(launcher_repo):
+    gitignore = launcher_repo.dir / ".gitignore"
+    gitignore.write_text(gitignore.read_text() + "umbrella-scripts/scratch-*.py\n")
+    launcher_repo.commit("ignore scratch scripts")
+    git(launcher_repo.dir, "push", "--quiet", "origin", "main")
+    line = len(gitignore.read_text().splitlines())
+    script = "umbrella-scripts/scratch-window.py"
+    (launcher_repo.dir / script).write_text("print('scratch')\n")
+    launcher_repo.set_constants(SCRIPT_PATH=script)
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, f"script {script} is ignored by git",
+                             f"pattern 'umbrella-scripts/scratch-*.py' in .gitignore line {line}",
+                             f"git add -f {script}")
+
+
+def test_missing_script_is_refused(launcher_repo):
+    launcher_repo.set_constants(SCRIPT_PATH="umbrella-scripts/no-such-script.py")
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, "script umbrella-scripts/no-such-script.py does not exist")
+
+
+def test_other_stages_check_their_own_script(launcher_repo):
+    setup_script = STAGE_SCRIPTS["setup"]
+    with open(launcher_repo.dir / setup_script, "a") as handle:
+        handle.write("# an edit not committed\n")
+    result = launcher_repo.run("--stage", "setup")
+    assert_refused_untouched(launcher_repo, result, f"script {setup_script} has uncommitted changes")
+    assert launch_one(launcher_repo).returncode == 0  # the window script is clean
+
+
+def test_not_a_repository_is_refused(launcher_repo):
+    shutil.rmtree(launcher_repo.dir / ".git")
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, "is not a git repository with a commit", "git clone")
+
+
+def test_unreachable_remote_is_refused(launcher_repo):
+    shutil.rmtree(launcher_repo.remote)
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, "could not fetch remote 'origin'", "--dry-run")
+
+
+def test_the_remote_pods_clone_is_checked_not_just_origin(launcher_repo, tmp_path):
+    upstream = tmp_path / "upstream.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(upstream))
+    git(launcher_repo.dir, "remote", "add", "upstream", str(upstream))
+    launcher_repo.set_constants(REPO_URL=str(upstream))
+    result = launch_one(launcher_repo)  # HEAD is on origin, but pods clone upstream
+    assert_refused_untouched(launcher_repo, result, "is not on any branch of remote 'upstream'",
+                             "git push upstream main")
+    git(launcher_repo.dir, "push", "--quiet", "upstream", "main")
+    result = launch_one(launcher_repo)
+    assert result.returncode == 0, result.stderr
+    assert "pushed to upstream" in result.stdout
+
+
+def test_origin_is_the_fallback_and_a_mismatch_is_pointed_out(launcher_repo):
+    launcher_repo.set_constants(REPO_URL="https://github.com/example/elsewhere.git")
+    (launcher_repo.dir / "notes.txt").write_text("unpushed\n")
+    launcher_repo.commit("unpushed")
+    result = launch_one(launcher_repo)
+    assert_refused_untouched(launcher_repo, result, "remote 'origin'",
+                             "pods clone https://github.com/example/elsewhere.git, not this remote")
+
+
+def test_spellings_of_one_repository_url_compare_equal(tmp_path):
+    https = normalize_url("https://github.com/OpenForceField/proteinbenchmark-nrp.git", tmp_path)
+    assert normalize_url("git@github.com:openforcefield/proteinbenchmark-nrp.git", tmp_path) == https
+    assert normalize_url("ssh://git@github.com/openforcefield/proteinbenchmark-nrp/", tmp_path) == https
+    assert normalize_url("https://github.com/openforcefield/proteinbenchmark", tmp_path) != https
+    assert normalize_url("remote.git", tmp_path) == normalize_url(str(tmp_path / "remote.git"), Path("/"))
+    assert normalize_url(f"file://{tmp_path}/remote.git", tmp_path) == normalize_url("remote", tmp_path)

@@ -1,0 +1,541 @@
+"""The launcher behind ``run-umbrella-windows.py``: constants in, Kubernetes Jobs out.
+
+:func:`launch` reads top-down like the README: check the constants, render one
+Job per selected replica and window from ``k8s_template.yaml``, check every
+manifest (schema, NRP policy), refuse to replace any provenance file, check
+that the script is committed and pushed, run the preflight checks, then write
+each manifest into the results tree and ``kubectl apply`` exactly that file.
+Every check runs before the first side effect, so a refused launch leaves the
+cluster and the results tree as they were.
+
+Public pieces other parts build on: :func:`build_jobs` (the Jobs of a
+campaign, shared with ``--local`` and ``--status``), :func:`render_manifest`
+and :func:`main` (the command line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path, PurePosixPath
+
+import click
+
+from . import gitcheck, policy
+from .gitcheck import GitCheckError
+from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
+from .layout import STAGES, job_name, window_tag
+from .manifest import (TemplateError, cuda_node_selector_terms, load_template, render_manifest,
+                       schema_errors, to_yaml, write_new_file, yaml_stream)
+
+__all__ = ["build_jobs", "render_manifest", "launch", "main", "validate_config", "LaunchRefused"]
+
+#: Exit statuses of the command line.
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_PARTLY_SUBMITTED = 3
+
+#: Longest wait for one ``kubectl apply``.
+KUBECTL_TIMEOUT_S = 300
+
+#: Every variable the launcher sets itself; EXTRA_ENV may not redefine them.
+LAUNCHER_ENV = (
+    "PROTBENCH_STAGE", "PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA", "PROTBENCH_WINDOW",
+    "PROTBENCH_N_WINDOWS", "PROTBENCH_SCRIPT_COMMIT", "PROTBENCH_SCRIPT_PATH", "PROTBENCH_REPO_URL",
+    "PROTBENCH_REQUIRED_FILES", "PROTBENCH_OUTPUT_FILES", "PROTBENCH_BUCKET",
+    "PROTBENCH_RCLONE_REMOTE", "PROTBENCH_PROTEINBENCHMARK_REF",
+)
+
+_INITIALS = re.compile(r"^[A-Za-z]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_RCLONE_REMOTE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.+@ ]*$")
+
+
+class LaunchRefused(Exception):
+    """A check failed before anything was written or applied."""
+
+
+class ConfigError(LaunchRefused):
+    """The launcher's constants (or the options overriding them) make no valid campaign."""
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Where the launcher finds its repository and template, and whether preflight runs."""
+
+    repo_dir: Path
+    template_path: Path
+    preflight: bool = True
+
+
+# -- the constants -------------------------------------------------------------------
+
+def config_problems(config: CampaignConfig) -> list[str]:
+    """Every way ``config`` is unusable, each naming the constant and the fix."""
+    problems = []
+    if not isinstance(config.initials, str) or not _INITIALS.match(config.initials):
+        problems.append(f"INITIALS {config.initials!r} must be your initials, letters only (e.g. 'jm'): "
+                        f"every Job carries them so people know whom to contact")
+    for constant, value in (("TARGET", config.target), ("FF", config.ff)):
+        if not isinstance(value, str) or not value or "/" in value or re.search(r"\s", value):
+            problems.append(f"{constant} {value!r} must be a non-empty name without '/' or spaces")
+    for constant, value in (("N_REPLICAS", config.n_replicas), ("N_WINDOWS", config.n_windows)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{constant} {value!r} must be a whole number of at least 1")
+    if config.stage not in STAGES:
+        problems.append(f"STAGE {config.stage!r} must be one of {', '.join(STAGES)}")
+    problems += _selection_problems("REPLICAS (--replicas)", config.replicas, 1, config.n_replicas)
+    problems += _selection_problems("WINDOWS (--windows)", config.windows, 0, config.n_windows - 1
+                                    if isinstance(config.n_windows, int) else None)
+    script = PurePosixPath(str(config.script_path))
+    if not config.script_path or script.is_absolute() or ".." in script.parts:
+        problems.append(f"SCRIPT_PATH {config.script_path!r} must be a path inside this repository, "
+                        f"relative to its root (e.g. 'umbrella-scripts/run-umbrella-window.py')")
+    try:
+        cuda_node_selector_terms(str(config.cuda_version))
+    except ValueError:
+        problems.append(f"CUDA_VERSION {config.cuda_version!r} must be MAJOR.MINOR, e.g. '12.4', "
+                        f"matching the Dockerfile's CUDA_VERSION")
+    if not _BUCKET_NAME.match(str(config.bucket)):
+        problems.append(f"BUCKET {config.bucket!r} is not an S3 bucket name (3-63 lower-case letters, "
+                        f"digits, dots and hyphens)")
+    if not _RCLONE_REMOTE.match(str(config.rclone_remote)):
+        problems.append(f"RCLONE_REMOTE {config.rclone_remote!r} must be the name of a remote in the "
+                        f"rclone config (e.g. 'nrp'), without ':'")
+    for constant, value in (("RCLONE_SECRET", config.rclone_secret), ("OPENEYE_SECRET", config.openeye_secret)):
+        if not _SECRET_NAME.match(str(value)) or len(str(value)) > 253:
+            problems.append(f"{constant} {value!r} is not a Kubernetes secret name (lower-case letters, "
+                            f"digits, '-' and '.'); see kubectl get secrets")
+    for constant, value in (("IMAGE", config.image), ("REPO_URL", config.repo_url),
+                            ("PROTEINBENCHMARK_REF", config.proteinbenchmark_ref)):
+        if not isinstance(value, str) or not value or re.search(r"\s", value):
+            problems.append(f"{constant} {value!r} must be set, without spaces")
+    problems += _extra_env_problems(config.extra_env)
+    return problems
+
+
+def _selection_problems(what: str, selection, lowest: int, highest: int | None) -> list[str]:
+    if selection is None or highest is None:
+        return []
+    items = list(selection)
+    if not items:
+        return [f"{what} selects nothing; use None (or 'all') for every one"]
+    bad = [i for i in items if not isinstance(i, int) or isinstance(i, bool) or not lowest <= i <= highest]
+    if bad:
+        return [f"{what} selects {', '.join(map(repr, bad))}, outside {lowest}..{highest}"]
+    if len(set(items)) != len(items):
+        return [f"{what} names some more than once: {items}"]
+    return []
+
+
+def _extra_env_problems(extra_env) -> list[str]:
+    if not isinstance(extra_env, dict):
+        return [f"EXTRA_ENV must be a dict of variable names to strings, not {type(extra_env).__name__}"]
+    problems = []
+    for name, value in extra_env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            problems.append(f"EXTRA_ENV key {name!r} is not an environment variable name "
+                            f"(letters, digits and '_', not starting with a digit)")
+        elif name in LAUNCHER_ENV:
+            problems.append(f"EXTRA_ENV sets {name}, which the launcher sets itself; remove it "
+                            f"(use the matching constant or option instead)")
+        if not isinstance(value, str):
+            problems.append(f"EXTRA_ENV[{name!r}] is {value!r}; environment values must be strings, "
+                            f"e.g. {str(value)!r}")
+    return problems
+
+
+def validate_config(config: CampaignConfig) -> None:
+    """Raise :class:`ConfigError` listing every problem of ``config``; return quietly when there is none."""
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError("the launcher's constants are not usable:\n  - " + "\n  - ".join(problems))
+
+
+# -- the Jobs ------------------------------------------------------------------------------
+
+def stage_script(config: CampaignConfig, stage: str) -> str:
+    """The script a stage's pods run: SCRIPT_PATH for windows, jobs.STAGE_SCRIPTS otherwise."""
+    return config.script_path if stage == "window" else STAGE_SCRIPTS[stage]
+
+
+def _slots(config: CampaignConfig) -> list[tuple[int | None, int | None]]:
+    """(replica, window) of every selected Job of the configured stage."""
+    if config.stage == "setup":
+        return [(None, None)]
+    if config.stage == "steered":
+        return [(replica, None) for replica in config.selected_replicas()]
+    return [(replica, window) for replica in config.selected_replicas() for window in config.selected_windows()]
+
+
+def job_env(config: CampaignConfig, stage: str, replica: int | None, window: int | None,
+            commit: str) -> dict[str, str]:
+    """Every variable a Job's containers receive, launcher-set first, then EXTRA_ENV."""
+    campaign = config.campaign
+    env = {"PROTBENCH_STAGE": stage, "PROTBENCH_TARGET": config.target, "PROTBENCH_FF": config.ff}
+    if replica is not None:
+        env["PROTBENCH_REPLICA"] = str(replica)
+    if window is not None:
+        env["PROTBENCH_WINDOW"] = window_tag(window)
+    env.update({
+        "PROTBENCH_N_WINDOWS": str(config.n_windows),
+        "PROTBENCH_SCRIPT_COMMIT": commit,
+        "PROTBENCH_SCRIPT_PATH": stage_script(config, stage),
+        "PROTBENCH_REPO_URL": config.repo_url,
+        "PROTBENCH_REQUIRED_FILES": "\n".join(campaign.required_files(stage, replica, window)),
+        "PROTBENCH_OUTPUT_FILES": "\n".join(
+            campaign.output_files(stage, replica, window, n_windows=config.n_windows)),
+        "PROTBENCH_BUCKET": config.bucket,
+        "PROTBENCH_RCLONE_REMOTE": config.rclone_remote,
+        "PROTBENCH_PROTEINBENCHMARK_REF": config.proteinbenchmark_ref,
+    })
+    env.update(config.extra_env)
+    return env
+
+
+def build_jobs(config: CampaignConfig, commit: str) -> list[JobSpec]:
+    """The Jobs of the configured stage and selection, in launch order.
+
+    Parameters
+    ----------
+    config : CampaignConfig
+        The launcher's constants.
+    commit : str
+        The commit the pods check out (``PROTBENCH_SCRIPT_COMMIT``).
+
+    Raises
+    ------
+    ConfigError
+        When ``config`` is unusable.
+    """
+    validate_config(config)
+    jobs = []
+    for replica, window in _slots(config):
+        jobs.append(JobSpec(
+            stage=config.stage, replica=replica, window=window,
+            name=job_name(config.initials, config.target, config.ff, config.stage, replica, window),
+            script_path=stage_script(config, config.stage),
+            env=job_env(config, config.stage, replica, window, commit),
+            provenance_path=config.campaign.manifest(config.stage, replica, window),
+        ))
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):  # layout.job_name hashes lossy names; this guards that promise
+        raise ConfigError(f"two Jobs would share a name ({sorted(n for n in names if names.count(n) > 1)[0]}); "
+                          f"report this as a bug in layout.job_name")
+    return jobs
+
+
+def describe(jobs: list[JobSpec]) -> str:
+    """``replica 1 windows 00-03, 07; replica 2 windows 00-30`` for a list of Jobs."""
+    parts = []
+    for (stage, replica), group in groupby(jobs, key=lambda job: (job.stage, job.replica)):
+        group = list(group)
+        if stage == "setup":
+            parts.append("setup")
+        elif stage == "steered":
+            parts.append(f"replica {replica} steered MD")
+        else:
+            parts.append(f"replica {replica} windows {_ranges([job.window for job in group])}")
+    return "; ".join(parts) or "none"
+
+
+def _ranges(numbers: list[int]) -> str:
+    spans, start = [], None
+    for index, number in enumerate(numbers):
+        if start is None:
+            start = number
+        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
+            spans.append(window_tag(start) if start == number else f"{window_tag(start)}-{window_tag(number)}")
+            start = None
+    return ", ".join(spans)
+
+
+# -- the checks -------------------------------------------------------------------------
+
+def check_manifests(jobs: list[JobSpec], manifests: list[dict], template_path: Path) -> None:
+    """Every manifest passes the Kubernetes schema and the NRP policy, else :class:`LaunchRefused`.
+
+    A template mistake repeats in every Job, so identical findings are
+    reported once with the number of Jobs they affect.
+    """
+    findings: dict[str, list[str]] = {}
+    for job, manifest in zip(jobs, manifests):
+        for error in schema_errors(manifest):
+            findings.setdefault(f"Kubernetes schema: {error}", []).append(job.name)
+        for violation in policy.lint(manifest):
+            findings.setdefault(f"NRP policy: {violation}", []).append(job.name)
+    if findings:
+        lines = [f"{finding} [{len(names)} of {len(jobs)} Jobs, e.g. {names[0]}]"
+                 for finding, names in findings.items()]
+        raise LaunchRefused(f"the manifests are not fit for the cluster (fix {template_path.name} or the "
+                            f"constants):\n  - " + "\n  - ".join(lines))
+
+
+def refuse_existing_provenance(jobs: list[JobSpec], config: CampaignConfig) -> None:
+    """Refuse the whole launch when any of its provenance files exists already."""
+    existing = [config.local_result_dir / job.provenance_path for job in jobs
+                if (config.local_result_dir / job.provenance_path).exists()]
+    if existing:
+        listing = "\n  ".join(str(path) for path in existing)
+        raise LaunchRefused(
+            f"{len(existing)} of these Jobs were launched before; their provenance files exist:\n  {listing}\n"
+            f"Replacing them would lose the record of those runs. Select only new replicas/windows "
+            f"(--replicas, --windows), or move those files away if you really mean to run them again"
+        )
+
+
+def check_repository(config: CampaignConfig, repo_dir: Path, commit: str) -> gitcheck.Remote:
+    """The stage's script is committed as it is on disk, and the commit is on the remote pods clone."""
+    gitcheck.check_script_committed(repo_dir, stage_script(config, config.stage))
+    return gitcheck.check_pushed(repo_dir, config.repo_url, commit)
+
+
+def find_kubectl() -> str:
+    """Path of ``kubectl``; refuse before writing anything when it is missing."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise LaunchRefused("kubectl is not on PATH; install it and set up access to Nautilus "
+                            "(https://docs.nrp.ai/), or preview the Jobs with --dry-run")
+    return kubectl
+
+
+def run_preflight(jobs: list[JobSpec], config: CampaignConfig) -> None:
+    """Ask protbench_nrp.preflight whether the bucket holds what the Jobs need."""
+    try:
+        from . import preflight
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.preflight":
+            raise
+        raise LaunchRefused("the preflight checks (protbench_nrp/preflight.py) are missing from this "
+                            "checkout; launch with --skip-preflight (or PREFLIGHT = False) if you have "
+                            "checked the bucket yourself") from None
+    try:
+        preflight.preflight(jobs, config)
+    except preflight.PreflightError as error:
+        raise LaunchRefused(f"preflight failed: {error}") from None
+
+
+# -- submission --------------------------------------------------------------------------
+
+def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, kubectl: str) -> int:
+    """Write each manifest as provenance, then ``kubectl apply -f`` that very file.
+
+    Stops at the first failure, which leaves no file that looks like an
+    applied run, and says which Jobs were and were not submitted.
+    """
+    submitted: list[JobSpec] = []
+    for job, manifest in zip(jobs, manifests):
+        path = config.local_result_dir / job.provenance_path
+        try:
+            write_new_file(path, to_yaml(manifest))
+        except OSError as error:
+            return _report_partial(jobs, submitted, job, f"could not write {path}: {error}")
+        failure = _apply(kubectl, path, job)
+        if failure:
+            kept = _mark_failed(path, failure)
+            return _report_partial(jobs, submitted, job, f"{failure}\n  its manifest is kept as {kept}")
+        submitted.append(job)
+    click.echo(f"Submitted {len(submitted)} Jobs ({describe(submitted)}); provenance under "
+               f"{config.local_result_dir / config.campaign.root}")
+    return EXIT_OK
+
+
+def _apply(kubectl: str, path: Path, job: JobSpec) -> str | None:
+    """Apply one manifest file; ``None`` on success, else what went wrong."""
+    try:
+        result = subprocess.run([kubectl, "apply", "-f", str(path)], capture_output=True, text=True,
+                                timeout=KUBECTL_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return (f"kubectl apply for {job.name} gave no answer in {KUBECTL_TIMEOUT_S} s; the Job may "
+                f"or may not exist: check with kubectl get job {job.name}")
+    except KeyboardInterrupt:
+        return (f"interrupted while applying {job.name}; the Job may or may not exist: check with "
+                f"kubectl get job {job.name}")
+    if result.returncode != 0:
+        return (f"kubectl apply failed for {job.name} (exit {result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip() or 'no message'}")
+    click.echo(f"{result.stdout.strip() or job.name + ' applied'}  [{path}]")
+    return None
+
+
+def _mark_failed(path: Path, failure: str) -> Path:
+    """Move a manifest whose apply failed to ``*.yaml.failed``, with the failure as a comment."""
+    failed = path.with_name(path.name + ".failed")
+    note = "".join(f"# {line}\n" for line in failure.splitlines())
+    tmp = failed.with_name(f".{failed.name}.tmp")
+    tmp.write_text(path.read_text(encoding="utf-8") + "# kubectl apply did not succeed:\n" + note,
+                   encoding="utf-8")
+    tmp.replace(failed)
+    path.unlink()
+    return failed
+
+
+def _report_partial(jobs: list[JobSpec], submitted: list[JobSpec], failed: JobSpec, failure: str) -> int:
+    rest = [job for job in jobs if job not in submitted]
+    click.echo(f"error: {failure}", err=True)
+    click.echo(f"Submitted ({len(submitted)}): {describe(submitted)}", err=True)
+    click.echo(f"Not submitted ({len(rest)}): {describe(rest)}", err=True)
+    click.echo("Fix the problem and relaunch the Jobs not submitted (--replicas, --windows); the "
+               "provenance files of the submitted ones stop them being launched twice.", err=True)
+    return EXIT_PARTLY_SUBMITTED
+
+
+# -- the launch, top-down --------------------------------------------------------------
+
+def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = False) -> int:
+    """Check everything, then write and apply one manifest per Job (or print them, for a dry run).
+
+    Raises
+    ------
+    LaunchRefused, TemplateError, GitCheckError
+        When a check fails; nothing has been written or applied then.
+    """
+    validate_config(config)
+    template = load_template(settings.template_path)
+    if dry_run:
+        commit = gitcheck.head_commit(settings.repo_dir) or gitcheck.NO_COMMIT
+    else:
+        commit = gitcheck.require_head_commit(settings.repo_dir)
+    jobs = build_jobs(config, commit)
+    manifests = [render_manifest(job, config, template) for job in jobs]
+    check_manifests(jobs, manifests, settings.template_path)
+    if dry_run:
+        click.echo(yaml_stream(manifests), nl=False)
+        return EXIT_OK
+    refuse_existing_provenance(jobs, config)
+    remote = check_repository(config, settings.repo_dir, commit)
+    kubectl = find_kubectl()
+    if settings.preflight:
+        run_preflight(jobs, config)
+    click.echo(f"Launching {len(jobs)} Jobs of {config.campaign.name} at commit {commit[:12]} "
+               f"(pushed to {remote.name}): {describe(jobs)}")
+    return submit(jobs, manifests, config, kubectl)
+
+
+def jobs_for_this_machine(config: CampaignConfig, settings: LaunchSettings) -> list[JobSpec]:
+    """The selected Jobs for ``--local`` and ``--status``: no cluster, so no pushed-commit check."""
+    return build_jobs(config, gitcheck.head_commit(settings.repo_dir) or gitcheck.NO_COMMIT)
+
+
+# -- the command line --------------------------------------------------------------------
+
+def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | None:
+    """``"1,3,5-7"`` -> ``(1, 3, 5, 6, 7)``; ``"all"`` -> ``None`` (everything)."""
+    if text.strip().lower() == "all":
+        return None
+    chosen: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise click.BadParameter(f"{part.strip()!r} is not a number or a range like 3-7", param_hint=option)
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise click.BadParameter(f"range {part.strip()!r} runs backwards", param_hint=option)
+        chosen.extend(range(first, last + 1))
+    return tuple(chosen)
+
+
+def _demo(config: CampaignConfig) -> CampaignConfig:
+    try:
+        from . import local
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.local":
+            raise
+        raise click.UsageError("--demo needs protbench_nrp/local.py, which this checkout lacks") from None
+    if not hasattr(local, "demo_config"):
+        raise click.UsageError("--demo needs protbench_nrp.local.demo_config(config) -> CampaignConfig")
+    return local.demo_config(config)
+
+
+def _run_local(jobs: list[JobSpec], config: CampaignConfig, max_parallel: int) -> int:
+    try:
+        from .local import run_local
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.local":
+            raise
+        raise LaunchRefused("--local needs protbench_nrp/local.py, which this checkout lacks") from None
+    return run_local(jobs, config, max_parallel=max_parallel)
+
+
+def _show_status(jobs: list[JobSpec], config: CampaignConfig) -> int:
+    try:
+        from .status import show_status
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.status":
+            raise
+        raise LaunchRefused("--status needs protbench_nrp/status.py, which this checkout lacks") from None
+    return show_status(jobs, config)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dry-run", is_flag=True,
+              help="Print every manifest as one YAML stream and stop: no file, no kubectl, no network.")
+@click.option("--stage", type=click.Choice(STAGES), default=None,
+              help="Which Jobs: setup (once), steered (one per replica) or window. Overrides STAGE.")
+@click.option("--replicas", metavar="LIST", default=None,
+              help="Replicas to launch, e.g. 2 or 1,3 or 1-2 ('all': every one). Overrides REPLICAS.")
+@click.option("--windows", metavar="LIST", default=None,
+              help="Windows to launch, e.g. 4 or 0-9,17 ('all': every one). Overrides WINDOWS.")
+@click.option("--skip-preflight", is_flag=True,
+              help="Do not check the bucket for the Jobs' inputs before applying (PREFLIGHT = False).")
+@click.option("--local", "local_run", is_flag=True,
+              help="Run the selected Jobs on this machine with the same scripts and environment.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --local: how many Jobs run at once.")
+@click.option("--demo", is_flag=True, help="Use the bundled demo campaign instead of the constants.")
+@click.option("--status", "status", is_flag=True, help="Show how far the selected Jobs have got.")
+@click.pass_obj
+def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status):
+    """Launch one Kubernetes Job per selected replica and window (see README.md)."""
+    config, settings = obj
+    if sum((dry_run, local_run, status)) > 1:
+        raise click.UsageError("choose one of --dry-run, --local and --status")
+    if demo:
+        config = _demo(config)
+    changes = {"stage": stage} if stage else {}
+    if replicas is not None:
+        changes["replicas"] = parse_selection(replicas, "--replicas")
+    if windows is not None:
+        changes["windows"] = parse_selection(windows, "--windows")
+    config = dataclasses.replace(config, **changes)
+    if skip_preflight:
+        settings = dataclasses.replace(settings, preflight=False)
+    try:
+        if local_run:
+            code = _run_local(jobs_for_this_machine(config, settings), config, max_parallel)
+        elif status:
+            code = _show_status(jobs_for_this_machine(config, settings), config)
+        else:
+            code = launch(config, settings, dry_run=dry_run)
+    except (LaunchRefused, TemplateError, GitCheckError) as error:
+        click.echo(f"refused: {error}", err=True)
+        click.echo("Nothing was applied.", err=True)
+        code = EXIT_REFUSED
+    raise SystemExit(code)
+
+
+def main(config: CampaignConfig, *, repo_dir: Path | str, template_path: Path | str,
+         preflight: bool = True, argv: list[str] | None = None) -> None:
+    """Run the command line for ``config``; exits with the launch's status.
+
+    Parameters
+    ----------
+    config : CampaignConfig
+        The constants of ``run-umbrella-windows.py``.
+    repo_dir : path
+        The git repository the pods clone a commit of (the launcher's own).
+    template_path : path
+        ``k8s_template.yaml``.
+    preflight : bool
+        ``PREFLIGHT``: check the bucket before applying unless ``--skip-preflight``.
+    argv : list of str, optional
+        Command-line arguments; ``sys.argv[1:]`` when omitted.
+    """
+    settings = LaunchSettings(Path(repo_dir), Path(template_path), preflight)
+    cli.main(args=argv, prog_name="run-umbrella-windows.py", obj=(config, settings))

@@ -1,0 +1,587 @@
+"""One table for a whole campaign: where every window stands, and which are in trouble.
+
+Gathering and rendering are apart so each can be checked on its own:
+
+* :func:`parse_cluster_list` turns the JSON of ``kubectl get jobs,pods -o
+  json`` into a :class:`ClusterJob` per Job; :func:`query_cluster` runs
+  kubectl and says why when the cluster cannot be reached.
+* :class:`LocalProgress` and :class:`BucketProgress` read each window's
+  :class:`~protbench_nrp.records.Progress` record from a results root or the
+  S3 bucket (that small JSON object only, never a trajectory).
+* :func:`gather_status` combines both into a :class:`WindowStatus` per Job,
+  :func:`campaign_totals` sums them up, :func:`render_status` draws the table.
+* :func:`show_status` is what ``run-umbrella-windows.py --status`` calls.
+
+A window is *stalled* when its progress record is older than
+:func:`stall_threshold_s`: 30 minutes, or three times the wall time between
+two updates when that is longer (a slow system, or progress that only
+reaches the bucket at each checkpoint upload).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from . import science
+from .jobs import CampaignConfig, JobSpec
+from .layout import LABEL_PREFIX, Campaign, job_labels, window_tag
+from .records import Progress, _from_dict
+
+#: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
+STALL_AFTER_S = 30 * 60.0
+STALL_UPDATES = 3
+#: Longest wait for ``kubectl get``.
+KUBECTL_TIMEOUT_S = 60
+#: Key prefix of the results root in the bucket (``nrp:BUCKET/results``).
+BUCKET_RESULTS_PREFIX = "results"
+
+#: Window states, in the order the totals list them.
+STATES = ("finished", "running", "starting", "stalled", "pending", "failed", "missing", "unreadable")
+_STYLES = {"finished": "green", "running": "cyan", "starting": "cyan", "stalled": "bold red",
+           "pending": "yellow", "failed": "bold red", "missing": "dim", "unreadable": "bold red"}
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+# -- the cluster ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    """What Kubernetes says about one Job and its pods.
+
+    Attributes
+    ----------
+    state : str
+        ``"Complete"``, ``"Failed"``, ``"Suspended"``, ``"Running"`` (a pod's
+        main container runs), ``"Pending"`` (pods exist but none runs yet:
+        unscheduled, pulling, initialising, crash-looping) or ``"Waiting"``
+        (no pod at all).
+    detail : str
+        Why, when Kubernetes says: a condition reason (``BackoffLimitExceeded``)
+        or a container's waiting reason (``CrashLoopBackOff``, ``Unschedulable``).
+    restarts : int
+        Container restarts summed over the Job's pods (pod ``restartCount``).
+    failed_pods : int
+        Pods of the Job that failed (Job ``status.failed``), e.g. evictions.
+    """
+
+    name: str
+    state: str
+    detail: str = ""
+    restarts: int = 0
+    failed_pods: int = 0
+
+    @property
+    def restarts_total(self) -> int:
+        return self.restarts + self.failed_pods
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The campaign's Jobs by name, or ``jobs=None`` and the reason the cluster was not read."""
+
+    jobs: dict[str, ClusterJob] | None
+    note: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return self.jobs is not None
+
+
+def _true_conditions(obj: dict) -> dict[str, dict]:
+    return {c.get("type"): c for c in obj.get("status", {}).get("conditions", []) or []
+            if str(c.get("status")) == "True"}
+
+
+def _pod_owner(pod: dict) -> str | None:
+    for owner in pod.get("metadata", {}).get("ownerReferences", []) or []:
+        if owner.get("kind") == "Job":
+            return owner.get("name")
+    labels = pod.get("metadata", {}).get("labels", {}) or {}
+    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+def _pod_summary(pod: dict) -> tuple[bool, str, int]:
+    """``(main container running, waiting reason, restarts)`` of one pod."""
+    status = pod.get("status", {}) or {}
+    containers = status.get("containerStatuses", []) or []
+    inits = status.get("initContainerStatuses", []) or []
+    restarts = sum(int(c.get("restartCount", 0) or 0) for c in containers + inits)
+    running = status.get("phase") == "Running" and any("running" in (c.get("state") or {})
+                                                       for c in containers)
+    reason = ""
+    for c in inits + containers:
+        waiting = (c.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
+            reason = waiting["reason"]
+            break
+    if not reason:
+        scheduled = next((c for c in status.get("conditions", []) or []
+                          if c.get("type") == "PodScheduled"), None)
+        if scheduled and str(scheduled.get("status")) == "False":
+            reason = scheduled.get("reason") or "Unschedulable"
+        elif status.get("phase") == "Pending":
+            waiting = [c for c in inits if "running" in (c.get("state") or {})]
+            reason = f"init: {waiting[0].get('name')}" if waiting else "starting"
+    return running, reason, restarts
+
+
+def parse_cluster_list(payload: dict) -> dict[str, ClusterJob]:
+    """Jobs (with their pods) of a ``kubectl get jobs,pods -o json`` List.
+
+    Parameters
+    ----------
+    payload : dict
+        The decoded JSON: ``{"kind": "List", "items": [Job..., Pod...]}``.
+
+    Raises
+    ------
+    ValueError
+        When ``payload`` is not such a list.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
+        raise ValueError("kubectl did not return a List with 'items'")
+    pods: dict[str, list[dict]] = {}
+    for item in payload["items"]:
+        if item.get("kind") == "Pod":
+            owner = _pod_owner(item)
+            if owner:
+                pods.setdefault(owner, []).append(item)
+    jobs = {}
+    for item in payload["items"]:
+        if item.get("kind") != "Job":
+            continue
+        name = item.get("metadata", {}).get("name", "")
+        status = item.get("status", {}) or {}
+        conditions = _true_conditions(item)
+        summaries = [_pod_summary(p) for p in pods.get(name, [])
+                     if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+        restarts = sum(_pod_summary(p)[2] for p in pods.get(name, []))
+        detail = ""
+        if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+            state = "Complete"
+        elif "Failed" in conditions or "FailureTarget" in conditions:
+            state = "Failed"
+            failed = conditions.get("Failed") or conditions.get("FailureTarget")
+            detail = failed.get("reason", "") or ""
+        elif "Suspended" in conditions or (item.get("spec", {}) or {}).get("suspend"):
+            state = "Suspended"
+        elif any(running for running, _, _ in summaries):
+            state = "Running"
+        elif summaries or int(status.get("active", 0) or 0) > 0:
+            state = "Pending"
+            detail = next((reason for _, reason, _ in summaries if reason), "")
+        else:
+            state = "Waiting"
+        jobs[name] = ClusterJob(name, state, detail, restarts, int(status.get("failed", 0) or 0))
+    return jobs
+
+
+def campaign_selector(config: CampaignConfig) -> str:
+    """``kubectl -l`` selector of every Job of the campaign (any stage)."""
+    key = f"{LABEL_PREFIX}/campaign"
+    return f"{key}={job_labels(config.initials, config.target, config.ff)[key]}"
+
+
+def query_cluster(selector: str, kubectl: str | None = None,
+                  timeout_s: float = KUBECTL_TIMEOUT_S) -> ClusterView:
+    """Run ``kubectl get jobs,pods -l SELECTOR -o json``; never raises for an unreachable cluster."""
+    kubectl = kubectl or shutil.which("kubectl")
+    if kubectl is None:
+        return ClusterView(None, "kubectl is not on PATH: cluster state unknown, showing results only")
+    try:
+        done = subprocess.run([kubectl, "get", "jobs,pods", "-l", selector, "-o", "json"],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return ClusterView(None, f"kubectl get did not answer within {timeout_s:g} s: cluster "
+                                 f"unreachable, showing results only")
+    except OSError as error:
+        return ClusterView(None, f"kubectl could not run ({error}): showing results only")
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return ClusterView(None, f"kubectl get failed ({reason}): cluster unreachable, showing "
+                                 f"results only")
+    try:
+        return ClusterView(parse_cluster_list(json.loads(done.stdout)))
+    except ValueError as error:
+        return ClusterView(None, f"kubectl returned unusable output ({error}): showing results only")
+
+
+# -- progress records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgressReading:
+    """A window's progress record, ``None`` when absent, or why it could not be read."""
+
+    progress: Progress | None
+    error: str = ""
+    product_present: bool = False  # setup / steered MD: their final product exists
+
+
+def _parse_progress(text: str, where: str) -> ProgressReading:
+    try:
+        payload = json.loads(text)
+        if not isinstance(payload, dict):
+            raise ValueError("not a JSON object")
+        return ProgressReading(_from_dict(Progress, payload))
+    except (ValueError, TypeError) as error:
+        return ProgressReading(None, f"{where}: {error}")
+
+
+class LocalProgress:
+    """Progress records under a results root on this machine."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    @property
+    def description(self) -> str:
+        return f"results in {self.root}"
+
+    def read(self, relative: PurePosixPath) -> ProgressReading:
+        path = self.root / relative
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return ProgressReading(None)
+        except OSError as error:
+            return ProgressReading(None, f"{path}: {error}")
+        return _parse_progress(text, str(path))
+
+    def exists(self, relative: PurePosixPath) -> bool:
+        return (self.root / relative).is_file()
+
+
+class BucketProgress:
+    """Progress records read straight from the S3 bucket, one small GET each."""
+
+    def __init__(self, client, bucket: str, prefix: str = BUCKET_RESULTS_PREFIX):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    @property
+    def description(self) -> str:
+        return f"results in s3://{self.bucket}/{self.prefix}"
+
+    def read(self, relative: PurePosixPath) -> ProgressReading:
+        from botocore.exceptions import ClientError
+
+        key = f"{self.prefix}/{relative}" if self.prefix else str(relative)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return ProgressReading(None)
+            return ProgressReading(None, f"s3://{self.bucket}/{key}: {error}")
+        except Exception as error:  # endpoint unreachable, no credentials, ...
+            return ProgressReading(None, f"s3://{self.bucket}/{key}: {error}")
+        return _parse_progress(body, f"s3://{self.bucket}/{key}")
+
+    def exists(self, relative: PurePosixPath) -> bool:
+        key = f"{self.prefix}/{relative}" if self.prefix else str(relative)
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception:  # absent, or unreadable: either way not known to be there
+            return False
+        return True
+
+
+def read_all_progress(reader, campaign: Campaign, jobs: list[JobSpec]) -> dict[str, ProgressReading]:
+    """Each Job's progress by Job name; the bucket is asked a few keys at a time.
+
+    Windows keep a progress record; setup and steered MD are only known to
+    be done by their final product (the System XML, the equilibrated state).
+    """
+    def one(job: JobSpec) -> ProgressReading:
+        if job.stage == "window":
+            return reader.read(campaign.window_files(job.replica, job.window).progress)
+        product = campaign.system_xml if job.stage == "setup" else campaign.steered_state(job.replica)
+        return ProgressReading(None, product_present=reader.exists(product))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip((job.name for job in jobs), pool.map(one, jobs)))
+
+
+# -- one row per Job ----------------------------------------------------------------------------
+
+
+def _env_float(job: JobSpec, name: str, default: float) -> float:
+    try:
+        return float(job.env.get(name, default))
+    except (TypeError, ValueError):
+        return float(default)
+
+
+def stall_threshold_s(job: JobSpec, progress: Progress, bucket: bool = False) -> float:
+    """Seconds without an update after which a window counts as stalled.
+
+    The window rewrites its progress every frame, so the expected gap is one
+    frame's wall time at its current speed; from the bucket it is the time
+    between checkpoint uploads.
+    """
+    if progress.phase == "equilibration":
+        interval_ps = _env_float(job, "PROTBENCH_EQUIL_FRAME", science.EQUIL_FRAME_PS)
+    else:
+        interval_ps = _env_float(job, "PROTBENCH_FRAME", science.FRAME_PS)
+        if bucket:
+            interval_ps = max(interval_ps, _env_float(job, "PROTBENCH_CHECKPOINT", science.CHECKPOINT_PS))
+    if progress.ns_per_day <= 0:
+        return STALL_AFTER_S
+    interval_s = interval_ps / 1000.0 / progress.ns_per_day * 86400.0
+    return max(STALL_AFTER_S, STALL_UPDATES * interval_s)
+
+
+def eta_s(job: JobSpec, progress: Progress) -> float | None:
+    """Wall seconds until the window finishes at its current speed (equilibration included)."""
+    if progress.ns_per_day <= 0:
+        return None
+    timestep_fs = _env_float(job, "PROTBENCH_TIMESTEP", science.TIMESTEP_FS)
+    remaining_steps = max(progress.total_steps - progress.step, 0)
+    if progress.phase == "equilibration":
+        equil_fs = _env_float(job, "PROTBENCH_EQUIL_TIMESTEP", science.EQUIL_TIMESTEP_FS)
+        equil_days = remaining_steps * equil_fs * 1e-6 / progress.ns_per_day
+        # Same wall time per step in production, but each step covers more time.
+        production_ns = _env_float(job, "PROTBENCH_PRODUCTION_LENGTH", science.PRODUCTION_LENGTH_NS)
+        production_days = production_ns / (progress.ns_per_day * timestep_fs / equil_fs)
+        return (equil_days + production_days) * 86400.0
+    return remaining_steps * timestep_fs * 1e-6 / progress.ns_per_day * 86400.0
+
+
+@dataclass(frozen=True)
+class WindowStatus:
+    """Everything the table shows about one Job.
+
+    Attributes
+    ----------
+    state : str
+        One of :data:`STATES`.
+    job_state : str
+        Kubernetes' view (:attr:`ClusterJob.state`, ``"no Job"``), or ``"?"``
+        when the cluster was not read.
+    age_s : float or None
+        Seconds since the progress record was last written.
+    eta_s : float or None
+        Wall seconds left at the current speed.
+    """
+
+    name: str
+    stage: str
+    replica: int | None
+    window: int | None
+    state: str
+    job_state: str
+    job_detail: str = ""
+    phase: str = ""
+    step: int | None = None
+    total_steps: int | None = None
+    ns_per_day: float | None = None
+    eta_s: float | None = None
+    age_s: float | None = None
+    stall_after_s: float | None = None
+    restarts: int | None = None
+    note: str = ""
+
+
+def window_status(job: JobSpec, reading: ProgressReading | None, cluster: ClusterView,
+                  now: float, bucket: bool = False) -> WindowStatus:
+    """Classify one Job from its progress record and, when known, its Kubernetes state."""
+    known = cluster.reachable
+    kube = cluster.jobs.get(job.name) if known else None
+    job_state = "?" if not known else (kube.state if kube else "no Job")
+    base = dict(name=job.name, stage=job.stage, replica=job.replica, window=job.window,
+                job_state=job_state, job_detail=kube.detail if kube else "",
+                restarts=kube.restarts_total if kube else None)
+    reading = reading or ProgressReading(None)
+    progress = reading.progress
+    if reading.error:
+        return WindowStatus(state="unreadable", note=f"progress unreadable: {reading.error}", **base)
+    if progress is None:
+        if reading.product_present:
+            return WindowStatus(state="finished", **base)
+        if kube is not None and kube.state == "Complete":
+            return WindowStatus(state="finished", note="Job Complete; no progress record found", **base)
+        if kube is not None and kube.state == "Failed":
+            return WindowStatus(state="failed", **base)
+        if kube is not None and kube.state == "Running":
+            return WindowStatus(state="starting", note="no progress record yet", **base)
+        if kube is not None and kube.state in ("Pending", "Waiting", "Suspended"):
+            return WindowStatus(state="pending", **base)
+        return WindowStatus(state="missing", **base)
+
+    age = max(now - progress.updated_unix, 0.0)
+    threshold = stall_threshold_s(job, progress, bucket)
+    finished = progress.phase == "finished"
+    details = dict(phase=progress.phase, step=progress.step, total_steps=progress.total_steps,
+                   ns_per_day=progress.ns_per_day, age_s=age, stall_after_s=threshold)
+    if finished:
+        return WindowStatus(state="finished", eta_s=0.0, **details, **base)
+    if kube is not None and kube.state == "Failed":
+        return WindowStatus(state="failed", **details, **base)
+    if kube is not None and kube.state in ("Pending", "Waiting", "Suspended"):
+        # Not running now, whatever the last pod managed: waiting for a node or a restart.
+        return WindowStatus(state="pending", **details, **base)
+    note = "Job Complete but its progress is not finished" if kube and kube.state == "Complete" else ""
+    if age > threshold:
+        note = note or f"no progress for {format_duration(age)}"
+        if known and kube is None:
+            note += "; no Job on the cluster: relaunch it"
+        return WindowStatus(state="stalled", note=note, **details, **base)
+    return WindowStatus(state="running", eta_s=eta_s(job, progress), note=note, **details, **base)
+
+
+def gather_status(jobs: list[JobSpec], campaign: Campaign, progress: dict[str, ProgressReading],
+                  cluster: ClusterView, now: float, bucket: bool = False) -> list[WindowStatus]:
+    """One :class:`WindowStatus` per Job, in the order given."""
+    return [window_status(job, progress.get(job.name), cluster, now, bucket) for job in jobs]
+
+
+@dataclass(frozen=True)
+class CampaignTotals:
+    """How many Jobs are in each state, and how fast the running ones go together."""
+
+    counts: dict[str, int]
+    ns_per_day: float
+    total: int
+
+    def line(self) -> str:
+        parts = [f"{self.counts.get(s, 0)} {s}" for s in ("finished", "running", "stalled", "missing")]
+        parts += [f"{self.counts[s]} {s}" for s in STATES
+                  if s not in ("finished", "running", "stalled", "missing") and self.counts.get(s)]
+        return (f"{self.total} windows: {', '.join(parts)}; "
+                f"{self.ns_per_day:.1f} ns/day in all")
+
+
+def campaign_totals(rows: list[WindowStatus]) -> CampaignTotals:
+    counts = {state: 0 for state in STATES}
+    for row in rows:
+        # "starting" Jobs are running as far as anyone following the campaign cares.
+        counts["running" if row.state == "starting" else row.state] += 1
+    speed = sum(row.ns_per_day or 0.0 for row in rows if row.state == "running")
+    return CampaignTotals(counts, speed, len(rows))
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """``95`` -> ``"1m35s"``, ``90000`` -> ``"1d01h"``; empty for unknown."""
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
+                  notes: list[str], console) -> None:
+    """Print the table, the totals line and any notes on a rich ``console``."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for header, justify in (("Job", "left"), ("R", "right"), ("W", "right"), ("state", "left"),
+                            ("Kubernetes", "left"), ("phase", "left"), ("steps", "right"),
+                            ("done", "right"), ("ns/day", "right"), ("ETA", "right"),
+                            ("updated", "right"), ("restarts", "right"), ("note", "left")):
+        table.add_column(header, justify=justify, no_wrap=header != "note")
+    for row in rows:
+        style = _STYLES.get(row.state, "")
+        steps = f"{row.step}/{row.total_steps}" if row.step is not None else ""
+        done = f"{100.0 * row.step / row.total_steps:.0f}%" if row.step is not None and row.total_steps else ""
+        kube = row.job_state + (f" ({row.job_detail})" if row.job_detail else "")
+        updated = f"{format_duration(row.age_s)} ago" if row.age_s is not None else ""
+        table.add_row(
+            row.name, "" if row.replica is None else str(row.replica),
+            "" if row.window is None else window_tag(row.window),
+            f"[{style}]{row.state}[/]" if style else row.state, kube, row.phase, steps, done,
+            f"{row.ns_per_day:.1f}" if row.ns_per_day is not None else "",
+            "done" if row.state == "finished" else format_duration(row.eta_s),
+            f"[bold red]{updated}[/]" if row.state == "stalled" else updated,
+            "" if row.restarts is None else str(row.restarts), row.note)
+    console.print(table)
+    console.print(totals.line())
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def _console():
+    from rich.console import Console
+
+    # A pipe or a log file gets a wide table instead of one squeezed to 80 columns.
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: bool = True,
+                source: str = "local") -> int:
+    """Print the status of ``jobs`` and return an exit status.
+
+    Parameters
+    ----------
+    jobs : list of JobSpec
+        The Jobs of the configured campaign (one row each).
+    config : CampaignConfig
+        Gives the campaign, the label selector and where results are.
+    use_kubectl : bool
+        Ask the cluster for Job and pod states; without it (or when kubectl
+        is missing or fails) the table shows results only and says so.
+    source : {"local", "bucket"}
+        Read progress records from ``config.local_result_dir`` or from
+        ``config.bucket`` (credentials and endpoint from the standard AWS
+        variables, see :func:`protbench_nrp.analysis.bucket_client`).
+
+    Returns
+    -------
+    int
+        0 once the table is shown, 2 for an unknown ``source`` or a bucket
+        source without a bucket.
+    """
+    console = _console()
+    if source not in ("local", "bucket"):
+        console.print(f"[red]error:[/] status source {source!r} is unknown; use 'local' or 'bucket'")
+        return EXIT_BAD_INPUT
+    if source == "bucket":
+        if not config.bucket:
+            console.print("[red]error:[/] reading status from the bucket needs BUCKET set in "
+                          "run-umbrella-windows.py")
+            return EXIT_BAD_INPUT
+        from .analysis import bucket_client
+
+        reader = BucketProgress(bucket_client(), config.bucket)
+    else:
+        reader = LocalProgress(config.local_result_dir)
+    campaign = config.campaign
+    notes = []
+    if use_kubectl:
+        cluster = query_cluster(campaign_selector(config))
+    else:
+        cluster = ClusterView(None, "cluster not asked (kubectl disabled): showing results only")
+    if cluster.note:
+        notes.append(cluster.note)
+    progress = read_all_progress(reader, campaign, jobs)
+    rows = gather_status(jobs, campaign, progress, cluster, time.time(), bucket=source == "bucket")
+    totals = campaign_totals(rows)
+    stalled = [r for r in rows if r.state == "stalled"]
+    if stalled:
+        notes.append(f"{len(stalled)} stalled windows (no progress for longer than "
+                     f"{format_duration(min(r.stall_after_s for r in stalled))}): look at their "
+                     f"pods with kubectl logs --previous, or relaunch them with WINDOWS")
+    render_status(rows, totals, f"{campaign.name}: {reader.description}", notes, console)
+    return EXIT_OK

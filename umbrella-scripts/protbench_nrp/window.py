@@ -1,0 +1,444 @@
+"""One umbrella window: equilibration with the bias on, then production.
+
+:class:`WindowSettings` gathers and checks the configuration (every value
+with its unit in its name); :class:`UmbrellaWindow` checks the inputs, then
+runs both stages on :class:`~protbench_nrp.engine.ResumableStage`, so a
+window killed at any instant resumes where it stopped, on any platform.
+Nothing is written before settings and inputs have been checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import science
+from .contacts import CV_NAME, MissingUmbrellaForceError, find_umbrella_force
+from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
+                     StateOrigin, StopSignals, create_context, finished_on_disk, langevin_integrator,
+                     load_state_xml, remove_stale_temporaries, save_state_xml, select_platform,
+                     set_barostat)
+from .layout import Campaign, WindowFiles
+from .records import UmbrellaParameters
+from .reporters import (CVReporter, ProgressRecorder, SegmentedDCDReporter, StateDataReporter)
+
+#: The stage that writes each input, named in errors about a missing input.
+PRODUCERS = {
+    "system": "umbrella-scripts/setup-umbrella-system.py",
+    "steered": "umbrella-scripts/run-steered-md.py",
+}
+
+#: Fields of the parameters record that must not change once a window has started.
+_FIXED_ON_RESUME = ("target", "ff", "replica", "window", "n_windows", "cv_name", "centre",
+                    "k_kcal_per_mol", "temperature_kelvin", "pressure_atm", "timestep_fs",
+                    "frame_ps", "equil_length_ns")
+
+
+class WindowInputError(EngineError):
+    """A setting or input of a window is wrong; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """Everything a window needs to know, checked, in explicit units."""
+
+    target: str
+    ff: str
+    replica: int
+    window: int
+    n_windows: int = science.N_WINDOWS
+    cv_start: float = science.CV_START
+    cv_end: float = science.CV_END
+    k_kcal_per_mol: float = science.UMBRELLA_K_KCAL_PER_MOL
+    temperature_kelvin: float = 300.0
+    pressure_atm: float = 0.0
+    equil_length_ns: float = science.EQUIL_LENGTH_NS
+    equil_timestep_fs: float = science.EQUIL_TIMESTEP_FS
+    equil_frame_ps: float = science.EQUIL_FRAME_PS
+    production_length_ns: float = science.PRODUCTION_LENGTH_NS
+    timestep_fs: float = science.TIMESTEP_FS
+    frame_ps: float = science.FRAME_PS
+    checkpoint_ps: float = science.CHECKPOINT_PS
+    save_state_ps: float = science.SAVE_STATE_PS
+    checkpoint_minutes: float = science.CHECKPOINT_MINUTES
+    platform: str = science.PLATFORM
+    precision: str = science.PRECISION
+
+    @classmethod
+    def resolve(cls, target: str, ff: str, replica: int, window: int,
+                temperature_kelvin: float | None = None, pressure_atm: float | None = None,
+                equil_length_ns: float | None = None, equil_frame_ps: float | None = None,
+                **others) -> "WindowSettings":
+        """Fill unset thermodynamic and equilibration values from the target catalog.
+
+        Values given here (from ``PROTBENCH_*`` variables) win over the
+        catalog; the catalog wins over the defaults. A target unknown to every
+        catalog is accepted only when temperature and pressure are both given.
+
+        Raises
+        ------
+        WindowInputError
+        """
+        try:
+            conditions = science.target_conditions(target)
+        except science.UnknownTargetError as error:
+            if temperature_kelvin is None or pressure_atm is None:
+                raise WindowInputError(
+                    f"{error}; or set both PROTBENCH_TEMPERATURE and PROTBENCH_PRESSURE") from None
+            conditions = None
+        if conditions is not None:
+            temperature_kelvin = conditions.temperature_kelvin if temperature_kelvin is None else temperature_kelvin
+            pressure_atm = conditions.pressure_atm if pressure_atm is None else pressure_atm
+            equil_length_ns = equil_length_ns if equil_length_ns is not None else conditions.equil_length_ns
+            equil_frame_ps = equil_frame_ps if equil_frame_ps is not None else conditions.equil_frame_ps
+        if equil_length_ns is not None:
+            others["equil_length_ns"] = equil_length_ns
+        if equil_frame_ps is not None:
+            others["equil_frame_ps"] = equil_frame_ps
+        settings = cls(target=target, ff=ff, replica=replica, window=window,
+                       temperature_kelvin=temperature_kelvin, pressure_atm=pressure_atm, **others)
+        settings.check()
+        return settings
+
+    # -- checks ------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise :class:`WindowInputError` for the first setting that cannot work."""
+        try:
+            Campaign(self.target, self.ff)
+        except ValueError as error:
+            raise WindowInputError(f"{error} (PROTBENCH_TARGET / PROTBENCH_FF)") from None
+        if self.replica < 1:
+            raise WindowInputError(f"replica {self.replica} is invalid: replicas are numbered from "
+                                   f"1; set PROTBENCH_REPLICA to 1 or more")
+        if self.window < 0:
+            raise WindowInputError(f"window {self.window} is negative; set PROTBENCH_WINDOW to "
+                                   f"0..{self.n_windows - 1}")
+        try:
+            science.window_centre(self.window, self.n_windows, self.cv_start, self.cv_end)
+        except ValueError as error:
+            raise WindowInputError(str(error)) from None
+        for name, value, variable in (
+                ("temperature", self.temperature_kelvin, "PROTBENCH_TEMPERATURE"),
+                ("force constant", self.k_kcal_per_mol, "PROTBENCH_UMBRELLA_K")):
+            if not (math.isfinite(value) and value > 0):
+                raise WindowInputError(f"{name} {value} must be a positive number; set {variable}")
+        if not (math.isfinite(self.pressure_atm) and self.pressure_atm >= 0):
+            raise WindowInputError(f"pressure {self.pressure_atm} atm must be >= 0 (0 = no "
+                                   f"barostat); set PROTBENCH_PRESSURE")
+        self.equilibration_schedule()
+        self.production_schedule()
+        try:
+            select_platform(self.platform, self.precision)
+        except EngineError as error:
+            raise WindowInputError(str(error)) from None
+
+    def equilibration_schedule(self) -> Schedule:
+        try:
+            return Schedule.from_times(
+                self.equil_length_ns, self.equil_timestep_fs, self.equil_frame_ps,
+                checkpoint_minutes=self.checkpoint_minutes,
+                names={"length": "PROTBENCH_EQUIL_LENGTH", "timestep": "PROTBENCH_EQUIL_TIMESTEP",
+                       "frame": "PROTBENCH_EQUIL_FRAME", "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
+        except EngineError as error:
+            raise WindowInputError(str(error)) from None
+
+    def production_schedule(self) -> Schedule:
+        try:
+            return Schedule.from_times(
+                self.production_length_ns, self.timestep_fs, self.frame_ps,
+                checkpoint_ps=self.checkpoint_ps, save_state_ps=self.save_state_ps,
+                checkpoint_minutes=self.checkpoint_minutes,
+                names={"length": "PROTBENCH_PRODUCTION_LENGTH", "timestep": "PROTBENCH_TIMESTEP",
+                       "frame": "PROTBENCH_FRAME", "checkpoint": "PROTBENCH_CHECKPOINT",
+                       "save_state": "PROTBENCH_SAVE_STATE",
+                       "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
+        except EngineError as error:
+            raise WindowInputError(str(error)) from None
+
+    # -- derived ---------------------------------------------------------------
+    @property
+    def centre(self) -> float:
+        return science.window_centre(self.window, self.n_windows, self.cv_start, self.cv_end)
+
+    @property
+    def k_kj_per_mol(self) -> float:
+        return self.k_kcal_per_mol * science.KJ_PER_KCAL
+
+    def parameters(self) -> UmbrellaParameters:
+        return UmbrellaParameters(
+            target=self.target, ff=self.ff, replica=self.replica, window=self.window,
+            n_windows=self.n_windows, cv_name=CV_NAME, centre=self.centre,
+            k_kcal_per_mol=self.k_kcal_per_mol, temperature_kelvin=self.temperature_kelvin,
+            pressure_atm=self.pressure_atm, timestep_fs=self.timestep_fs, frame_ps=self.frame_ps,
+            production_length_ns=self.production_length_ns, equil_length_ns=self.equil_length_ns)
+
+
+@dataclass
+class WindowInputs:
+    """The checked inputs of a window."""
+
+    system: object
+    topology: object
+    positions_nm: object
+    box_vectors_nm: object
+    umbrella_index: int
+
+
+class UmbrellaWindow:
+    """Run (or resume) one umbrella window under a local results root.
+
+    Parameters
+    ----------
+    results_root : path-like
+        The ``-o/--output_directory`` of the script.
+    settings : WindowSettings
+    log : callable, optional
+    """
+
+    def __init__(self, results_root: Path | str, settings: WindowSettings,
+                 log: Callable[[str], None] | None = None):
+        self.root = Path(results_root)
+        self.settings = settings
+        self.files: WindowFiles = Campaign(settings.target, settings.ff).window_files(
+            settings.replica, settings.window)
+        self.log = log or (lambda line: print(line, flush=True))
+
+    def path(self, relative) -> Path:
+        return self.root / relative
+
+    # -- read-only questions ------------------------------------------------------
+    def is_finished(self) -> bool:
+        """Whether production is complete on disk; reads only, needs no Context."""
+        return finished_on_disk(self.settings.production_schedule(), self._production_checkpoint(),
+                                self._production_reporters(topology=None, system=None, cv_force=None))
+
+    def read_inputs(self) -> WindowInputs:
+        """Load and check the system, window structure and steered state.
+
+        Raises
+        ------
+        WindowInputError
+            Naming the file at fault and the stage that produces it.
+        """
+        import openmm
+        import openmm.app as app
+        import openmm.unit as unit
+
+        files = self.files
+        system_path = self._input(files.system_xml, "system")
+        pdb_path = self._input(files.start_pdb, "steered")
+        steered_path = self._input(files.steered_state, "steered")
+        try:
+            system = openmm.XmlSerializer.deserialize(system_path.read_text())
+        except Exception as error:
+            raise WindowInputError(f"{system_path} is not a serialized OpenMM System ({error}); "
+                                   f"rerun {PRODUCERS['system']}") from None
+        if not isinstance(system, openmm.System):
+            raise WindowInputError(f"{system_path} holds a {type(system).__name__}, not a System; "
+                                   f"rerun {PRODUCERS['system']}")
+        try:
+            index, _force = find_umbrella_force(system)
+        except MissingUmbrellaForceError as error:
+            raise WindowInputError(f"{system_path}: {error}") from None
+        try:
+            pdb = app.PDBFile(str(pdb_path))
+        except Exception as error:
+            raise WindowInputError(f"{pdb_path} is not a readable PDB file ({error}); rerun "
+                                   f"{PRODUCERS['steered']}") from None
+        if pdb.topology.getNumAtoms() != system.getNumParticles():
+            raise WindowInputError(
+                f"{pdb_path} has {pdb.topology.getNumAtoms()} atoms but {system_path} has "
+                f"{system.getNumParticles()} particles: they come from different systems; rerun "
+                f"{PRODUCERS['steered']} after {PRODUCERS['system']}")
+        try:
+            steered = load_state_xml(steered_path)
+        except ValueError as error:
+            raise WindowInputError(f"{error}; rerun {PRODUCERS['steered']}") from None
+        box = steered.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        positions = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        system = copy.deepcopy(system)
+        try:
+            set_barostat(system, self.settings.temperature_kelvin, self.settings.pressure_atm)
+        except EngineError as error:
+            raise WindowInputError(f"{system_path}: {error}") from None
+        topology = pdb.topology
+        if system.usesPeriodicBoundaryConditions():
+            topology.setPeriodicBoxVectors(box * unit.nanometer)
+        else:
+            topology.setPeriodicBoxVectors(None)
+        return WindowInputs(system, topology, positions, box, index)
+
+    def _input(self, relative, producer: str) -> Path:
+        path = self.path(relative)
+        if not path.is_file() or path.stat().st_size == 0:
+            state = "is empty" if path.is_file() else "is missing"
+            raise WindowInputError(f"input {path} {state}; it is written by "
+                                   f"{PRODUCERS[producer]}: run that stage first")
+        return path
+
+    # -- running ---------------------------------------------------------------
+    def run(self, stop: StopSignals | None = None) -> int:
+        """Run what is left of the window; return the process exit code.
+
+        0 when production is complete (at once, touching nothing, if it
+        already was); ``stop.exit_code`` when a signal stopped it.
+        """
+        if self.is_finished():
+            self.log(f"window {self.files.directory} is already finished; nothing to do")
+            return 0
+        inputs = self.read_inputs()
+        directory = self.path(self.files.directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries(directory):
+            self.log(f"removed {stale.name}, left by a write that was killed")
+        self._record_parameters()
+
+        if not self._equilibrated():
+            outcome = self._equilibrate(inputs, stop)
+            if outcome.stopped:
+                return stop.exit_code
+        outcome = self._produce(inputs, stop)
+        if outcome.stopped:
+            return stop.exit_code
+        ProgressRecorder(self.path(self.files.progress), "production",
+                         self.settings.production_schedule().total_steps).finish(
+            outcome.step, outcome.ns_per_day)
+        self.log(f"production finished at step {outcome.step}")
+        return 0
+
+    def _record_parameters(self) -> None:
+        path = self.path(self.files.parameters)
+        wanted = self.settings.parameters()
+        if path.exists():
+            try:
+                recorded = UmbrellaParameters.read(path)
+            except (ValueError, KeyError):
+                recorded = None  # unreadable: rewrite it from the settings
+            if recorded is not None:
+                changed = [f"{name}: {getattr(recorded, name)!r} -> {getattr(wanted, name)!r}"
+                           for name in _FIXED_ON_RESUME
+                           if _differs(getattr(recorded, name), getattr(wanted, name))]
+                if changed:
+                    raise WindowInputError(
+                        f"this window started with other settings ({'; '.join(changed)}), "
+                        f"recorded in {path}; restore the PROTBENCH_* values it started with, "
+                        f"or move {self.path(self.files.directory)} away to start it afresh")
+        wanted.write(path)
+
+    def _equilibrated(self) -> bool:
+        path = self.path(self.files.equilibrated_state)
+        if not path.exists():
+            return False
+        try:
+            load_state_xml(path)
+        except (ValueError, OSError):
+            self.log(f"{path.name} is unreadable; equilibrating again")
+            path.unlink()
+            return False
+        return True
+
+    def _context(self, inputs: WindowInputs, timestep_fs: float):
+        integrator = langevin_integrator(self.settings.temperature_kelvin, timestep_fs)
+        context = create_context(inputs.system, integrator, self.settings.platform,
+                                 self.settings.precision)
+        return context, integrator
+
+    def equilibration_stage(self, inputs: WindowInputs):
+        """The equilibration stage, bias on, and its fresh-start fallback.
+
+        Returns
+        -------
+        stage : ResumableStage
+        fallbacks : list of Origin
+            Pass to ``stage.resume``; then call :meth:`apply_bias` before ``stage.run``.
+        """
+        files, settings = self.files, self.settings
+        schedule = settings.equilibration_schedule()
+        context, _ = self._context(inputs, settings.equil_timestep_fs)
+        reporters = [
+            SegmentedDCDReporter(lambda _k: self.path(files.equilibration("dcd")), inputs.topology,
+                                 schedule.frame_steps, settings.equil_timestep_fs / 1000.0),
+            StateDataReporter(self.path(files.equilibration("out")), inputs.system),
+        ]
+        # Equilibration keeps no portable checkpoint: on another GPU it simply starts again.
+        stage = ResumableStage(context, schedule, CheckpointFiles(self.path(files.equilibration("chk"))),
+                               reporters, ProgressRecorder(self.path(files.progress), "equilibration",
+                                                           schedule.total_steps), log=self.log)
+        fallbacks = [InitialOrigin(inputs.positions_nm, inputs.box_vectors_nm,
+                                   settings.temperature_kelvin, "window structure")]
+        return stage, fallbacks
+
+    def production_stage(self, inputs: WindowInputs):
+        """The production stage and its fallback, the equilibrated state at step 0.
+
+        Returns
+        -------
+        stage : ResumableStage
+        fallbacks : list of Origin
+            Pass to ``stage.resume``; then call :meth:`apply_bias` before ``stage.run``.
+        """
+        files, settings = self.files, self.settings
+        schedule = settings.production_schedule()
+        context, _ = self._context(inputs, settings.timestep_fs)
+        cv_force = context.getSystem().getForce(inputs.umbrella_index)
+        stage = ResumableStage(context, schedule, self._production_checkpoint(),
+                               self._production_reporters(inputs.topology, inputs.system, cv_force),
+                               ProgressRecorder(self.path(files.progress), "production",
+                                                schedule.total_steps), log=self.log)
+        fallbacks = [StateOrigin(self.path(files.equilibrated_state), step=0,
+                                 description="equilibrated state")]
+        return stage, fallbacks
+
+    def apply_bias(self, context) -> None:
+        """Set the umbrella's ``k`` (kJ/mol) and ``Q0`` of this window in ``context``."""
+        context.setParameter("k", self.settings.k_kj_per_mol)
+        context.setParameter("Q0", self.settings.centre)
+
+    def _equilibrate(self, inputs: WindowInputs, stop):
+        settings = self.settings
+        stage, fallbacks = self.equilibration_stage(inputs)
+        self.log(f"equilibration: {stage.schedule.total_steps} steps of {settings.equil_timestep_fs} "
+                 f"fs at Q0 = {settings.centre:.4f}")
+        stage.resume(fallbacks)
+        self.apply_bias(stage.context)
+        outcome = stage.run(stop)
+        if outcome.finished:
+            save_state_xml(stage.context, self.path(self.files.equilibrated_state))
+        return outcome
+
+    def _produce(self, inputs: WindowInputs, stop):
+        stage, fallbacks = self.production_stage(inputs)
+        self.log(f"production: {stage.schedule.total_steps} steps of {self.settings.timestep_fs} fs, "
+                 f"{stage.schedule.total_frames} frames")
+        stage.resume(fallbacks)
+        self.apply_bias(stage.context)
+        return stage.run(stop)
+
+    def _production_checkpoint(self) -> CheckpointFiles:
+        files = self.files
+        return CheckpointFiles(self.path(files.production("chk")), self.path(files.portable_checkpoint),
+                               lambda n: self.path(files.saved_state(n)))
+
+    def _production_reporters(self, topology, system, cv_force) -> list:
+        files, settings = self.files, self.settings
+        schedule = settings.production_schedule()
+        return [
+            SegmentedDCDReporter(lambda k: self.path(files.production_segment(k)), topology,
+                                 schedule.frame_steps, settings.timestep_fs / 1000.0,
+                                 frames_per_segment=schedule.checkpoint_frames,
+                                 stray_glob=files.production_segment_glob),
+            StateDataReporter(self.path(files.production("out")), system),
+            CVReporter(self.path(files.cv_timeseries), cv_force),
+        ]
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return not math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a != b
+
+
+__all__ = ["WindowSettings", "WindowInputs", "UmbrellaWindow", "WindowInputError", "PRODUCERS"]

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Set up the umbrella System of one target and force field: the campaign's first Job.
+
+Writes ``{T}-{FF}/setup/`` under the results root: the minimized structure,
+the native contacts and the System XML holding the ``k*(Q-Q0)^2`` bias.
+Run again after it finished, it changes nothing and exits 0.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import click  # noqa: E402
+
+from protbench_nrp import science  # noqa: E402
+from protbench_nrp.layout import Campaign  # noqa: E402
+from protbench_nrp.systems import SetupError, SetupFiles, set_up  # noqa: E402
+
+
+@click.command()
+@click.option("-o", "--output_directory", "results_dir", envvar="PROTBENCH_OUTPUT_DIRECTORY",
+              type=click.Path(file_okay=False), required=True, show_envvar=True,
+              help="Results root (/results in a pod); outputs go to {T}-{FF}/setup/ below it.")
+@click.option("--target", envvar="PROTBENCH_TARGET", required=True, show_default=True,
+              help="Benchmark target, e.g. villin or gb3.")
+@click.option("--ff", envvar="PROTBENCH_FF", required=True, help="Force field name.")
+@click.option("--platform", envvar="PROTBENCH_PLATFORM", default=science.PLATFORM, show_default=True,
+              help=f"OpenMM platform for minimization: {', '.join(science.PLATFORMS)}.")
+@click.option("--precision", envvar="PROTBENCH_PRECISION", default=science.PRECISION,
+              show_default=True, help="Precision on CUDA/OpenCL: single, mixed or double.")
+@click.option("--initial-pdb", envvar="PROTBENCH_INITIAL_PDB", default=None,
+              type=click.Path(dir_okay=False),
+              help="Structure to build the local target from (default: OpenMM's test.pdb).")
+def main(results_dir, target, ff, platform, precision, initial_pdb):
+    from protbench_nrp.engine import EngineError, select_platform
+
+    try:
+        campaign = Campaign(target, ff)
+        openmm_platform, properties = select_platform(platform, precision)
+        report = set_up(results_dir, target, ff, platform=openmm_platform,
+                        properties=properties, initial_pdb=initial_pdb)
+    except (SetupError, EngineError, science.UnknownTargetError, ValueError) as error:
+        click.echo(f"setup-umbrella-system: {error}", err=True)
+        sys.exit(2)
+    files = SetupFiles(results_dir, campaign)
+    verb = "already set up" if report.already_done else f"set up with {report.builder}"
+    click.echo(f"{campaign.name}: {verb}; {report.n_contacts} native contacts, "
+               f"Q(minimized) = {report.native_fraction:.4f}")
+    for path in files.all():
+        click.echo(f"  {path}")
+
+
+if __name__ == "__main__":
+    main()
