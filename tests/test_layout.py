@@ -72,6 +72,7 @@ def test_names_that_map_to_the_same_characters_do_not_collide():
     c = job_name("JM", "gb3", "my-ff", replica=1, window=0)
     assert a != b
     assert b == c  # initials are case-insensitive people, not identities
+    assert job_name("jm", "gb3", "FF", replica=1, window=0) != job_name("jm", "gb3", "ff", replica=1, window=0)
 
 
 def test_labels_select_a_campaign_and_annotations_keep_the_identity():

@@ -44,8 +44,13 @@ def test_bad_constant_is_refused_before_any_side_effect(launcher_repo, constants
     assert "Nothing was applied" in result.stderr
     assert launcher_repo.kubectl_calls() == []
     assert not launcher_repo.results.exists()
-    dry = launcher_repo.run("--dry-run")  # a dry run refuses too, printing no manifest
-    assert dry.returncode == 1 and dry.stdout == "" and message in dry.stderr
+
+
+def test_a_dry_run_refuses_too_and_prints_no_manifest(launcher_repo):
+    launcher_repo.set_constants(EXTRA_ENV={"PROTBENCH_WINDOW": "03"})
+    result = launcher_repo.run("--dry-run")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "EXTRA_ENV sets PROTBENCH_WINDOW" in result.stderr
 
 
 def test_every_problem_is_reported_at_once(launcher_repo):

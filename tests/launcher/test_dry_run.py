@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import runpy
 import shutil
@@ -152,6 +153,25 @@ def test_steered_stage_is_one_job_per_replica_uploading_every_window_start(launc
     outputs = env["PROTBENCH_OUTPUT_FILES"].split("\n")
     assert f"{CAMPAIGN}/replica-2/{CAMPAIGN}-window-00.pdb" in outputs
     assert f"{CAMPAIGN}/replica-2/{CAMPAIGN}-window-30.pdb" in outputs
+    # A restarted steered-MD pod gets back what it had saved, window structures included.
+    required = env["PROTBENCH_REQUIRED_FILES"].split("\n")
+    assert required[0] == f"{CAMPAIGN}/setup/" and set(outputs) <= set(required)
+
+
+def test_demo_preset_replaces_the_campaign_and_keeps_the_options(launcher_repo):
+    from protbench_nrp.local import demo_config
+
+    result = launcher_repo.run("--dry-run", "--demo", "--replicas", "2")
+    assert result.returncode == 0, result.stderr
+    config = runpy.run_path(str(launcher_repo.dir / LAUNCHER))["campaign_config"]()
+    demo = dataclasses.replace(demo_config(config), replicas=(2,))
+    expected = build_jobs(demo, launcher_repo.head())
+    manifests = documents(result.stdout)
+    assert [m["metadata"]["name"] for m in manifests] == [job.name for job in expected]
+    template = yaml.safe_load((launcher_repo.dir / TEMPLATE).read_text())
+    for container, original in zip(all_containers(manifests[0]), all_containers(template)):
+        own = {entry["name"] for entry in original.get("env") or []}
+        assert {k: v for k, v in env_of(container).items() if k not in own} == expected[0].env
 
 
 def test_labels_select_campaign_target_and_replica(launcher_repo):

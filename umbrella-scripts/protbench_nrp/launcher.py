@@ -188,7 +188,8 @@ def job_env(config: CampaignConfig, stage: str, replica: int | None, window: int
         "PROTBENCH_SCRIPT_COMMIT": commit,
         "PROTBENCH_SCRIPT_PATH": stage_script(config, stage),
         "PROTBENCH_REPO_URL": config.repo_url,
-        "PROTBENCH_REQUIRED_FILES": "\n".join(campaign.required_files(stage, replica, window)),
+        "PROTBENCH_REQUIRED_FILES": "\n".join(
+            campaign.required_files(stage, replica, window, n_windows=config.n_windows)),
         "PROTBENCH_OUTPUT_FILES": "\n".join(
             campaign.output_files(stage, replica, window, n_windows=config.n_windows)),
         "PROTBENCH_BUCKET": config.bucket,
@@ -335,11 +336,11 @@ def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, k
         try:
             write_new_file(path, to_yaml(manifest))
         except OSError as error:
-            return _report_partial(jobs, submitted, job, f"could not write {path}: {error}")
+            return _report_partial(jobs, submitted, f"could not write {path}: {error}")
         failure = _apply(kubectl, path, job)
         if failure:
             kept = _mark_failed(path, failure)
-            return _report_partial(jobs, submitted, job, f"{failure}\n  its manifest is kept as {kept}")
+            return _report_partial(jobs, submitted, f"{failure}\n  its manifest is kept as {kept}")
         submitted.append(job)
     click.echo(f"Submitted {len(submitted)} Jobs ({describe(submitted)}); provenance under "
                f"{config.local_result_dir / config.campaign.root}")
@@ -376,8 +377,8 @@ def _mark_failed(path: Path, failure: str) -> Path:
     return failed
 
 
-def _report_partial(jobs: list[JobSpec], submitted: list[JobSpec], failed: JobSpec, failure: str) -> int:
-    rest = [job for job in jobs if job not in submitted]
+def _report_partial(jobs: list[JobSpec], submitted: list[JobSpec], failure: str) -> int:
+    rest = jobs[len(submitted):]  # Jobs are submitted in order and the first failure stops the launch
     click.echo(f"error: {failure}", err=True)
     click.echo(f"Submitted ({len(submitted)}): {describe(submitted)}", err=True)
     click.echo(f"Not submitted ({len(rest)}): {describe(rest)}", err=True)

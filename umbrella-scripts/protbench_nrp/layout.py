@@ -370,9 +370,11 @@ def job_name(initials: str, target: str, ff: str, stage: str = "window",
     head = ["pb", _dns_fragment(initials)]
     middle = [_dns_fragment(target), _dns_fragment(ff)]
     plain = "-".join(p for p in head + middle + tail if p)
-    # Dropping dots is the seed's own convention; any other change of
-    # characters could make two identities meet, so it costs a hash.
-    lossless = all(_dns_fragment(t) == t.lower().replace(".", "") for t in (initials, target, ff))
+    # Dropping dots is the seed's own convention and initials name people, not
+    # identities, so their case is free; any other change of characters could
+    # make two campaigns' Jobs meet, so it costs a hash.
+    lossless = (_dns_fragment(initials) == initials.lower().replace(".", "")
+                and all(_dns_fragment(t) == t.replace(".", "") for t in (target, ff)))
     if lossless and len(plain) <= _DNS_LABEL_MAX and _DNS_LABEL.match(plain):
         return plain
     digest = _short_hash(initials, target, ff, stage, replica, window)
