@@ -16,7 +16,7 @@ N_WINDOWS = 31
 STAGE = "window"  # "setup" (once), "steered" (one Job per replica) or "window"
 REPLICAS = None  # e.g. (2,) to (re)launch replica 2 only; None: 1..N_REPLICAS
 WINDOWS = None  # e.g. (4, 17); None: 0..N_WINDOWS-1
-EXTRA_ENV = {}  # more settings for the script, e.g. {"PROTBENCH_PRODUCTION_LENGTH_NS": "100"}
+EXTRA_ENV = {}  # more settings for the scripts, e.g. {"PROTBENCH_PRODUCTION_LENGTH": "100"} (ns)
 
 # -- what the pods run, and where ----------------------------------------------------
 SCRIPT_PATH = "umbrella-scripts/run-umbrella-window.py"  # the window script; other stages: jobs.STAGE_SCRIPTS

@@ -178,6 +178,19 @@ def test_a_damaged_checkpoint_and_portable_state_are_skipped_not_fatal(tmp_path)
     _assert_exact(toy)
 
 
+def test_a_final_checkpoint_missing_its_portable_twin_is_completed_on_restart(tmp_path):
+    from protbench_nrp.engine import finished_on_disk
+
+    toy = ToyStage(tmp_path, _schedule())
+    toy.resume_and_run()
+    toy.files.portable.unlink()  # killed between the final checkpoint and its portable twin
+    assert not finished_on_disk(toy.schedule, toy.files, toy.reporters(topology=False))
+    resumed, outcome = toy.resume_and_run()
+    assert resumed.origin.description.startswith("checkpoint") and outcome.finished
+    assert finished_on_disk(toy.schedule, toy.files, toy.reporters(topology=False))
+    _assert_exact(toy)
+
+
 def test_no_loadable_origin_is_a_clear_error(tmp_path):
     toy = ToyStage(tmp_path, _schedule())
     stage = toy.build()
@@ -254,3 +267,35 @@ def test_platforms_are_checked_by_name():
         select_platform("Metal")
     with pytest.raises(EngineError, match="PROTBENCH_PRECISION"):
         select_platform("CPU", "quad")
+
+
+def test_the_barostat_is_the_configured_one_and_only_for_periodic_systems():
+    import openmm
+
+    from protbench_nrp.engine import set_barostat
+
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(openmm.Vec3(3, 0, 0), openmm.Vec3(0, 3, 0), openmm.Vec3(0, 0, 3))
+    nonbonded = openmm.NonbondedForce()
+    nonbonded.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    for _ in range(2):
+        system.addParticle(16.0)
+        nonbonded.addParticle(0.0, 0.3, 0.5)
+    system.addForce(nonbonded)
+    system.addForce(openmm.MonteCarloBarostat(5.0, 400.0))  # whatever setup left behind
+
+    def barostats():
+        return [f for f in system.getForces() if isinstance(f, openmm.MonteCarloBarostat)]
+
+    set_barostat(system, 298.0, 1.0)
+    assert len(barostats()) == 1
+    assert barostats()[0].getDefaultPressure().value_in_unit(openmm.unit.atmosphere) == pytest.approx(1.0)
+    assert barostats()[0].getDefaultTemperature().value_in_unit(openmm.unit.kelvin) == pytest.approx(298.0)
+    set_barostat(system, 298.0, 0.0)
+    assert barostats() == []
+    with pytest.raises(EngineError, match="PROTBENCH_PRESSURE"):
+        set_barostat(system, 298.0, -1.0)
+    with pytest.raises(EngineError, match="not periodic.*PROTBENCH_PRESSURE=0"):
+        from .conftest import toy_system
+
+        set_barostat(toy_system(), 300.0, 1.0)

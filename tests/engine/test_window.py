@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from protbench_nrp.dcd import inspect_dcd
-from protbench_nrp.engine import read_production_frames, state_xml_step
+from protbench_nrp.engine import load_state_xml, read_production_frames, state_xml_step
 from protbench_nrp.records import Progress, UmbrellaParameters
 from protbench_nrp.reporters import read_cv_file
 
@@ -60,6 +59,9 @@ def test_a_window_writes_its_outputs_and_a_finished_window_is_left_alone(villin_
     parameters = UmbrellaParameters.read(root / files.parameters)
     assert parameters.centre == pytest.approx(1.0 + (0.4 - 1.0) * 3 / 30)
     assert (parameters.k_kcal_per_mol, parameters.temperature_kelvin, parameters.pressure_atm) == (5000, 300, 0)
+    # OpenMM ran the umbrella in its own units: k in kJ/mol
+    ran = load_state_xml(root / files.portable_checkpoint).getParameters()
+    assert ran["k"] == pytest.approx(5000 * 4.184) and ran["Q0"] == pytest.approx(parameters.centre)
     progress = Progress.read(root / files.progress)
     assert (progress.phase, progress.step, progress.total_steps) == ("finished", 500, 500)
     assert progress.ns_per_day > 0
@@ -77,8 +79,11 @@ def test_a_window_whose_outputs_lost_their_tail_resumes_from_a_saved_state(villi
     assert run_window(root).returncode == 0
     frames_before, _ = assert_window_exact(root, files, 10, 50, 5)
     (root / files.production_segment(1)).unlink()  # e.g. an upload killed midway
+    stale = root / files.directory / f".{files.production('chk').name}.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")  # and a write killed before its rename
     redo = run_window(root)
     assert redo.returncode == 0, redo.stderr
+    assert not stale.exists() and f"removed {stale.name}" in redo.stdout
     assert "starting from saved state" in redo.stdout and "at step 250" in redo.stdout
     frames_after, _ = assert_window_exact(root, files, 10, 50, 5)
     np.testing.assert_array_equal(frames_after.positions_nm[:5], frames_before.positions_nm[:5])

@@ -676,7 +676,7 @@ class ResumableStage:
             raise RuntimeError("call resume() before run()")
         schedule, context = self.schedule, self.context
         integrator = context.getIntegrator()
-        timestep_ps = integrator.getStepSize()._value  # OpenMM stores step sizes in ps
+        timestep_ps = _picoseconds(integrator.getStepSize())
         step = context.getStepCount()
         frame = step // schedule.frame_steps
         for reporter in self.reporters:
@@ -685,7 +685,6 @@ class ResumableStage:
         last_checkpoint = started
         speed = 0.0
         minutes = schedule.checkpoint_minutes
-        dirty = False
         try:
             while step < schedule.total_steps:
                 if stop is not None and stop.requested:
@@ -697,8 +696,7 @@ class ResumableStage:
                 frame = step // schedule.frame_steps
                 elapsed = time.monotonic() - started
                 speed = _ns_per_day(step - first_step, timestep_ps, elapsed)
-                self._report(Frame(frame - 1, step, None, context, speed))
-                dirty = True
+                self._report(frame - 1, step, speed)
                 if self.progress is not None:
                     self.progress.update(step, speed)
                 save_due = bool(schedule.save_state_frames) and frame % schedule.save_state_frames == 0
@@ -711,8 +709,9 @@ class ResumableStage:
                 if checkpoint_due:
                     self._checkpoint(frame if save_due else None)
                     last_checkpoint = time.monotonic()
-                    dirty = False
-            if dirty:
+            if (step >= schedule.total_steps and self.checkpoint.portable is not None
+                    and self.checkpoint.newest_step() != step):
+                # resumed at the end from a checkpoint whose portable twin a kill prevented
                 self._checkpoint(None)
         finally:
             for reporter in self.reporters:
@@ -722,8 +721,9 @@ class ResumableStage:
             self.log(f"stopped by signal {stop.requested} at step {step}; checkpoint written")
         return StageOutcome(step, finished, None if finished else stop.requested, speed)
 
-    def _report(self, frame: Frame) -> None:
-        frame.state = self.context.getState(enforcePeriodicBox=self._periodic, **self._state_args)
+    def _report(self, index: int, step: int, speed: float) -> None:
+        state = self.context.getState(enforcePeriodicBox=self._periodic, **self._state_args)
+        frame = Frame(index, step, state, self.context, speed)
         for reporter in self.reporters:
             reporter.report(frame)
         for reporter in self.reporters:
@@ -736,6 +736,12 @@ class ResumableStage:
             save_state_xml(self.context,
                            self.checkpoint.saved_state(save_frame // self.schedule.save_state_frames))
         self.checkpoint.write(self.context)
+
+
+def _picoseconds(quantity) -> float:
+    import openmm.unit as unit
+
+    return quantity.value_in_unit(unit.picosecond) if unit.is_quantity(quantity) else float(quantity)
 
 
 def _ns_per_day(steps: int, timestep_ps: float, seconds: float) -> float:

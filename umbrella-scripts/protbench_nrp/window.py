@@ -290,11 +290,12 @@ class UmbrellaWindow:
             self.log(f"window {self.files.directory} is already finished; nothing to do")
             return 0
         inputs = self.read_inputs()
+        self.check_recorded_parameters()
         directory = self.path(self.files.directory)
         directory.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temporaries(directory):
             self.log(f"removed {stale.name}, left by a write that was killed")
-        self._record_parameters()
+        self.settings.parameters().write(self.path(self.files.parameters))
 
         if not self._equilibrated():
             outcome = self._equilibrate(inputs, stop)
@@ -309,24 +310,30 @@ class UmbrellaWindow:
         self.log(f"production finished at step {outcome.step}")
         return 0
 
-    def _record_parameters(self) -> None:
+    def check_recorded_parameters(self) -> None:
+        """Refuse to continue a started window with another umbrella, temperature, timestep...
+
+        Raises
+        ------
+        WindowInputError
+            Listing what changed since the parameters record was written.
+        """
         path = self.path(self.files.parameters)
+        try:
+            recorded = UmbrellaParameters.read(path)
+        except FileNotFoundError:
+            return
+        except (ValueError, TypeError):
+            return  # unreadable: it is rewritten from the settings
         wanted = self.settings.parameters()
-        if path.exists():
-            try:
-                recorded = UmbrellaParameters.read(path)
-            except (ValueError, KeyError):
-                recorded = None  # unreadable: rewrite it from the settings
-            if recorded is not None:
-                changed = [f"{name}: {getattr(recorded, name)!r} -> {getattr(wanted, name)!r}"
-                           for name in _FIXED_ON_RESUME
-                           if _differs(getattr(recorded, name), getattr(wanted, name))]
-                if changed:
-                    raise WindowInputError(
-                        f"this window started with other settings ({'; '.join(changed)}), "
-                        f"recorded in {path}; restore the PROTBENCH_* values it started with, "
-                        f"or move {self.path(self.files.directory)} away to start it afresh")
-        wanted.write(path)
+        changed = [f"{name}: {getattr(recorded, name)!r} -> {getattr(wanted, name)!r}"
+                   for name in _FIXED_ON_RESUME
+                   if _differs(getattr(recorded, name), getattr(wanted, name))]
+        if changed:
+            raise WindowInputError(
+                f"this window started with other settings ({'; '.join(changed)}), recorded in "
+                f"{path}; restore the PROTBENCH_* values it started with, or move "
+                f"{self.path(self.files.directory)} away to start it afresh")
 
     def _equilibrated(self) -> bool:
         path = self.path(self.files.equilibrated_state)
@@ -340,7 +347,8 @@ class UmbrellaWindow:
             return False
         return True
 
-    def _context(self, inputs: WindowInputs, timestep_fs: float):
+    def new_context(self, inputs: WindowInputs, timestep_fs: float):
+        """A Context of the window's System on its platform; returns ``(context, integrator)``."""
         integrator = langevin_integrator(self.settings.temperature_kelvin, timestep_fs)
         context = create_context(inputs.system, integrator, self.settings.platform,
                                  self.settings.precision)
@@ -357,7 +365,7 @@ class UmbrellaWindow:
         """
         files, settings = self.files, self.settings
         schedule = settings.equilibration_schedule()
-        context, _ = self._context(inputs, settings.equil_timestep_fs)
+        context, _ = self.new_context(inputs, settings.equil_timestep_fs)
         reporters = [
             SegmentedDCDReporter(lambda _k: self.path(files.equilibration("dcd")), inputs.topology,
                                  schedule.frame_steps, settings.equil_timestep_fs / 1000.0),
@@ -382,7 +390,7 @@ class UmbrellaWindow:
         """
         files, settings = self.files, self.settings
         schedule = settings.production_schedule()
-        context, _ = self._context(inputs, settings.timestep_fs)
+        context, _ = self.new_context(inputs, settings.timestep_fs)
         cv_force = context.getSystem().getForce(inputs.umbrella_index)
         stage = ResumableStage(context, schedule, self._production_checkpoint(),
                                self._production_reporters(inputs.topology, inputs.system, cv_force),
