@@ -45,7 +45,7 @@ def synthetic_results(synthetic, tmp_path):
 
 
 @pytest.fixture
-def s3_server(monkeypatch):
+def s3_server(monkeypatch, tmp_path):
     """An empty S3 endpoint on 127.0.0.1; yields its URL."""
     from moto.server import ThreadedMotoServer
 
@@ -56,7 +56,9 @@ def s3_server(monkeypatch):
     for name, value in (("AWS_ACCESS_KEY_ID", "protbench-test"),
                         ("AWS_SECRET_ACCESS_KEY", "protbench-test-secret"),
                         ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", url),
-                        ("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")):
+                        ("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1"),
+                        # No rclone config: the credentials above are the ones used.
+                        ("RCLONE_CONFIG", str(tmp_path / "no-rclone.conf"))):
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY",
                  "http_proxy", "https_proxy"):

@@ -27,12 +27,14 @@ import csv
 import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .layout import Campaign, window_tag
+from .preflight import BUCKET_PREFIX
 from .records import UmbrellaParameters, _from_dict
 from .science import KJ_PER_KCAL
 
@@ -49,6 +51,9 @@ MIN_FRAMES = 10
 #: Equilibration detection scans at most this many candidate start frames per
 #: window: scanning every frame costs O(N^2) and moves the answer by a frame.
 EQUILIBRATION_SCAN_POINTS = 200
+
+#: Windows read at once (each is two round trips to the bucket).
+READ_THREADS = 8
 
 _REPLICA_DIR = re.compile(r"^replica-(\d+)$")
 _WINDOW_DIR = re.compile(r"^window-(\d+)$")
@@ -223,7 +228,7 @@ class BucketResults:
         ``nrp:proteinbenchmark-jm-bucket/results``).
     """
 
-    def __init__(self, client, bucket: str, prefix: str = "results"):
+    def __init__(self, client, bucket: str, prefix: str = BUCKET_PREFIX):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -271,22 +276,37 @@ class BucketResults:
 
     def _explain(self, error: Exception) -> AnalysisError:
         return AnalysisError(
-            f"cannot read s3://{self.bucket}/{self.prefix}: {error}. Check the bucket name, "
-            f"the endpoint (AWS_ENDPOINT_URL) and the keys (AWS_ACCESS_KEY_ID, "
-            f"AWS_SECRET_ACCESS_KEY)"
+            f"cannot read s3://{self.bucket}/{self.prefix}: {error}. Check the bucket name "
+            f"(--bucket), the endpoint and the keys (the rclone config's remote, or "
+            f"AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
         )
 
 
-def bucket_client(endpoint_url: str | None = None):
-    """An S3 client for the results bucket.
+def bucket_client(endpoint_url: str | None = None, rclone_remote: str = "nrp"):
+    """An S3 client for the results bucket, with the launcher's preflight credentials.
 
-    Credentials and endpoint come from the standard AWS settings
-    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
-    ``~/.aws``), which NRP's S3 accepts with the keys of the rclone config.
+    Keys and endpoint come from section ``[rclone_remote]`` of the rclone
+    config (``$RCLONE_CONFIG`` or ``~/.config/rclone/rclone.conf``), else from
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_ENDPOINT_URL``
+    (see :func:`protbench_nrp.preflight.s3_access`). ``endpoint_url`` wins
+    over both.
+
+    Raises
+    ------
+    AnalysisError
+        When no credentials are found.
     """
-    import boto3
+    from dataclasses import replace
 
-    return boto3.client("s3", endpoint_url=endpoint_url or None)
+    from .preflight import PreflightError, s3_access
+
+    try:
+        access = s3_access(rclone_remote)
+    except PreflightError as error:
+        raise AnalysisError(str(error).replace(", or launch with --skip-preflight", "")) from None
+    if endpoint_url:
+        access = replace(access, endpoint_url=endpoint_url)
+    return access.client()
 
 
 # -- a whole campaign ----------------------------------------------------------------
@@ -370,15 +390,17 @@ def load_campaign(source, campaign: Campaign, replicas: tuple[int, ...] | None =
             )
         found = sorted(set(replicas))
 
+    slots = [(replica, window) for replica in found for window in source.windows(campaign, replica)]
+    # A few reads at a time: from the bucket each file is a round trip.
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        read = list(pool.map(lambda slot: _read_window(source, campaign, *slot), slots))
     windows, warnings, not_started = [], [], {}
-    for replica in found:
-        for window in source.windows(campaign, replica):
-            sample, reason = _read_window(source, campaign, replica, window)
-            if sample is None:
-                not_started.setdefault(replica, []).append((window, reason))
-                continue
-            warnings.extend(sample.series.notes)
-            windows.append(sample)
+    for (replica, window), (sample, reason) in zip(slots, read):
+        if sample is None:
+            not_started.setdefault(replica, []).append((window, reason))
+            continue
+        warnings.extend(sample.series.notes)
+        windows.append(sample)
     if not windows:
         raise AnalysisError(
             f"no CV files ({campaign.window_files(1, 0).cv_timeseries.name}) with production "
@@ -637,35 +659,78 @@ class PMFEstimator:
         self.seed = seed
 
     def estimate(self, windows: list[DecorrelatedWindow]) -> PMF:
+        """The PMF of ``windows`` on this estimator's bins, zero at its lowest bin."""
         pymbar, _ = _pymbar()
         states: dict[tuple[float, float], list[DecorrelatedWindow]] = {}
         for w in windows:
             states.setdefault((w.centre, w.k_kcal_per_mol), []).append(w)
         keys = sorted(states)
-        x_n = np.concatenate([np.concatenate([w.samples for w in states[key]]) for key in keys])
+        # Samples in state order: BAR initialisation pairs neighbouring states by position.
+        ordered = [w for key in keys for w in states[key]]
+        x_n = np.concatenate([w.samples for w in ordered])
         n_k = np.array([sum(len(w.samples) for w in states[key]) for key in keys])
         centres = np.array([key[0] for key in keys])[:, None]
         forces = np.array([key[1] for key in keys])[:, None]
         u_kn = forces * (x_n[None, :] - centres) ** 2 / self.kt_kcal_per_mol
+        mbar = pymbar.MBAR(u_kn, n_k, initialize="BAR" if len(keys) > 1 else "zeros")
 
-        fes = pymbar.FES(u_kn, n_k, mbar_options={"initialize": "BAR"} if len(keys) > 1 else None)
-        fes.generate_fes(np.zeros(len(x_n)), x_n, fes_type="histogram",
-                         histogram_parameters={"bin_edges": [self.bin_edges]},
-                         n_bootstraps=self.n_bootstraps, seed=self.seed)
-        method = "bootstrap" if self.n_bootstraps else "analytical"
-        counts, _ = np.histogram(x_n, bins=self.bin_edges)
-        filled = counts > 0
-        # pymbar only knows the bins a sample fell in: ask for those alone.
-        bin_centres = 0.5 * (self.bin_edges[1:] + self.bin_edges[:-1])
-        result = fes.get_fes(bin_centres[filled][:, None], reference_point="from-lowest",
-                             uncertainty_method=method)
-        pmf = np.full(len(counts), np.nan)
-        error = np.full(len(counts), np.nan)
-        pmf[filled] = result["f_i"] * self.kt_kcal_per_mol
-        error[filled] = result["df_i"] * self.kt_kcal_per_mol
-        overlap = np.asarray(fes.get_mbar().compute_overlap()["matrix"])
+        n_bins = len(self.bin_edges) - 1
+        bin_n = np.clip(np.digitize(x_n, self.bin_edges) - 1, 0, n_bins - 1)
+        counts = np.bincount(bin_n, minlength=n_bins)
+        filled = np.flatnonzero(counts)
+        label = np.full(n_bins, -1)
+        label[filled] = np.arange(len(filled))
+        label_n = label[bin_n]
+        if self.n_bootstraps:
+            f_b = _bin_free_energies(mbar.f_k, u_kn, n_k, label_n, len(filled))
+            reference = int(np.argmin(f_b))
+            f_b -= f_b[reference]
+            df_b = self._bootstrap(mbar.f_k, u_kn, n_k, label_n, len(filled), reference,
+                                   [len(w.samples) for w in ordered])
+        else:
+            # Each bin is a state whose energy is 0 inside it and infinite outside:
+            # its MBAR free energy is the PMF there, with MBAR's covariance.
+            u_ln = np.full((len(filled), len(x_n)), np.inf)
+            u_ln[label_n, np.arange(len(x_n))] = 0.0
+            result = mbar.compute_perturbed_free_energies(u_ln)
+            reference = int(np.argmin(result["Delta_f"][0]))
+            f_b, df_b = result["Delta_f"][reference], result["dDelta_f"][reference]
+        pmf = np.full(n_bins, np.nan)
+        error = np.full(n_bins, np.nan)
+        pmf[filled] = f_b * self.kt_kcal_per_mol
+        error[filled] = df_b * self.kt_kcal_per_mol
+        overlap = np.asarray(mbar.compute_overlap()["matrix"])
         return PMF(self.bin_edges.copy(), pmf, error, counts, tuple(float(c) for c in centres[:, 0]),
                    tuple(states[key][0].window for key in keys), overlap)
+
+    def _bootstrap(self, f_k, u_kn, n_k, label_n, n_filled, reference, window_sizes) -> np.ndarray:
+        """Standard deviation of bin free energies over resamples of every window's samples."""
+        pymbar, _ = _pymbar()
+        rng = np.random.default_rng(self.seed)
+        starts = np.concatenate([[0], np.cumsum(window_sizes)[:-1]])
+        draws = []
+        for _ in range(self.n_bootstraps):
+            # Resampling within each window keeps every state's sample count.
+            pick = np.concatenate([start + rng.integers(0, size, size)
+                                   for start, size in zip(starts, window_sizes)])
+            u_boot = u_kn[:, pick]
+            solved = pymbar.MBAR(u_boot, n_k, initial_f_k=f_k)
+            f_b = _bin_free_energies(solved.f_k, u_boot, n_k, label_n[pick], n_filled)
+            draws.append(f_b - f_b[reference])
+        draws = np.array(draws)
+        draws[~np.isfinite(draws)] = np.nan  # a bin no resample reached says nothing
+        return np.nanstd(draws, axis=0)
+
+
+def _bin_free_energies(f_k, u_kn, n_k, label_n, n_bins) -> np.ndarray:
+    """Dimensionless free energy of each bin in the unbiased state, from MBAR's ``f_k``."""
+    from scipy.special import logsumexp
+
+    log_w_n = -logsumexp(f_k[:, None] - u_kn, b=n_k[:, None], axis=0)
+    top = log_w_n.max()
+    total = np.bincount(label_n, weights=np.exp(log_w_n - top), minlength=n_bins)
+    with np.errstate(divide="ignore"):
+        return -(np.log(total) + top)
 
 
 def default_bin_edges(windows: list[DecorrelatedWindow], n_bins: int | None = None) -> np.ndarray:
@@ -719,14 +784,16 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
     if n_bootstraps < 0 or n_bootstraps == 1:
         raise AnalysisError(f"--bootstrap {n_bootstraps}: use 0 (analytical errors) or at least 2")
     warnings = list(samples.warnings)
-    windows = []
+    windows, left_out = [], []
     for sample in samples.windows:
         try:
             windows.append(decorrelate_window(sample, discard_frames))
         except AnalysisError as error:
-            warnings.append(f"left out: {error}")
+            left_out.append(str(error))
     if not windows:
-        raise AnalysisError("no window has enough production frames to analyse; " + warnings[-1])
+        more = f" (and {len(left_out) - 1} more windows alike)" if len(left_out) > 1 else ""
+        raise AnalysisError(f"no window has enough production frames to analyse: {left_out[0]}{more}")
+    warnings += [f"left out: {reason}" for reason in left_out]
     edges = default_bin_edges(windows, n_bins)
     estimator = PMFEstimator(samples.temperature_kelvin, edges, n_bootstraps)
     combined = estimator.estimate(windows)
@@ -898,15 +965,9 @@ def summary_lines(analysis: CampaignAnalysis) -> list[str]:
     return lines
 
 
-def _click():
-    import click
-
-    return click
-
-
 def build_command():
     """The ``analyze-umbrella-windows.py`` command (click), every option also read from the environment."""
-    click = _click()
+    import click
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
     @click.option("-o", "--results-dir", "results_dir", type=click.Path(file_okay=False),
@@ -920,12 +981,16 @@ def build_command():
                   help="Analyse only this replica (repeat for several); all found by default.")
     @click.option("--bucket", default="", envvar="PROTBENCH_BUCKET",
                   help="Read CV and parameter files straight from this S3 bucket instead of "
-                       "the results root. Keys and endpoint: AWS_ACCESS_KEY_ID, "
-                       "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL.")
-    @click.option("--bucket-prefix", default="results", show_default=True,
+                       "the results root. Keys and endpoint as for the launcher's preflight: the "
+                       "rclone remote's section of the rclone config, else AWS_ACCESS_KEY_ID, "
+                       "AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL.")
+    @click.option("--bucket-prefix", default=BUCKET_PREFIX, show_default=True,
                   envvar="PROTBENCH_BUCKET_PREFIX", help="Key prefix of the results root in the bucket.")
+    @click.option("--rclone-remote", default="nrp", show_default=True,
+                  envvar="PROTBENCH_RCLONE_REMOTE",
+                  help="Remote of the rclone config whose keys and endpoint reach the bucket.")
     @click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL",
-                  help="S3 endpoint of the bucket.")
+                  help="S3 endpoint of the bucket (overrides the rclone config's).")
     @click.option("--discard-frames", type=click.IntRange(min=0), default=None,
                   envvar="PROTBENCH_DISCARD_FRAMES",
                   help="Drop this many leading production frames of every window as "
@@ -940,7 +1005,7 @@ def build_command():
                   default=DEFAULT_OVERLAP_THRESHOLD, show_default=True,
                   envvar="PROTBENCH_OVERLAP_THRESHOLD",
                   help="Warn about neighbouring windows whose MBAR overlap is below this.")
-    def analyze(results_dir, target, ff, replicas, bucket, bucket_prefix, endpoint_url,
+    def analyze(results_dir, target, ff, replicas, bucket, bucket_prefix, rclone_remote, endpoint_url,
                 discard_frames, n_bins, n_bootstraps, overlap_threshold):
         """Compute the PMF along the CV of an umbrella campaign with MBAR.
 
@@ -954,7 +1019,7 @@ def build_command():
         logging.getLogger("pymbar").setLevel(logging.ERROR)
         try:
             campaign = Campaign(target, ff)
-            source = (BucketResults(bucket_client(endpoint_url), bucket, bucket_prefix)
+            source = (BucketResults(bucket_client(endpoint_url, rclone_remote), bucket, bucket_prefix)
                       if bucket else LocalResults(results_dir))
             samples = load_campaign(source, campaign, tuple(replicas) or None)
             analysis = analyze_campaign(samples, discard_frames=discard_frames, n_bins=n_bins,

@@ -15,12 +15,14 @@ Gathering and rendering are apart so each can be checked on its own:
 A window is *stalled* when its progress record is older than
 :func:`stall_threshold_s`: 30 minutes, or three times the wall time between
 two updates when that is longer (a slow system, or progress that only
-reaches the bucket at each checkpoint upload).
+reaches the bucket with the pod's periodic uploads).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import subprocess
 import time
@@ -31,20 +33,28 @@ from pathlib import Path, PurePosixPath
 from . import science
 from .jobs import CampaignConfig, JobSpec
 from .layout import LABEL_PREFIX, Campaign, job_labels, window_tag
+from .preflight import BUCKET_PREFIX
 from .records import Progress, _from_dict
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
 STALL_AFTER_S = 30 * 60.0
 STALL_UPDATES = 3
+#: Minutes between a pod's uploads to the bucket when PROTBENCH_SYNC_MINUTES is
+#: not set (the default of umbrella-scripts/pod/run-job.sh).
+POD_SYNC_MINUTES = 30.0
 #: Longest wait for ``kubectl get``.
 KUBECTL_TIMEOUT_S = 60
-#: Key prefix of the results root in the bucket (``nrp:BUCKET/results``).
-BUCKET_RESULTS_PREFIX = "results"
 
 #: Window states, in the order the totals list them.
 STATES = ("finished", "running", "starting", "stalled", "pending", "failed", "missing", "unreadable")
 _STYLES = {"finished": "green", "running": "cyan", "starting": "cyan", "stalled": "bold red",
            "pending": "yellow", "failed": "bold red", "missing": "dim", "unreadable": "bold red"}
+
+#: Where show_status reads progress when its caller does not say: "local" or "bucket".
+SOURCE_ENV = "PROTBENCH_STATUS_SOURCE"
+
+#: Read errors printed under the table; the rest are counted.
+MAX_ERRORS_SHOWN = 5
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -264,7 +274,7 @@ class LocalProgress:
 class BucketProgress:
     """Progress records read straight from the S3 bucket, one small GET each."""
 
-    def __init__(self, client, bucket: str, prefix: str = BUCKET_RESULTS_PREFIX):
+    def __init__(self, client, bucket: str, prefix: str = BUCKET_PREFIX):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -326,18 +336,21 @@ def stall_threshold_s(job: JobSpec, progress: Progress, bucket: bool = False) ->
     """Seconds without an update after which a window counts as stalled.
 
     The window rewrites its progress every frame, so the expected gap is one
-    frame's wall time at its current speed; from the bucket it is the time
-    between checkpoint uploads.
+    frame's wall time at its current speed. The bucket hears of it only at
+    the pod's periodic uploads (``PROTBENCH_SYNC_MINUTES``), so from there
+    the gap is at least that; with no periodic upload a stall cannot be told
+    from the bucket at all (infinite threshold).
     """
-    if progress.phase == "equilibration":
-        interval_ps = _env_float(job, "PROTBENCH_EQUIL_FRAME", science.EQUIL_FRAME_PS)
-    else:
-        interval_ps = _env_float(job, "PROTBENCH_FRAME", science.FRAME_PS)
-        if bucket:
-            interval_ps = max(interval_ps, _env_float(job, "PROTBENCH_CHECKPOINT", science.CHECKPOINT_PS))
-    if progress.ns_per_day <= 0:
-        return STALL_AFTER_S
-    interval_s = interval_ps / 1000.0 / progress.ns_per_day * 86400.0
+    frame_ps = (_env_float(job, "PROTBENCH_EQUIL_FRAME", science.EQUIL_FRAME_PS)
+                if progress.phase == "equilibration"
+                else _env_float(job, "PROTBENCH_FRAME", science.FRAME_PS))
+    interval_s = (frame_ps / 1000.0 / progress.ns_per_day * 86400.0
+                  if progress.ns_per_day > 0 else 0.0)
+    if bucket:
+        sync_minutes = _env_float(job, "PROTBENCH_SYNC_MINUTES", POD_SYNC_MINUTES)
+        if sync_minutes <= 0:
+            return math.inf
+        interval_s = max(interval_s, 60.0 * sync_minutes)
     return max(STALL_AFTER_S, STALL_UPDATES * interval_s)
 
 
@@ -390,6 +403,7 @@ class WindowStatus:
     stall_after_s: float | None = None
     restarts: int | None = None
     note: str = ""
+    error: str = ""  # full text of a read error, printed under the table
 
 
 def window_status(job: JobSpec, reading: ProgressReading | None, cluster: ClusterView,
@@ -404,7 +418,8 @@ def window_status(job: JobSpec, reading: ProgressReading | None, cluster: Cluste
     reading = reading or ProgressReading(None)
     progress = reading.progress
     if reading.error:
-        return WindowStatus(state="unreadable", note=f"progress unreadable: {reading.error}", **base)
+        return WindowStatus(state="unreadable", note="progress record unreadable (see below)",
+                            error=reading.error, **base)
     if progress is None:
         if reading.product_present:
             return WindowStatus(state="finished", **base)
@@ -452,13 +467,13 @@ class CampaignTotals:
     counts: dict[str, int]
     ns_per_day: float
     total: int
+    what: str = "windows"
 
     def line(self) -> str:
-        parts = [f"{self.counts.get(s, 0)} {s}" for s in ("finished", "running", "stalled", "missing")]
-        parts += [f"{self.counts[s]} {s}" for s in STATES
-                  if s not in ("finished", "running", "stalled", "missing") and self.counts.get(s)]
-        return (f"{self.total} windows: {', '.join(parts)}; "
-                f"{self.ns_per_day:.1f} ns/day in all")
+        always = ("finished", "running", "stalled", "missing")
+        parts = [f"{self.counts.get(s, 0)} {s}" for s in always]
+        parts += [f"{self.counts[s]} {s}" for s in STATES if s not in always and self.counts.get(s)]
+        return f"{self.total} {self.what}: {', '.join(parts)}; {self.ns_per_day:.1f} ns/day in all"
 
 
 def campaign_totals(rows: list[WindowStatus]) -> CampaignTotals:
@@ -467,7 +482,8 @@ def campaign_totals(rows: list[WindowStatus]) -> CampaignTotals:
         # "starting" Jobs are running as far as anyone following the campaign cares.
         counts["running" if row.state == "starting" else row.state] += 1
     speed = sum(row.ns_per_day or 0.0 for row in rows if row.state == "running")
-    return CampaignTotals(counts, speed, len(rows))
+    what = "windows" if all(row.stage == "window" for row in rows) else "Jobs"
+    return CampaignTotals(counts, speed, len(rows), what)
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -493,6 +509,7 @@ def format_duration(seconds: float | None) -> str:
 def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
                   notes: list[str], console) -> None:
     """Print the table, the totals line and any notes on a rich ``console``."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -507,18 +524,24 @@ def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
         done = f"{100.0 * row.step / row.total_steps:.0f}%" if row.step is not None and row.total_steps else ""
         kube = row.job_state + (f" ({row.job_detail})" if row.job_detail else "")
         updated = f"{format_duration(row.age_s)} ago" if row.age_s is not None else ""
+        # Texts from files and kubectl may hold brackets that rich would take for markup.
         table.add_row(
-            row.name, "" if row.replica is None else str(row.replica),
+            escape(row.name), "" if row.replica is None else str(row.replica),
             "" if row.window is None else window_tag(row.window),
-            f"[{style}]{row.state}[/]" if style else row.state, kube, row.phase, steps, done,
-            f"{row.ns_per_day:.1f}" if row.ns_per_day is not None else "",
+            f"[{style}]{row.state}[/]" if style else row.state, escape(kube), escape(row.phase),
+            steps, done, f"{row.ns_per_day:.1f}" if row.ns_per_day is not None else "",
             "done" if row.state == "finished" else format_duration(row.eta_s),
             f"[bold red]{updated}[/]" if row.state == "stalled" else updated,
-            "" if row.restarts is None else str(row.restarts), row.note)
+            "" if row.restarts is None else str(row.restarts), escape(row.note))
     console.print(table)
-    console.print(totals.line())
+    console.print(escape(totals.line()))
     for note in notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    failed = [row for row in rows if row.error]
+    for row in failed[:MAX_ERRORS_SHOWN]:
+        console.print(f"[red]error:[/] {escape(row.name)}: {escape(row.error)}", soft_wrap=True)
+    if len(failed) > MAX_ERRORS_SHOWN:
+        console.print(f"[red]error:[/] ... and {len(failed) - MAX_ERRORS_SHOWN} more Jobs alike")
 
 
 def _console():
@@ -530,7 +553,7 @@ def _console():
 
 
 def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: bool = True,
-                source: str = "local") -> int:
+                source: str | None = None) -> int:
     """Print the status of ``jobs`` and return an exit status.
 
     Parameters
@@ -542,29 +565,43 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
     use_kubectl : bool
         Ask the cluster for Job and pod states; without it (or when kubectl
         is missing or fails) the table shows results only and says so.
-    source : {"local", "bucket"}
+    source : {"local", "bucket"}, optional
         Read progress records from ``config.local_result_dir`` or from
-        ``config.bucket`` (credentials and endpoint from the standard AWS
-        variables, see :func:`protbench_nrp.analysis.bucket_client`).
+        ``config.bucket`` (credentials and endpoint as the launcher's
+        preflight finds them, see :func:`protbench_nrp.analysis.bucket_client`).
+        When omitted, ``$PROTBENCH_STATUS_SOURCE``, else ``"local"``: so
+        ``PROTBENCH_STATUS_SOURCE=bucket ./run-umbrella-windows.py --status``
+        follows a cluster campaign without copying anything down.
 
     Returns
     -------
     int
-        0 once the table is shown, 2 for an unknown ``source`` or a bucket
-        source without a bucket.
+        0 once the table is shown; 2 for an unknown ``source``, or a bucket
+        source without a bucket or credentials.
     """
+    from rich.console import Console
+
     console = _console()
+    errors = Console(stderr=True, soft_wrap=True)
+    if source is None:
+        source = os.environ.get(SOURCE_ENV, "").strip() or "local"
     if source not in ("local", "bucket"):
-        console.print(f"[red]error:[/] status source {source!r} is unknown; use 'local' or 'bucket'")
+        errors.print(f"[red]error:[/] status source {source!r} is unknown; use 'local' or 'bucket' "
+                     f"(e.g. {SOURCE_ENV}=bucket)")
         return EXIT_BAD_INPUT
     if source == "bucket":
         if not config.bucket:
-            console.print("[red]error:[/] reading status from the bucket needs BUCKET set in "
-                          "run-umbrella-windows.py")
+            errors.print("[red]error:[/] reading status from the bucket needs BUCKET set in "
+                         "run-umbrella-windows.py")
             return EXIT_BAD_INPUT
-        from .analysis import bucket_client
+        from .analysis import AnalysisError, bucket_client
 
-        reader = BucketProgress(bucket_client(), config.bucket)
+        try:
+            reader = BucketProgress(bucket_client(rclone_remote=config.rclone_remote or "nrp"),
+                                    config.bucket)
+        except AnalysisError as error:
+            errors.print(f"[red]error:[/] {error}")
+            return EXIT_BAD_INPUT
     else:
         reader = LocalProgress(config.local_result_dir)
     campaign = config.campaign

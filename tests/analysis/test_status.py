@@ -1,0 +1,423 @@
+"""Status of a campaign: progress records, Kubernetes states, and the table people read."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from rich.console import Console
+
+from protbench_nrp import status
+from protbench_nrp.jobs import CampaignConfig, JobSpec
+from protbench_nrp.layout import job_name
+from protbench_nrp.records import Progress
+
+from .conftest import DATA_DIR
+
+NOW = 1_800_000_000.0
+KUBECTL_ANSWER = DATA_DIR / "kubectl-get-jobs-pods.json"
+MINUTE, HOUR = 60.0, 3600.0
+
+
+def make_config(root: Path, **changes) -> CampaignConfig:
+    fields = dict(initials="jm", target="synthetic", ff="double-well", n_replicas=2, n_windows=4,
+                  local_result_dir=root, bucket="protbench-results")
+    fields.update(changes)
+    return CampaignConfig(**fields)
+
+
+def window_job(config: CampaignConfig, replica: int, window: int, **env) -> JobSpec:
+    return JobSpec("window", replica, window,
+                   job_name(config.initials, config.target, config.ff, "window", replica, window),
+                   config.script_path, dict(env), config.campaign.manifest("window", replica, window))
+
+
+def all_jobs(config: CampaignConfig, **env) -> list[JobSpec]:
+    return [window_job(config, r, w, **env) for r in (1, 2) for w in range(4)]
+
+
+def write_progress(root: Path, config: CampaignConfig, replica: int, window: int, phase: str,
+                   step: int, total: int, ns_per_day: float, age_s: float, now: float = NOW):
+    path = root / config.campaign.window_files(replica, window).progress
+    Progress(phase, step, total, ns_per_day, now - age_s).write(path)
+    return path
+
+
+def rows_by_window(rows):
+    return {(row.replica, row.window): row for row in rows}
+
+
+def render(rows, title="t", notes=()):
+    console = Console(file=io.StringIO(), width=220)
+    status.render_status(rows, status.campaign_totals(rows), title, list(notes), console)
+    return console.file.getvalue()
+
+
+def line_of(text: str, name: str) -> str:
+    """The table row of Job ``name``, or the one line starting with ``name``."""
+    lines = [line for line in text.splitlines()
+             if line.startswith(f"│ {name} │") or line.startswith(name)]
+    assert len(lines) == 1, f"{name} should be on exactly one line of\n{text}"
+    return lines[0]
+
+
+# -- local progress only ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_campaign(tmp_path):
+    """Windows finished, running, stalled, missing, equilibrating, slow and unreadable."""
+    root = tmp_path / "results"
+    config = make_config(root)
+    write_progress(root, config, 1, 0, "finished", 125_000_000, 125_000_000, 120.0, 3 * HOUR)
+    write_progress(root, config, 1, 1, "production", 500_000, 1_000_000, 100.0, 20.0)
+    write_progress(root, config, 1, 2, "production", 300_000, 1_000_000, 100.0, 2 * HOUR)
+    # (1, 3): nothing yet
+    write_progress(root, config, 2, 0, "equilibration", 100_000, 250_000, 50.0, 5.0)
+    # 2 ns/day: a 100 ps frame takes 72 min, so an hour without news is normal.
+    write_progress(root, config, 2, 1, "production", 1_000, 1_000_000, 2.0, 1 * HOUR)
+    write_progress(root, config, 2, 2, "production", 2_000, 1_000_000, 100.0, 31 * MINUTE)
+    path = root / config.campaign.window_files(2, 3).progress
+    path.parent.mkdir(parents=True)
+    path.write_text('{"kind": "progress", "phase": "produ')
+    return root, config
+
+
+def test_each_window_gets_its_state_from_its_progress(local_campaign):
+    root, config = local_campaign
+    jobs = all_jobs(config, PROTBENCH_PRODUCTION_LENGTH="10")
+    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    cluster = status.ClusterView(None, "not asked")
+    rows = rows_by_window(status.gather_status(jobs, config.campaign, progress, cluster, NOW))
+    assert {key: row.state for key, row in rows.items()} == {
+        (1, 0): "finished", (1, 1): "running", (1, 2): "stalled", (1, 3): "missing",
+        (2, 0): "running", (2, 1): "running", (2, 2): "stalled", (2, 3): "unreadable"}
+    assert all(row.job_state == "?" and row.restarts is None for row in rows.values())
+
+    running = rows[1, 1]
+    assert (running.step, running.total_steps, running.ns_per_day) == (500_000, 1_000_000, 100.0)
+    assert running.age_s == pytest.approx(20.0)
+    # 500 000 steps of 4 fs = 2 ns left at 100 ns/day: 0.02 days.
+    assert running.eta_s == pytest.approx(0.02 * 86400)
+    # Equilibration: 150 000 steps of 1 fs at 50 ns/day, then 10 ns of 4 fs steps at 200 ns/day.
+    assert rows[2, 0].eta_s == pytest.approx((0.15 / 50 + 10 / 200) * 86400)
+    assert rows[2, 0].phase == "equilibration"
+
+    assert rows[1, 2].stall_after_s == status.STALL_AFTER_S
+    assert rows[1, 2].note == "no progress for 2h00m"
+    assert rows[2, 1].stall_after_s == pytest.approx(3 * 0.1 / 2.0 * 86400)
+    assert rows[2, 3].note == "progress record unreadable (see below)"
+    assert rows[2, 3].error.startswith(f"{root / config.campaign.window_files(2, 3).progress}: ")
+
+    totals = status.campaign_totals(list(rows.values()))
+    assert totals.counts["finished"] == 1 and totals.counts["running"] == 3
+    assert totals.counts["stalled"] == 2 and totals.counts["missing"] == 1
+    assert totals.counts["unreadable"] == 1
+    assert totals.ns_per_day == pytest.approx(100.0 + 50.0 + 2.0)
+
+
+def test_the_table_shows_every_window_and_the_totals(local_campaign):
+    root, config = local_campaign
+    jobs = all_jobs(config, PROTBENCH_PRODUCTION_LENGTH="10")
+    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW)
+    text = render(rows, "synthetic-double-well: results in here", ["kubectl is not on PATH"])
+    assert "synthetic-double-well: results in here" in text
+    expected = {
+        "pb-jm-synthetic-double-well-1-00": ["finished", "done", "100%", "3h00m ago"],
+        "pb-jm-synthetic-double-well-1-01": ["running", "500000/1000000", "50%", "100.0", "28m48s", "20s ago"],
+        "pb-jm-synthetic-double-well-1-02": ["stalled", "30%", "2h00m ago", "no progress for 2h00m"],
+        "pb-jm-synthetic-double-well-1-03": ["missing"],
+        "pb-jm-synthetic-double-well-2-00": ["running", "equilibration", "40%", "1h16m", "5s ago"],
+        "pb-jm-synthetic-double-well-2-01": ["running", "2.0", "1h00m ago"],
+        "pb-jm-synthetic-double-well-2-02": ["stalled", "31m00s ago"],
+        "pb-jm-synthetic-double-well-2-03": ["unreadable", "progress record unreadable"],
+    }
+    for name, cells in expected.items():
+        line = line_of(text, name)
+        for cell in cells:
+            assert cell in line, f"{cell!r} missing from the row of {name}:\n{line}"
+    assert "8 windows: 1 finished, 3 running, 2 stalled, 1 missing, 1 unreadable; 152.0 ns/day in all" in text
+    assert "note: kubectl is not on PATH" in text
+    assert f"error: pb-jm-synthetic-double-well-2-03: {root}" in text
+
+
+def test_show_status_without_kubectl_says_so_and_shows_local_progress(local_campaign, tmp_path,
+                                                                       monkeypatch, capsys):
+    root, config = local_campaign
+    # Ages are relative to the real clock here, as show_status reads it.
+    now = time.time()
+    write_progress(root, config, 1, 1, "production", 500_000, 1_000_000, 100.0, 20.0, now=now)
+    write_progress(root, config, 1, 2, "production", 300_000, 1_000_000, 100.0, 2 * HOUR, now=now)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert status.show_status(all_jobs(config), config) == 0
+    out = capsys.readouterr().out
+    assert "kubectl is not on PATH: cluster state unknown, showing results only" in out
+    assert f"synthetic-double-well: results in {root}" in out
+    assert "running" in line_of(out, "pb-jm-synthetic-double-well-1-01")
+    assert "stalled" in line_of(out, "pb-jm-synthetic-double-well-1-02")
+    assert "missing" in line_of(out, "pb-jm-synthetic-double-well-1-03")
+    assert "stalled windows (no progress for longer than 30m00s)" in out
+
+
+def test_setup_and_steered_jobs_are_finished_when_their_product_exists(tmp_path):
+    root = tmp_path / "results"
+    config = make_config(root, stage="steered")
+    campaign = config.campaign
+    (root / campaign.steered_state(1)).parent.mkdir(parents=True)
+    (root / campaign.steered_state(1)).write_text("<State/>")
+    jobs = [JobSpec("steered", r, None, job_name("jm", "synthetic", "double-well", "steered", r),
+                    "umbrella-scripts/run-steered-md.py", {}, campaign.manifest("steered", r))
+            for r in (1, 2)]
+    progress = status.read_all_progress(status.LocalProgress(root), campaign, jobs)
+    rows = status.gather_status(jobs, campaign, progress, status.ClusterView(None), NOW)
+    assert [row.state for row in rows] == ["finished", "missing"]
+    assert "2 Jobs: 1 finished, 0 running, 0 stalled, 1 missing" in render(rows)
+
+
+def test_brackets_in_messages_are_shown_as_written(tmp_path):
+    config = make_config(tmp_path)
+    reading = status.ProgressReading(None, "[Errno 13] Permission denied: '[bold]x'")
+    row = status.window_status(window_job(config, 1, 0), reading, status.ClusterView(None), NOW)
+    text = render([row], notes=["kubectl could not run ([Errno 2] No such file)"])
+    assert "[Errno 13] Permission denied: '[bold]x'" in text
+    assert "note: kubectl could not run ([Errno 2] No such file)" in text
+
+
+# -- with the cluster ---------------------------------------------------------------------------
+
+
+def test_kubectl_list_maps_to_job_states():
+    jobs = status.parse_cluster_list(json.loads(KUBECTL_ANSWER.read_text()))
+    prefix = "pb-jm-synthetic-double-well-"
+    summary = {name[len(prefix):]: (job.state, job.detail, job.restarts, job.failed_pods)
+               for name, job in jobs.items()}
+    assert summary == {
+        "1-00": ("Complete", "", 1, 0),
+        "1-01": ("Running", "", 2, 1),
+        "1-02": ("Failed", "BackoffLimitExceeded", 0, 51),
+        "1-03": ("Pending", "Unschedulable", 0, 0),
+        "2-00": ("Pending", "init: init-rclone", 0, 0),
+        "2-01": ("Pending", "CrashLoopBackOff", 5, 0),
+        "2-03": ("Suspended", "", 0, 0),
+    }
+
+
+@pytest.mark.parametrize("payload", [[], {"kind": "List"}, {"items": "x"}])
+def test_a_payload_that_is_not_a_list_is_refused(payload):
+    with pytest.raises(ValueError, match="List with 'items'"):
+        status.parse_cluster_list(payload)
+
+
+@pytest.fixture
+def cluster_campaign(tmp_path):
+    root = tmp_path / "results"
+    config = make_config(root)
+    now = time.time()
+    write_progress(root, config, 1, 0, "finished", 1000, 1000, 120.0, 3 * HOUR, now)
+    write_progress(root, config, 1, 1, "production", 500, 1000, 100.0, 10.0, now)
+    write_progress(root, config, 1, 2, "production", 300, 1000, 100.0, 2 * HOUR, now)
+    write_progress(root, config, 1, 3, "production", 300, 1000, 100.0, 3 * HOUR, now)
+    write_progress(root, config, 2, 1, "production", 100, 1000, 100.0, 1 * HOUR, now)
+    write_progress(root, config, 2, 2, "production", 200, 1000, 100.0, 2 * HOUR, now)
+    return root, config
+
+
+def test_status_with_the_cluster_combines_job_states_and_progress(cluster_campaign, fake_kubectl,
+                                                                   capsys):
+    root, config = cluster_campaign
+    selector = status.campaign_selector(config)
+    assert selector == "protbench.openforcefield.org/campaign=jm-synthetic-double-well"
+    calls = fake_kubectl(selector, KUBECTL_ANSWER)
+    cluster = status.query_cluster(selector)
+    assert cluster.reachable and cluster.note == ""
+    jobs = all_jobs(config)
+    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    rows = rows_by_window(status.gather_status(jobs, config.campaign, progress, cluster, time.time()))
+    assert {key: (row.state, row.job_state, row.restarts) for key, row in rows.items()} == {
+        (1, 0): ("finished", "Complete", 1),
+        (1, 1): ("running", "Running", 3),
+        (1, 2): ("failed", "Failed", 51),
+        (1, 3): ("pending", "Pending", 0),       # old progress, but waiting for a GPU: not a stall
+        (2, 0): ("pending", "Pending", 0),
+        (2, 1): ("pending", "Pending", 5),
+        (2, 2): ("stalled", "no Job", None),
+        (2, 3): ("pending", "Suspended", 0),
+    }
+    assert rows[2, 2].note == "no progress for 2h00m; no Job on the cluster: relaunch it"
+
+    assert status.show_status(jobs, config) == 0
+    out = capsys.readouterr().out
+    assert "Pending (Unschedulable)" in line_of(out, "pb-jm-synthetic-double-well-1-03")
+    assert "Failed (BackoffLimitExceeded)" in line_of(out, "pb-jm-synthetic-double-well-1-02")
+    assert "Pending (CrashLoopBackOff)" in line_of(out, "pb-jm-synthetic-double-well-2-01")
+    assert "8 windows: 1 finished, 1 running, 1 stalled, 0 missing, 4 pending, 1 failed" in out
+    assert "cluster" not in out.split("8 windows")[1]  # no note about an unreachable cluster
+    assert calls.read_text().splitlines() == [f"get jobs,pods -l {selector} -o json"] * 2
+
+
+def test_a_failing_kubectl_leaves_the_results_view(cluster_campaign, fake_kubectl, monkeypatch,
+                                                   capsys):
+    root, config = cluster_campaign
+    fake_kubectl(status.campaign_selector(config), KUBECTL_ANSWER)
+    monkeypatch.setenv("FAKE_KUBECTL_ERROR", "Unable to connect to the server: dial tcp: i/o timeout")
+    assert status.show_status(all_jobs(config), config) == 0
+    out = capsys.readouterr().out
+    assert ("kubectl get failed (Unable to connect to the server: dial tcp: i/o timeout): cluster "
+            "unreachable, showing results only") in out
+    assert "running" in line_of(out, "pb-jm-synthetic-double-well-1-01")
+    assert "stalled" in line_of(out, "pb-jm-synthetic-double-well-1-02")
+
+
+def test_unusable_kubectl_output_is_reported(cluster_campaign, fake_kubectl, tmp_path):
+    _, config = cluster_campaign
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("<html>proxy error</html>")
+    fake_kubectl(status.campaign_selector(config), garbage)
+    cluster = status.query_cluster(status.campaign_selector(config))
+    assert not cluster.reachable
+    assert cluster.note.startswith("kubectl returned unusable output")
+
+
+def test_kubectl_can_be_left_out(cluster_campaign, fake_kubectl, capsys):
+    root, config = cluster_campaign
+    calls = fake_kubectl(status.campaign_selector(config), KUBECTL_ANSWER)
+    assert status.show_status(all_jobs(config), config, use_kubectl=False) == 0
+    assert "cluster not asked" in capsys.readouterr().out
+    assert not calls.exists()
+
+
+# -- from the bucket ------------------------------------------------------------------------
+
+
+def test_status_reads_progress_objects_from_the_bucket(s3_server, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    root = tmp_path / "results"
+    config = make_config(tmp_path / "nowhere")
+    now = time.time()
+    write_progress(root, config, 1, 0, "finished", 1000, 1000, 120.0, 3 * HOUR, now)
+    # An hour old: stalled in a pod, but the bucket only hears at the pod's uploads every
+    # 30 minutes, so from there it is still running until three uploads are missed.
+    write_progress(root, config, 1, 1, "production", 500, 1000, 100.0, 1 * HOUR, now)
+    write_progress(root, config, 1, 2, "production", 500, 1000, 100.0, 2 * HOUR, now)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=config.bucket)
+    keys = []
+    for path in root.rglob("*.json"):
+        key = f"results/{path.relative_to(root).as_posix()}"
+        client.upload_file(str(path), config.bucket, key)
+        keys.append(key)
+    fetched = []
+    client.meta.events.register("before-parameter-build.s3.GetObject",
+                                lambda params, **_: fetched.append(params["Key"]))
+    jobs = all_jobs(config)
+    progress = status.read_all_progress(status.BucketProgress(client, config.bucket), config.campaign, jobs)
+    assert sorted(fetched) == sorted(f"results/{config.campaign.window_files(r, w).progress}"
+                                     for r in (1, 2) for w in range(4))
+    assert progress[jobs[1].name].progress.step == 500
+
+    monkeypatch.setenv("PROTBENCH_STATUS_SOURCE", "bucket")  # as the launcher's --status calls it
+    assert status.show_status(jobs, config) == 0
+    out = capsys.readouterr().out
+    assert "kubectl is not on PATH" in out
+    assert f"results in s3://{config.bucket}/results" in out
+    assert "finished" in line_of(out, "pb-jm-synthetic-double-well-1-00")
+    assert "running" in line_of(out, "pb-jm-synthetic-double-well-1-01")
+    assert "stalled" in line_of(out, "pb-jm-synthetic-double-well-1-02")
+    assert "missing" in line_of(out, "pb-jm-synthetic-double-well-2-00")
+
+
+def test_from_the_bucket_the_stall_threshold_follows_the_pod_uploads(tmp_path):
+    config = make_config(tmp_path)
+    progress = Progress("production", 500, 1000, 100.0, NOW - 2 * HOUR)
+    reading = status.ProgressReading(progress)
+    cluster = status.ClusterView(None)
+    default = window_job(config, 1, 1)
+    assert status.stall_threshold_s(default, progress, bucket=True) == 90 * MINUTE
+    assert status.window_status(default, reading, cluster, NOW, bucket=True).state == "stalled"
+    hourly = window_job(config, 1, 1, PROTBENCH_SYNC_MINUTES="60")
+    assert status.window_status(hourly, reading, cluster, NOW, bucket=True).state == "running"
+    # Uploads only when the pod ends: the bucket cannot tell a stall.
+    final_only = window_job(config, 1, 1, PROTBENCH_SYNC_MINUTES="0")
+    assert status.window_status(final_only, reading, cluster, NOW, bucket=True).state == "running"
+    assert status.window_status(final_only, reading, cluster, NOW).state == "stalled"
+
+
+def test_bucket_errors_show_as_unreadable_rows(s3_server, tmp_path, capsys):
+    config = make_config(tmp_path, bucket="no-such-bucket")
+    assert status.show_status(all_jobs(config)[:1], config, use_kubectl=False, source="bucket") == 0
+    out = capsys.readouterr().out
+    assert "unreadable" in line_of(out, "pb-jm-synthetic-double-well-1-00")
+    error = line_of(out, "error: pb-jm-synthetic-double-well-1-00")
+    assert "s3://no-such-bucket/results/synthetic-double-well/replica-1/window-00" in error
+    assert "NoSuchBucket" in error
+
+
+@pytest.mark.parametrize("source,bucket,message", [
+    ("s3", "b", "status source 's3' is unknown; use 'local' or 'bucket'"),
+    ("bucket", "", "reading status from the bucket needs BUCKET set in run-umbrella-windows.py"),
+])
+def test_bad_status_settings_are_refused(tmp_path, capsys, source, bucket, message):
+    config = make_config(tmp_path, bucket=bucket)
+    assert status.show_status(all_jobs(config), config, use_kubectl=False, source=source) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_durations_read_naturally():
+    assert [status.format_duration(s) for s in (None, 5, 95, 3 * 3600 + 61, 90000)] == [
+        "", "5s", "1m35s", "3h01m", "1d01h"]
+
+
+def test_bucket_status_without_credentials_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RCLONE_CONFIG", str(tmp_path / "no-rclone.conf"))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    config = make_config(tmp_path, rclone_remote="nrp")
+    assert status.show_status(all_jobs(config), config, use_kubectl=False, source="bucket") == 2
+    err = capsys.readouterr().err
+    assert "no credentials for the bucket" in err and "AWS_ACCESS_KEY_ID" in err
+
+
+def test_the_launchers_status_option_shows_the_table(tmp_path):
+    """The documented entry: ``./run-umbrella-windows.py --status`` in a checkout of its own."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    checkout = tmp_path / "checkout"
+    shutil.copytree(repo / "umbrella-scripts", checkout / "umbrella-scripts",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(repo / "k8s_template.yaml", checkout)
+    launcher = (repo / "run-umbrella-windows.py").read_text()
+    for constant, value in (("TARGET", '"synthetic"'), ("FF", '"double-well"'), ("N_REPLICAS", "1"),
+                            ("N_WINDOWS", "3"), ("INITIALS", '"jm"')):
+        launcher, count = re.subn(rf"^{constant} = .*$", f"{constant} = {value}", launcher, flags=re.M)
+        assert count == 1, constant
+    (checkout / "run-umbrella-windows.py").write_text(launcher)
+    config = make_config(checkout / "results", n_replicas=1, n_windows=3)
+    now = time.time()
+    write_progress(config.local_result_dir, config, 1, 0, "finished", 1000, 1000, 120.0, HOUR, now)
+    write_progress(config.local_result_dir, config, 1, 1, "production", 400, 1000, 90.0, 30.0, now)
+    bin_dir = tmp_path / "bin"  # a PATH with Python but no kubectl
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    result = subprocess.run([sys.executable, str(checkout / "run-umbrella-windows.py"), "--status"],
+                            capture_output=True, text=True, cwd=checkout,
+                            env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "finished" in line_of(out, "pb-jm-synthetic-double-well-1-00")
+    assert "running" in line_of(out, "pb-jm-synthetic-double-well-1-01")
+    assert "missing" in line_of(out, "pb-jm-synthetic-double-well-1-02")
+    assert "3 windows: 1 finished, 1 running, 0 stalled, 1 missing; 90.0 ns/day in all" in out
+    assert "kubectl is not on PATH" in out
