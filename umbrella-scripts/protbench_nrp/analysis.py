@@ -35,7 +35,7 @@ import numpy as np
 
 from .layout import Campaign, window_tag
 from .preflight import BUCKET_PREFIX
-from .records import UmbrellaParameters, _from_dict
+from .records import UmbrellaParameters, record_from_dict
 from .science import KJ_PER_KCAL
 
 #: Molar gas constant in kcal/(mol K): k_B T in kcal/mol is this times T.
@@ -465,7 +465,7 @@ def _parse_parameters(text: str, where: str) -> UmbrellaParameters:
         payload = json.loads(text)
         if not isinstance(payload, dict):
             raise ValueError("it is not a JSON object")
-        parameters = _from_dict(UmbrellaParameters, payload)
+        parameters = record_from_dict(UmbrellaParameters, payload)
         for name in ("centre", "k_kcal_per_mol", "temperature_kelvin", "frame_ps",
                      "production_length_ns"):
             if not isinstance(getattr(parameters, name), (int, float)):

@@ -442,38 +442,6 @@ def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | N
     return tuple(chosen)
 
 
-def _demo(config: CampaignConfig) -> CampaignConfig:
-    try:
-        from . import local
-    except ModuleNotFoundError as error:
-        if error.name != f"{__package__}.local":
-            raise
-        raise click.UsageError("--demo needs protbench_nrp/local.py, which this checkout lacks") from None
-    if not hasattr(local, "demo_config"):
-        raise click.UsageError("--demo needs protbench_nrp.local.demo_config(config) -> CampaignConfig")
-    return local.demo_config(config)
-
-
-def _run_local(jobs: list[JobSpec], config: CampaignConfig, max_parallel: int) -> int:
-    try:
-        from .local import run_local
-    except ModuleNotFoundError as error:
-        if error.name != f"{__package__}.local":
-            raise
-        raise LaunchRefused("--local needs protbench_nrp/local.py, which this checkout lacks") from None
-    return run_local(jobs, config, max_parallel=max_parallel)
-
-
-def _show_status(jobs: list[JobSpec], config: CampaignConfig) -> int:
-    try:
-        from .status import show_status
-    except ModuleNotFoundError as error:
-        if error.name != f"{__package__}.status":
-            raise
-        raise LaunchRefused("--status needs protbench_nrp/status.py, which this checkout lacks") from None
-    return show_status(jobs, config)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--dry-run", is_flag=True,
               help="Print every manifest as one YAML stream and stop: no file, no kubectl, no network.")
@@ -491,14 +459,22 @@ def _show_status(jobs: list[JobSpec], config: CampaignConfig) -> int:
               help="With --local: how many Jobs run at once.")
 @click.option("--demo", is_flag=True, help="Use the bundled demo campaign instead of the constants.")
 @click.option("--status", "status", is_flag=True, help="Show how far the selected Jobs have got.")
+@click.option("--status-source", type=click.Choice(["local", "bucket"]), default="local",
+              envvar="PROTBENCH_STATUS_SOURCE", show_default=True,
+              help="With --status: read progress from LOCAL_RESULT_DIR or from the bucket.")
+@click.option("--no-kubectl", is_flag=True,
+              help="With --status: do not ask the cluster for Job states.")
 @click.pass_obj
-def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status):
+def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status,
+        status_source, no_kubectl):
     """Launch one Kubernetes Job per selected replica and window (see README.md)."""
     config, settings = obj
     if sum((dry_run, local_run, status)) > 1:
         raise click.UsageError("choose one of --dry-run, --local and --status")
+    if demo or local_run:
+        from . import local  # only these modes need it; a cluster launch stays quick to start
     if demo:
-        config = _demo(config)
+        config = local.demo_config(config)
     changes = {"stage": stage} if stage else {}
     if replicas is not None:
         changes["replicas"] = parse_selection(replicas, "--replicas")
@@ -509,9 +485,12 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
         settings = dataclasses.replace(settings, preflight=False)
     try:
         if local_run:
-            code = _run_local(jobs_for_this_machine(config, settings), config, max_parallel)
+            code = local.run_local(jobs_for_this_machine(config, settings), config, max_parallel=max_parallel)
         elif status:
-            code = _show_status(jobs_for_this_machine(config, settings), config)
+            from .status import show_status
+
+            code = show_status(jobs_for_this_machine(config, settings), config,
+                               use_kubectl=not no_kubectl, source=status_source)
         else:
             code = launch(config, settings, dry_run=dry_run)
     except (LaunchRefused, TemplateError, GitCheckError) as error:

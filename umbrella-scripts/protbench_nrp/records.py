@@ -34,7 +34,14 @@ def write_json_atomic(path: Path | str, payload: dict) -> None:
         raise
 
 
-def _from_dict(cls, payload: dict):
+def record_from_dict(cls, payload: dict):
+    """Build record class ``cls`` from a parsed JSON object; extra keys (``kind``) are ignored.
+
+    Raises
+    ------
+    ValueError
+        Naming the fields the object lacks.
+    """
     names = {f.name for f in fields(cls)}
     missing = names - set(payload)
     if missing:
@@ -72,7 +79,7 @@ class UmbrellaParameters:
 
     @classmethod
     def read(cls, path: Path | str) -> "UmbrellaParameters":
-        return _from_dict(cls, json.loads(Path(path).read_text()))
+        return record_from_dict(cls, json.loads(Path(path).read_text()))
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ class Progress:
 
     @classmethod
     def read(cls, path: Path | str) -> "Progress":
-        return _from_dict(cls, json.loads(Path(path).read_text()))
+        return record_from_dict(cls, json.loads(Path(path).read_text()))
 
     @classmethod
     def now(cls, phase: str, step: int, total_steps: int, ns_per_day: float) -> "Progress":

@@ -34,7 +34,7 @@ from . import science
 from .jobs import CampaignConfig, JobSpec
 from .layout import LABEL_PREFIX, Campaign, job_labels, window_tag
 from .preflight import BUCKET_PREFIX
-from .records import Progress, _from_dict
+from .records import Progress, record_from_dict
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
 STALL_AFTER_S = 30 * 60.0
@@ -242,7 +242,7 @@ def _parse_progress(text: str, where: str) -> ProgressReading:
         payload = json.loads(text)
         if not isinstance(payload, dict):
             raise ValueError("not a JSON object")
-        return ProgressReading(_from_dict(Progress, payload))
+        return ProgressReading(record_from_dict(Progress, payload))
     except (ValueError, TypeError) as error:
         return ProgressReading(None, f"{where}: {error}")
 
