@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from protbench_nrp.manifest import write_new_file
+from protbench_nrp.files import write_new_file
 
 from .conftest import documents
 

@@ -27,10 +27,8 @@ Units are explicit at every boundary: ``_fs``, ``_ps``, ``_ns``, ``_kelvin``,
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .dcd import DCDFormatError, read_dcd
+from .files import TEMP_SUFFIX, atomic_write
 from .reporters import Frame, FrameReporter, ProgressRecorder, ResumeMismatchError
 from .science import PLATFORMS
 
@@ -193,46 +192,14 @@ class StopSignals:
         return 128 + int(self.requested) if self.requested else 0
 
 
-# -- files written atomically ---------------------------------------------------------
-
-_TEMP_SUFFIX = ".tmp"
-
-
-def atomic_write(path: Path | str, data: bytes | str, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that readers (and a restart) see old or new, never a mix.
-
-    With ``durable``, the data reaches the disk before the rename, so the new
-    name never points at a file the OS has not yet written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
-    try:
-        # mkstemp makes owner-only files; outputs are shared like any other file
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
+# -- files written atomically: see files.py ------------------------------------------
 
 def remove_stale_temporaries(directory: Path | str) -> list[Path]:
     """Delete temporary files that a kill left behind in ``directory`` mid atomic write."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.glob(f".*{_TEMP_SUFFIX}") if p.is_file()]
+    stale = [p for p in directory.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -26,11 +26,12 @@ from pathlib import Path, PurePosixPath
 import click
 
 from . import gitcheck, policy
+from .files import write_new_file
 from .gitcheck import GitCheckError
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
 from .layout import STAGES, job_name, window_tag
 from .manifest import (TemplateError, cuda_node_selector_terms, load_template, render_manifest,
-                       schema_errors, to_yaml, write_new_file, yaml_stream)
+                       schema_errors, to_yaml, yaml_stream)
 
 __all__ = ["build_jobs", "render_manifest", "launch", "main", "validate_config", "LaunchRefused"]
 

@@ -5,7 +5,7 @@ environment; everything that makes one Job differ from another is in its
 :class:`~protbench_nrp.jobs.JobSpec`. :func:`render_manifest` pours a JobSpec
 into a copy of ``k8s_template.yaml``; :func:`schema_errors` checks the result
 against the Kubernetes OpenAPI schema (offline, strict, for
-:data:`KUBERNETES_VERSION`); :func:`write_new_file` keeps it as provenance
+:data:`KUBERNETES_VERSION`); :func:`files.write_new_file` keeps it as provenance
 without ever replacing an existing file.
 """
 
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -256,31 +254,3 @@ def yaml_stream(manifests: list[dict]) -> str:
     return "".join(f"---\n{to_yaml(m)}" for m in manifests)
 
 
-def write_new_file(path: Path, text: str) -> None:
-    """Create ``path`` holding ``text``, complete or not at all, never replacing a file.
-
-    The text goes to a temporary file beside ``path`` first, which is then
-    hard-linked into place: the link either appears whole or fails because
-    the name exists, so a reader (or a crash) never meets half a manifest and
-    an existing provenance file is never overwritten.
-
-    Raises
-    ------
-    FileExistsError
-        When ``path`` already exists.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # file systems without hard links: look, then move atomically
-            if path.exists():
-                raise FileExistsError(f"{path} already exists") from None
-            os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

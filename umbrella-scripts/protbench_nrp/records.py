@@ -12,26 +12,17 @@ reader never sees half a record.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .files import atomic_write
+
 
 def write_json_atomic(path: Path | str, payload: dict) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` to ``path`` so that readers see the old or the new record, never a mix."""
+    # Not fsynced: a record lost to a power cut is rewritten at the next frame.
+    atomic_write(path, json.dumps(payload, indent=1, sort_keys=True) + "\n", durable=False)
 
 
 def record_from_dict(cls, payload: dict):
