@@ -16,7 +16,10 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python ./run-umbrella-windows.py --local --demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python ./run-umbrella-windows.py --local --demo --max-parallel "$$(nproc 2>/dev/null || echo 2)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python umbrella-scripts/analyze-umbrella-windows.py -o demo-results --target villin --ff amber14-vacuum
+	@echo "Demo results: $(CURDIR)/demo-results/villin-amber14-vacuum (each Job's log is the *.log beside its outputs)"
+	@echo "PMF plot:     $(CURDIR)/demo-results/villin-amber14-vacuum/analysis/villin-amber14-vacuum-pmf.png"
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests

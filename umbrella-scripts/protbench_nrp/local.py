@@ -58,7 +58,7 @@ EXIT_FAILED = 1
 DEMO_ENV = {
     "PROTBENCH_CV_START": "1.0",
     "PROTBENCH_CV_END": "0.4",
-    "PROTBENCH_UMBRELLA_K": "500",        # kcal/mol: windows 0.05 apart overlap at 300 K
+    "PROTBENCH_UMBRELLA_K": "300",        # kcal/mol: windows 0.04 apart overlap at 300 K
     "PROTBENCH_STEERED_K": "5000",        # kcal/mol: a 100 ps pull keeps Q close to Q0
     "PROTBENCH_PULL_LENGTH": "0.1",       # ns
     "PROTBENCH_PULL_FRAME": "0.2",        # ps
@@ -75,8 +75,8 @@ DEMO_ENV = {
 def demo_config(base: CampaignConfig) -> CampaignConfig:
     """The bundled villin campaign, shortened to run on a laptop in a few minutes.
 
-    Villin (OpenMM's ``test.pdb``) in vacuum with amber14, 2 replicas of 13
-    windows from Q = 1.0 to 0.4, every length cut down through EXTRA_ENV.
+    Villin (OpenMM's ``test.pdb``) in vacuum with amber14, 2 replicas of 16
+    windows from Q = 1.0 to 0.4 (0.04 apart), every length cut down through EXTRA_ENV.
     Everything else (initials, image, bucket...) is kept from ``base``;
     results go to ``demo-results/`` beside ``base.local_result_dir``.
 
@@ -86,7 +86,7 @@ def demo_config(base: CampaignConfig) -> CampaignConfig:
         The constants of ``run-umbrella-windows.py``.
     """
     return dataclasses.replace(
-        base, target="villin", ff="amber14-vacuum", n_replicas=2, n_windows=13,
+        base, target="villin", ff="amber14-vacuum", n_replicas=2, n_windows=16,
         stage="window", replicas=None, windows=None,
         local_result_dir=Path(base.local_result_dir).parent / "demo-results",
         extra_env={**DEMO_ENV, **{k: v for k, v in base.extra_env.items() if k == "PROTBENCH_PLATFORM"}},
@@ -336,7 +336,7 @@ class LocalRunner:
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True)
         job.state, job.started = "running", time.monotonic()
-        self.display.event(f"started {job.describe()} ({job.name}), log {job.log_path}")
+        self.display.event(f"started {job.describe()} ({job.name})")
 
     def _reap(self) -> None:
         for job in self.jobs:
@@ -396,7 +396,7 @@ class Display:
     def __init__(self, console=None):
         from rich.console import Console
 
-        self.console = console or Console(highlight=False)
+        self.console = console or Console(highlight=False, soft_wrap=True)
         self._live = None
         self._progress = None
         self._tasks: dict[str, int] = {}

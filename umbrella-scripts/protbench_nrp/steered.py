@@ -30,11 +30,11 @@ import numpy as np
 
 from . import science
 from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
-                     StateOrigin, StopSignals, atomic_write, create_context, finished_on_disk,
+                     StateOrigin, StopSignals, create_context, finished_on_disk,
                      langevin_integrator, remove_stale_temporaries, save_state_xml, select_platform,
-                     set_barostat)
+                     set_barostat, state_xml_step)
+from .files import atomic_write
 from .layout import Campaign, SteeredFiles
-from .records import Progress
 from .reporters import CVReporter, Frame, FrameReporter, ProgressRecorder, StateDataReporter, read_cv_file
 from .systems import SetupError, SetupFiles
 
@@ -330,6 +330,7 @@ class SteeredMD:
             outcome = self._equilibrate(system, setup, stop)
             if outcome.stopped:
                 return stop.exit_code
+        self._forget_pull_if_windows_were_lost()
         if not self.pull_finished_on_disk():
             outcome = self._pull(system, setup.topology, stop)
             if outcome.stopped:
@@ -342,6 +343,32 @@ class SteeredMD:
             self.settings.pull_schedule().total_steps, 0.0)
         self.log(f"steered MD finished: {self.settings.n_windows} window structures saved")
         return 0
+
+    def _forget_pull_if_windows_were_lost(self) -> None:
+        """Start the pull over when a window it already passed has no structure on disk.
+
+        That happens when a restarted pod was not given the structures saved
+        before it (they are among the steered-MD Job's required files); a
+        pull resumed past their crossings would never save them again.
+        """
+        files = self.files
+        checkpoint_step = state_xml_step(self.path(files.pull_portable))
+        steps, q = read_cv_file(self.path(files.cv_timeseries))
+        if checkpoint_step is None or not len(q):
+            return
+        q = q[steps <= checkpoint_step]
+        if not len(q):
+            return
+        centres = self.settings.centres()
+        furthest = q.min() if centres[-1] < centres[0] else q.max()
+        crossing = WindowStructureReporter(self.window_pdb, centres, cv_force=None, topology=None)
+        lost = [w for w in self.missing_windows() if crossing.crossed(furthest, centres[w])]
+        if not lost:
+            return
+        self.log(f"the pull already passed window(s) {', '.join(f'{w:02d}' for w in lost)} but "
+                 f"their structures are missing; pulling again from the equilibrated state")
+        for path in (files.pull("chk"), files.pull_portable, files.pull("out"), files.cv_timeseries):
+            self.path(path).unlink(missing_ok=True)
 
     def _context(self, system, timestep_fs: float):
         integrator = langevin_integrator(self.settings.temperature_kelvin, timestep_fs)
@@ -408,7 +435,8 @@ class SteeredMD:
         first = missing[0]
         return PullIncompleteError(
             f"the pull ended before Q crossed the centre {settings.centres()[first]:.4f} of window "
-            f"{first:02d} ({len(missing)} window(s) missing): {reached}. Pull harder or longer "
+            f"{first:02d} ({len(missing)} window(s) missing, the last centre is "
+            f"{settings.centres()[-1]:.4f}): {reached}. Pull harder or longer "
             f"(PROTBENCH_STEERED_K, PROTBENCH_PULL_LENGTH), or end the windows nearer "
             f"(PROTBENCH_CV_END); then remove {self.path(self.files.directory)} to pull again")
 
@@ -426,15 +454,6 @@ def _nm():
     return unit.nanometer
 
 
-def read_steered_progress(root: Path | str, campaign: Campaign, replica: int) -> Progress | None:
-    """The steered MD's progress record, or ``None`` before it started."""
-    path = Path(root) / campaign.steered_files(replica).progress
-    try:
-        return Progress.read(path)
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 __all__ = ["SteeredSettings", "SteeredMD", "WindowStructureReporter", "SteeredInputError",
            "PullIncompleteError", "SetupError", "PULL_LENGTH_NS", "PULL_FRAME_PS",
-           "read_steered_progress", "steered_products_exist"]
+           "steered_products_exist"]

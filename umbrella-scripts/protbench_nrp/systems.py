@@ -16,8 +16,8 @@ presence means setup is finished.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from .contacts import (
     find_umbrella_force,
     fraction_native_contacts_force,
 )
+from .files import atomic_write
 from .layout import Campaign
 
 LOCAL_TARGET = "villin"
@@ -301,14 +302,14 @@ class SetupFiles:
         import openmm.app as app
         import openmm.unit as unit
 
-        self.system_xml.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic(self.contacts_file) as tmp:
-            umbrella.contacts.write(tmp)
-        with _atomic(self.minimized_pdb) as tmp, open(tmp, "w") as handle:
-            app.PDBFile.writeFile(umbrella.topology, umbrella.positions_nm * unit.nanometer,
-                                  handle, keepIds=True)
-        with _atomic(self.system_xml) as tmp:
-            Path(tmp).write_text(openmm.XmlSerializer.serialize(umbrella.system))
+        contacts = io.StringIO()
+        umbrella.contacts.write(contacts)
+        atomic_write(self.contacts_file, contacts.getvalue())
+        pdb = io.StringIO()
+        app.PDBFile.writeFile(umbrella.topology, umbrella.positions_nm * unit.nanometer, pdb,
+                              keepIds=True)
+        atomic_write(self.minimized_pdb, pdb.getvalue())
+        atomic_write(self.system_xml, openmm.XmlSerializer.serialize(umbrella.system))
 
     def load(self) -> UmbrellaSystem:
         """Read a finished setup back; the error names any missing file and the fix."""
@@ -328,30 +329,6 @@ class SetupFiles:
         pdb = app.PDBFile(str(self.minimized_pdb))
         positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         return UmbrellaSystem(pdb.topology, system, positions, NativeContacts.read(self.contacts_file))
-
-
-class _atomic:
-    """Context manager yielding a temporary path that replaces ``path`` on success."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                        suffix=".tmp")
-        os.close(fd)
-        # mkstemp makes the file private; the finished file should be as
-        # readable as any other the process writes (pods share it by group).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

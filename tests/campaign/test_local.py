@@ -1,0 +1,311 @@
+"""``run-umbrella-windows.py --local``: the cluster's Jobs, run here with the same environment."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from protbench_nrp.jobs import JobSpec
+from protbench_nrp.layout import Campaign
+from protbench_nrp.records import Progress, UmbrellaParameters
+
+from .conftest import REPO_ROOT, VILLIN, script_env
+
+DRIVER = Path(__file__).with_name("launch_driver.py")
+CAMPAIGN = Campaign(*VILLIN)
+
+#: Two windows (Q0 = 1.0 and 0.9) of one replica, every length cut to a few ps.
+SHORT_ENV = {
+    "PROTBENCH_CV_START": "1.0", "PROTBENCH_CV_END": "0.9", "PROTBENCH_UMBRELLA_K": "300",
+    "PROTBENCH_STEERED_K": "5000", "PROTBENCH_PULL_LENGTH": "0.02", "PROTBENCH_PULL_FRAME": "0.2",
+    "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2", "PROTBENCH_EQUIL_FRAME": "0.2",
+    "PROTBENCH_PRODUCTION_LENGTH": "0.004", "PROTBENCH_FRAME": "0.2", "PROTBENCH_CHECKPOINT": "2",
+    "PROTBENCH_SAVE_STATE": "4",
+}
+
+
+def _config(root: Path, **changes) -> dict:
+    config = {"target": VILLIN[0], "ff": VILLIN[1], "n_replicas": 1, "n_windows": 2, "stage": "window",
+              "local_result_dir": str(root), "extra_env": dict(SHORT_ENV)}
+    config.update(changes)
+    return config
+
+
+def _launch(config: dict, *options: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(DRIVER), json.dumps(config), *options],
+                          env=script_env(), capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO_ROOT)
+
+
+def _dry_run_env(config: dict, stage: str) -> dict[str, dict[str, str]]:
+    """Job name -> PROTBENCH_* environment of the main container, from ``--dry-run``."""
+    result = _launch(config, "--dry-run", "--stage", stage)
+    assert result.returncode == 0, result.stderr
+    jobs = {}
+    for manifest in yaml.safe_load_all(result.stdout):
+        if not manifest:
+            continue
+        main = next(c for c in manifest["spec"]["template"]["spec"]["containers"] if c["name"] == "main")
+        jobs[manifest["metadata"]["name"]] = {
+            e["name"]: e["value"] for e in main["env"] if e["name"].startswith("PROTBENCH_")}
+    return jobs
+
+
+def _logged_env(log: Path) -> dict[str, str]:
+    lines = [l for l in log.read_text().splitlines() if l.startswith("# environment: ")]
+    assert lines, f"{log} has no environment record"
+    return json.loads(lines[-1][len("# environment: "):])
+
+
+def _logs(root: Path) -> dict[str, Path]:
+    return {
+        "setup": root / CAMPAIGN.job_log("setup"),
+        "steered": root / CAMPAIGN.job_log("steered", 1),
+        "window-0": root / CAMPAIGN.job_log("window", 1, 0),
+        "window-1": root / CAMPAIGN.job_log("window", 1, 1),
+    }
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """One ``--local`` run of the short campaign, and the environments ``--dry-run`` shows."""
+    root = tmp_path_factory.mktemp("local") / "results"
+    config = _config(root)
+    dry = {}
+    for stage in ("setup", "steered", "window"):
+        dry.update(_dry_run_env(config, stage))
+    result = _launch(config, "--local")
+    return root, config, dry, result
+
+
+def test_local_runs_every_stage_into_the_results_tree(local_run):
+    root, _config_, _dry, result = local_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (root / CAMPAIGN.system_xml).is_file()
+    for window in (0, 1):
+        assert (root / CAMPAIGN.window_pdb(1, window)).is_file()
+        files = CAMPAIGN.window_files(1, window)
+        assert Progress.read(root / files.progress).phase == "finished"
+        assert (root / files.cv_timeseries).read_text().count("\n") == 1 + 20  # header + 4 ps / 0.2 ps
+    # in stage order: setup, then steered MD, then the windows
+    started = [line.split("started ")[1].split(" (")[0] for line in result.stdout.splitlines()
+               if line.startswith("started ")]
+    assert started[:2] == ["setup", "replica 1 steered MD"]
+    assert sorted(started[2:]) == ["replica 1 window 00", "replica 1 window 01"]
+    assert not (root / CAMPAIGN.manifest("window", 1, 0)).exists()  # nothing pretends it was applied
+
+
+def test_local_jobs_get_exactly_the_dry_run_environment(local_run):
+    root, _config_, dry, result = local_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = {"setup": "pb-jm-villin-amber14-vacuum-setup",
+             "steered": "pb-jm-villin-amber14-vacuum-1-steered",
+             "window-0": "pb-jm-villin-amber14-vacuum-1-00",
+             "window-1": "pb-jm-villin-amber14-vacuum-1-01"}
+    assert set(names.values()) == set(dry)
+    for key, log in _logs(root).items():
+        expected = {**dry[names[key]], "PROTBENCH_RESULTS_DIR": str(root.resolve()),
+                    "PROTBENCH_PLATFORM": "CPU"}
+        assert _logged_env(log) == expected, key
+    # and the window really ran with it: its own record of what it was given
+    for window, centre in ((0, 1.0), (1, 0.9)):
+        recorded = UmbrellaParameters.read(root / CAMPAIGN.window_files(1, window).parameters)
+        assert (recorded.centre, recorded.k_kcal_per_mol, recorded.n_windows) == (pytest.approx(centre), 300.0, 2)
+        assert recorded.production_length_ns == pytest.approx(0.004)
+
+
+def test_rerun_skips_finished_jobs(local_run):
+    root, config, _dry, first = local_run
+    assert first.returncode == 0, first.stdout + first.stderr
+    outputs = [p for p in (root / CAMPAIGN.root).rglob("*") if p.is_file()]
+    before = {p: p.stat().st_mtime_ns for p in outputs}
+    result = _launch(config, "--local")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 run, 4 already finished" in result.stdout
+    assert "started" not in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in outputs} == before
+
+
+@pytest.mark.parametrize("changes", [{"n_windows": 0}, {"initials": "j.m."},
+                                     {"extra_env": {"PROTBENCH_REPLICA": "2"}}],
+                         ids=["no-windows", "bad-initials", "launcher-variable-in-extra-env"])
+def test_bad_constants_are_refused_as_by_the_cluster_launch(tmp_path, changes):
+    root = tmp_path / "results"
+    config = _config(root, **changes)
+    cluster = _launch(config, "--dry-run")
+    local = _launch(config, "--local")
+    assert cluster.returncode == local.returncode == 1
+    assert local.stderr == cluster.stderr and "refused" in local.stderr
+    assert not root.exists()
+
+
+def test_failed_job_is_named_with_its_log(local_run, tmp_path):
+    root, _config_, _dry, first = local_run
+    assert first.returncode == 0
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    # a frame interval that does not divide the production: every window refuses to start
+    config = _config(copy, extra_env={**SHORT_ENV, "PROTBENCH_FRAME": "0.3"})
+    result = _launch(config, "--local")
+    assert result.returncode == 1
+    log = copy.resolve() / CAMPAIGN.job_log("window", 1, 0)
+    assert "FAILED replica 1 window 00 (pb-jm-villin-amber14-vacuum-1-00)" in result.stdout
+    assert str(log) in result.stdout and "PROTBENCH_FRAME" in result.stdout  # the log's tail
+    assert "2 failed" in result.stdout
+    assert "PROTBENCH_FRAME" in log.read_text()
+
+
+def test_failed_steered_md_blocks_its_windows(local_run, tmp_path):
+    root, _config_, _dry, first = local_run
+    assert first.returncode == 0
+    copy = tmp_path / "results"
+    shutil.copytree(root / CAMPAIGN.setup_dir, copy / CAMPAIGN.setup_dir)
+    config = _config(copy, extra_env={**SHORT_ENV, "PROTBENCH_STEERED_K": "1",
+                                      "PROTBENCH_PULL_LENGTH": "0.002"})
+    result = _launch(config, "--local")
+    assert result.returncode == 1
+    assert "FAILED replica 1 steered MD" in result.stdout and "Q reached" in result.stdout
+    assert "blocked replica 1 window 00" in result.stdout
+    assert not (copy / CAMPAIGN.window_dir(1, 0)).exists()
+
+
+def test_ctrl_c_checkpoints_the_running_jobs_and_work_resumes(local_run, tmp_path):
+    root, _config_, _dry, first = local_run
+    assert first.returncode == 0
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    for window in (0, 1):
+        shutil.rmtree(copy / CAMPAIGN.window_dir(1, window))
+    config = _config(copy, n_windows=2, windows=[0],
+                     extra_env={**SHORT_ENV, "PROTBENCH_PRODUCTION_LENGTH": "0.04"})
+    runner = subprocess.Popen([sys.executable, str(DRIVER), json.dumps(config), "--local"],
+                              env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, cwd=REPO_ROOT)
+    progress = copy / CAMPAIGN.window_files(1, 0).progress
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert runner.poll() is None, runner.stdout.read()
+        try:
+            record = Progress.read(progress)
+        except (OSError, ValueError, KeyError):
+            record = None
+        if record is not None and record.phase == "production" and record.step > 0:
+            break
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGINT)
+    output, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 130, output
+    assert "stopped replica 1 window 00" in output
+    log = (copy / CAMPAIGN.job_log("window", 1, 0)).read_text()
+    assert "stopped by signal 15" in log  # the window got SIGTERM, as in a pod
+    stopped_at = Progress.read(progress).step
+    assert 0 < stopped_at < 10_000
+
+    again = _launch(config, "--local")
+    assert again.returncode == 0, again.stdout + again.stderr
+    log = (copy / CAMPAIGN.job_log("window", 1, 0)).read_text()
+    assert "starting from checkpoint" in log.split("stopped by signal 15")[1]
+    assert Progress.read(progress).phase == "finished"
+
+
+def _spec(**env) -> JobSpec:
+    return JobSpec(stage="window", replica=1, window=0, name="pb-x-villin-amber14-vacuum-1-00",
+                   script_path="umbrella-scripts/run-umbrella-window.py",
+                   env={"PROTBENCH_TARGET": "villin", "PROTBENCH_FF": "amber14-vacuum", **env},
+                   provenance_path=PurePosixPath("villin-amber14-vacuum/replica-1/x.yaml"))
+
+
+def test_local_environment_is_the_pods_plus_results_dir_and_cpu():
+    from protbench_nrp.local import local_environment
+
+    base = {"PATH": "/usr/bin", "HOME": "/home/me", "PROTBENCH_N_WINDOWS": "99",
+            "PROTBENCH_PRODUCTION_LENGTH": "500"}
+    env = local_environment(_spec(), Path("/data/results"), base=base, threads=2)
+    assert {k: v for k, v in env.items() if k.startswith("PROTBENCH_")} == {
+        "PROTBENCH_TARGET": "villin", "PROTBENCH_FF": "amber14-vacuum",
+        "PROTBENCH_RESULTS_DIR": "/data/results", "PROTBENCH_PLATFORM": "CPU"}
+    assert env["PATH"] == "/usr/bin" and env["HOME"] == "/home/me"
+    assert env["OPENMM_CPU_THREADS"] == "2"
+
+
+@pytest.mark.parametrize("spec_env, base_env, expected", [
+    ({}, {"PROTBENCH_PLATFORM": "Reference"}, "Reference"),             # your environment
+    ({"PROTBENCH_PLATFORM": "OpenCL"}, {"PROTBENCH_PLATFORM": "Reference"}, "OpenCL"),  # EXTRA_ENV
+], ids=["environment", "extra-env-wins"])
+def test_local_platform_can_be_chosen(spec_env, base_env, expected):
+    from protbench_nrp.local import local_environment
+
+    env = local_environment(_spec(**spec_env), Path("/r"), base={"PATH": "/bin", **base_env}, threads=1)
+    assert env["PROTBENCH_PLATFORM"] == expected
+
+
+def test_own_thread_count_is_kept():
+    from protbench_nrp.local import local_environment
+
+    env = local_environment(_spec(), Path("/r"), base={"OPENMM_CPU_THREADS": "7"}, threads=1)
+    assert env["OPENMM_CPU_THREADS"] == "7"
+
+
+def test_demo_preset_is_a_valid_villin_campaign(tmp_path):
+    """The demo's constants pass the launcher's checks and every script's own."""
+    import importlib.util
+
+    from protbench_nrp.launcher import build_jobs
+    from protbench_nrp.local import demo_config
+    from protbench_nrp.steered import SteeredSettings
+    from protbench_nrp.window import WindowSettings
+
+    spec = importlib.util.spec_from_file_location("constants", REPO_ROOT / "run-umbrella-windows.py")
+    constants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(constants)
+    base = constants.campaign_config()
+    demo = demo_config(base)
+    assert (demo.target, demo.ff) == VILLIN
+    assert demo.n_replicas >= 2 and 11 <= demo.n_windows <= 16
+    assert demo.local_result_dir == Path(base.local_result_dir).parent / "demo-results"
+    assert demo.initials == base.initials and demo.image == base.image
+    jobs = build_jobs(demo, "0" * 40)
+    assert len(jobs) == demo.n_replicas * demo.n_windows
+    env = jobs[-1].env
+    number = lambda name: float(env[name])  # noqa: E731
+    common = dict(n_windows=demo.n_windows, cv_start=number("PROTBENCH_CV_START"),
+                  cv_end=number("PROTBENCH_CV_END"), equil_length_ns=number("PROTBENCH_EQUIL_LENGTH"),
+                  equil_timestep_fs=number("PROTBENCH_EQUIL_TIMESTEP"),
+                  equil_frame_ps=number("PROTBENCH_EQUIL_FRAME"), platform="CPU")
+    SteeredSettings.resolve("villin", "amber14-vacuum", 1, k_kcal_per_mol=number("PROTBENCH_STEERED_K"),
+                            pull_length_ns=number("PROTBENCH_PULL_LENGTH"),
+                            pull_frame_ps=number("PROTBENCH_PULL_FRAME"), **common)
+    window = WindowSettings.resolve("villin", "amber14-vacuum", 2, demo.n_windows - 1,
+                                    k_kcal_per_mol=number("PROTBENCH_UMBRELLA_K"),
+                                    production_length_ns=number("PROTBENCH_PRODUCTION_LENGTH"),
+                                    frame_ps=number("PROTBENCH_FRAME"),
+                                    checkpoint_ps=number("PROTBENCH_CHECKPOINT"),
+                                    save_state_ps=number("PROTBENCH_SAVE_STATE"), **common)
+    assert window.centre == pytest.approx(0.4)
+
+
+def test_progress_display_reads_the_windows_progress_records(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from protbench_nrp.local import Display, LocalJob
+
+    job = LocalJob(_spec(PROTBENCH_N_WINDOWS="2"), tmp_path)
+    Progress.now("production", 50, 200, 430.0).write(job.progress_path)
+    screen = io.StringIO()
+    display = Display(Console(file=screen, force_terminal=True, width=120))
+    with display:
+        display.refresh([job])
+        display._progress.refresh()
+    shown = screen.getvalue()
+    assert "replica 1 window 00" in shown and "production" in shown
+    assert "25.0%" in shown and "430 ns/day" in shown
