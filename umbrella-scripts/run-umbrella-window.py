@@ -27,7 +27,7 @@ def _option(name, variable, kind, default=None, help="", **extra):
 
 
 @click.command(context_settings={"max_content_width": 100})
-@click.option("-o", "--output_directory", "output_directory", envvar="PROTBENCH_OUTPUT_DIRECTORY",
+@click.option("-o", "--output_directory", "output_directory", envvar="PROTBENCH_RESULTS_DIR",
               type=click.Path(file_okay=False, path_type=Path), required=True, show_envvar=True,
               help="Results root holding the window's inputs; outputs go below it.")
 @_option("--target", "PROTBENCH_TARGET", str, help="Benchmark target.", required=True)

@@ -19,7 +19,7 @@ from protbench_nrp.systems import SetupError, SetupFiles, set_up  # noqa: E402
 
 
 @click.command()
-@click.option("-o", "--output_directory", "results_dir", envvar="PROTBENCH_OUTPUT_DIRECTORY",
+@click.option("-o", "--output_directory", "results_dir", envvar="PROTBENCH_RESULTS_DIR",
               type=click.Path(file_okay=False), required=True, show_envvar=True,
               help="Results root (/results in a pod); outputs go to {T}-{FF}/setup/ below it.")
 @click.option("--target", envvar="PROTBENCH_TARGET", required=True, show_default=True,

@@ -100,7 +100,7 @@ def test_interrupted_setup_is_redone(villin_setup, tmp_path):
     files.system_xml.unlink()
     files.minimized_pdb.write_text("half a PDB")
     result = run_script("setup-umbrella-system.py", "-o", str(root),
-                        env=villin_env(PROTBENCH_OUTPUT_DIRECTORY="/nonexistent-ignored-for-o"))
+                        env=villin_env(PROTBENCH_RESULTS_DIR="/nonexistent-ignored-for-o"))
     assert result.returncode == 0, result.stderr
     assert files.is_complete()
     assert files.load().native_fraction() == pytest.approx(1.0, abs=0.02)
@@ -111,7 +111,7 @@ def test_results_dir_from_environment(tmp_path):
     """A pod gives every setting through PROTBENCH_* variables alone."""
     root = tmp_path / "from-env"
     result = run_script("setup-umbrella-system.py",
-                        env=villin_env(PROTBENCH_OUTPUT_DIRECTORY=str(root), PROTBENCH_FF="amber14-obc2"))
+                        env=villin_env(PROTBENCH_RESULTS_DIR=str(root), PROTBENCH_FF="amber14-obc2"))
     assert result.returncode == 0, result.stderr
     files = SetupFiles(root, Campaign("villin", "amber14-obc2"))
     assert files.is_complete()
