@@ -1,0 +1,186 @@
+"""Uploads killed midway leave a bucket a fresh pod resumes from exactly, with the real window script.
+
+One window's life across three containers of one pod and then a new pod:
+
+1. pod A runs, is stopped (SIGTERM) and uploads completely;
+2. pod A's container restarts, resumes, is stopped, and its upload is killed
+   (like a lost node) after the first reporter arrived;
+3. it restarts again, is stopped, and the upload is killed after all
+   reporters arrived but before the states;
+4. pod B starts from the bucket alone and finishes the window.
+
+After every kill the bucket's checkpoint claims no more frames than its
+trajectory, state data and CV files hold, and pod B resumes from that
+checkpoint (no fallback) and ends with every frame exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.pod.harness import TINY_WINDOW, seed_inputs
+
+WINDOW = 0
+# 50 frames of 50 steps, a checkpoint and DCD segment every 5 frames
+SETTINGS = {**TINY_WINDOW, "PROTBENCH_PRODUCTION_LENGTH": "0.01", "PROTBENCH_SYNC_MINUTES": "0"}
+# slow enough that a kill lands inside the upload, fast enough for a test
+SLOW_UPLOAD = {"RCLONE_BWLIMIT": "60k", "RCLONE_TRANSFERS": "2"}
+
+
+def _schedule(settings=SETTINGS):
+    from protbench_nrp import science
+    from protbench_nrp.engine import Schedule
+
+    return Schedule.from_times(float(settings["PROTBENCH_PRODUCTION_LENGTH"]), science.TIMESTEP_FS,
+                               float(settings["PROTBENCH_FRAME"]), float(settings["PROTBENCH_CHECKPOINT"]),
+                               float(settings["PROTBENCH_SAVE_STATE"]))
+
+
+def _frames(root: Path, files, settings=SETTINGS) -> tuple[int | None, int]:
+    """(frames the portable checkpoint claims, frames every reporter holds) of a results tree."""
+    from protbench_nrp import science
+    from protbench_nrp.engine import frames_held, state_xml_step
+    from protbench_nrp.reporters import CVReporter, SegmentedDCDReporter, StateDataReporter
+
+    schedule = _schedule(settings)
+    reporters = [
+        SegmentedDCDReporter(lambda k: root / files.production_segment(k), None, schedule.frame_steps,
+                             science.TIMESTEP_FS / 1000.0, frames_per_segment=schedule.checkpoint_frames,
+                             stray_glob=files.production_segment_glob),
+        StateDataReporter(root / files.production("out"), None),
+        CVReporter(root / files.cv_timeseries, None),
+    ]
+    step = state_xml_step(root / files.portable_checkpoint)
+    return (None if step is None else step // schedule.frame_steps), frames_held(reporters, schedule)
+
+
+def _bucket_frames(bucket, files, where: Path, settings=SETTINGS) -> tuple[int | None, int]:
+    bucket.download_tree(str(files.directory), where)
+    return _frames(where, files, settings)
+
+
+def _segments(pod, files) -> int:
+    return len(list((pod.results / files.directory).glob(files.production_segment_glob)))
+
+
+def _wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _run_then_stop(pod, files, more_segments: int, log: Path):
+    """Start the main container, let the window write ``more_segments`` segments, SIGTERM it."""
+    start = _segments(pod, files)
+    main = pod.start("main", log=log, **SETTINGS, **SLOW_UPLOAD)
+    _wait_for(lambda: _segments(pod, files) >= start + more_segments or main.process.poll() is not None,
+              what="production segments")
+    main.signal(signal.SIGTERM)
+    _wait_for(lambda: "script exited with status 143" in main.output(), what="the checkpoint")
+    return main
+
+
+def _keys(bucket, files, pattern: str) -> dict[str, int]:
+    prefix = f"results/{files.directory}/"
+    return {k: n for k, n in bucket.version_counts(prefix).items() if pattern in k}
+
+
+@pytest.mark.slow
+def test_killed_uploads_leave_a_bucket_that_resumes_exactly(make_pod, bucket, villin_inputs, tmp_path):
+    seed_inputs(bucket, villin_inputs)
+    files = villin_inputs.campaign.window_files(1, WINDOW)
+    pod = make_pod(window=WINDOW, name="pod-a")
+    assert pod.run("init-rclone").returncode == 0
+
+    # 1. a complete upload after SIGTERM
+    main = _run_then_stop(pod, files, 2, tmp_path / "a1.log")
+    assert main.wait(timeout=120) == 143, main.output()
+    claimed, held = _bucket_frames(bucket, files, tmp_path / "after-1")
+    assert claimed is not None and 0 < claimed <= held
+
+    # 2. the container restarts, resumes, stops; its upload dies after the first reporter arrived
+    states_before = _keys(bucket, files, ".xml") | _keys(bucket, files, ".chk")
+    uploads_before = sum(bucket.version_counts().values())
+    main = _run_then_stop(pod, files, 2, tmp_path / "a2.log")
+    _wait_for(lambda: sum(bucket.version_counts().values()) > uploads_before, what="a first upload")
+    main.kill_group()
+    assert _keys(bucket, files, ".xml") | _keys(bucket, files, ".chk") == states_before
+    claimed_2, held_2 = _bucket_frames(bucket, files, tmp_path / "after-2")
+    assert claimed_2 == claimed and held_2 >= claimed_2
+
+    # 3. again, killed after every reporter arrived but before the states
+    main = _run_then_stop(pod, files, 2, tmp_path / "a3.log")
+    _wait_for(lambda: "uploaded" in main.output() and "reporters file(s)" in main.output(),
+              what="the reporters' upload")
+    main.kill_group()
+    assert _keys(bucket, files, ".xml") | _keys(bucket, files, ".chk") == states_before, \
+        "the kill came too late to test the moment between reporters and states"
+    claimed_3, held_3 = _bucket_frames(bucket, files, tmp_path / "after-3")
+    local_claimed, local_held = _frames(pod.results, files)
+    assert held_3 >= local_claimed > claimed_3 == claimed  # newer reporters, older states
+
+    # 4. a new pod from the bucket alone: resumes from the bucket's checkpoint and finishes
+    fresh = make_pod(window=WINDOW, name="pod-b")
+    assert fresh.run("init-rclone").returncode == 0
+    finish = fresh.start("main", log=tmp_path / "b.log", **SETTINGS)
+    assert finish.wait(timeout=300) == 0, finish.output()
+    log = finish.output()
+    assert "skipped" not in log  # the newest checkpoint was usable: no fallback to older states
+    schedule = _schedule()
+    assert f"starting from checkpoint {Path(files.production('chk')).name} at step " \
+           f"{claimed * schedule.frame_steps}" in log
+
+    final = tmp_path / "final"
+    bucket.download_tree(str(files.directory), final)
+    _assert_every_frame_once(final, files, schedule)
+
+
+def _assert_every_frame_once(root: Path, files, schedule) -> None:
+    from protbench_nrp.engine import read_production_frames
+    from protbench_nrp.reporters import read_cv_file
+
+    expected = (np.arange(schedule.total_frames) + 1) * schedule.frame_steps
+    trajectory = read_production_frames(root, files)
+    np.testing.assert_array_equal(trajectory.steps, expected)
+    cv_steps, _ = read_cv_file(root / files.cv_timeseries)
+    np.testing.assert_array_equal(cv_steps, expected)
+    rows = [line for line in (root / files.production("out")).read_text().splitlines()
+            if line and not line.startswith("#")]
+    np.testing.assert_array_equal([int(row.split(",")[0]) for row in rows], expected)
+
+
+
+@pytest.mark.slow
+def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, villin_inputs, tmp_path):
+    # No preStop, no SIGTERM: everything of the pod dies at once while uploads run back to back.
+    seed_inputs(bucket, villin_inputs)
+    files = villin_inputs.campaign.window_files(1, WINDOW)
+    pod = make_pod(window=WINDOW, name="lost")
+    assert pod.run("init-rclone").returncode == 0
+    portable = f"results/{files.portable_checkpoint}"
+    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.04"}  # 200 frames: time to lose the node
+    main = pod.start("main", log=tmp_path / "lost.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"})
+    _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 3 or main.process.poll() is not None,
+              what="periodic uploads of production checkpoints")
+    assert main.process.poll() is None, main.output()
+    main.kill_group()
+
+    claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", longer)
+    assert claimed is not None and claimed <= held
+
+    fresh = make_pod(window=WINDOW, name="after")
+    assert fresh.run("init-rclone").returncode == 0
+    finish = fresh.start("main", log=tmp_path / "after.log", **longer)
+    assert finish.wait(timeout=300) == 0, finish.output()
+    assert "skipped" not in finish.output()
+    final = tmp_path / "final"
+    bucket.download_tree(str(files.directory), final)
+    _assert_every_frame_once(final, files, _schedule(longer))

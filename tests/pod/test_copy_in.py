@@ -1,0 +1,185 @@
+"""The init container's copy from the bucket (copy-in.sh), run from a rendered manifest."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pod.harness import POD_SCRIPTS, POD_UID, REMOTE, as_pod_user, fs_group_volume, seed_inputs
+from tests.pod.s3server import free_port
+
+def _copied(pod, relative: str) -> Path:
+    return pod.results / relative
+
+
+def test_init_copies_present_inputs_and_skips_absent_ones(make_pod, bucket, villin_inputs):
+    seed_inputs(bucket, villin_inputs)
+    campaign = villin_inputs.campaign
+    pod = make_pod(window=4)
+    required = pod.job.env["PROTBENCH_REQUIRED_FILES"].splitlines()
+    assert f"{campaign.window_dir(1, 4)}/" in required  # the window's own outputs: absent so far
+
+    result = pod.run("init-rclone")
+
+    assert result.returncode == 0, result.stderr
+    for path in [campaign.system_xml, campaign.contacts_file, campaign.minimized_pdb,
+                 campaign.steered_state(1), campaign.window_pdb(1, 4)]:
+        assert _copied(pod, str(path)).read_bytes() == (villin_inputs.root / path).read_bytes()
+    # only what the Job needs: not the other windows' structures
+    assert not _copied(pod, str(campaign.window_pdb(1, 5))).exists()
+    assert not _copied(pod, str(campaign.window_dir(1, 4))).exists()
+    assert f"results/{campaign.window_dir(1, 4)}/ is not in the bucket yet; skipped" in result.stdout
+    # rclone keeps the bucket's modification times, which lets the first upload skip unchanged files
+    key = f"results/{campaign.steered_state(1)}"
+    remote_mtime = bucket.client.head_object(Bucket=bucket.name, Key=key)["LastModified"].timestamp()
+    assert abs(_copied(pod, str(campaign.steered_state(1))).stat().st_mtime - remote_mtime) < 1.0
+
+
+def test_init_restores_earlier_outputs_of_the_same_window(make_pod, bucket, villin_inputs, tmp_path):
+    seed_inputs(bucket, villin_inputs)
+    window_dir = villin_inputs.campaign.window_dir(1, 2)
+    earlier = tmp_path / "earlier"
+    (earlier / window_dir).mkdir(parents=True)
+    (earlier / window_dir / "villin-amber14-vacuum-production.out").write_text("#header\n1 2\n")
+    (earlier / window_dir / "villin-amber14-vacuum-production.chk").write_bytes(b"\x00chk" * 100)
+    bucket.put_tree(earlier, str(window_dir))
+    pod = make_pod(window=2)
+
+    result = pod.run("init-rclone")
+
+    assert result.returncode == 0, result.stderr
+    for name in ("villin-amber14-vacuum-production.out", "villin-amber14-vacuum-production.chk"):
+        assert (pod.results / window_dir / name).read_bytes() == (earlier / window_dir / name).read_bytes()
+    assert f"copied results/{window_dir}/ (2 files)" in result.stdout
+
+
+def test_absent_file_entries_are_tolerated(make_pod, bucket, villin_inputs):
+    # steered MD of this replica has not run: its state and window structures are absent
+    villin_inputs_setup = villin_inputs.campaign.setup_dir
+    bucket.put_tree(villin_inputs.root, str(villin_inputs_setup))
+    pod = make_pod(window=0)
+
+    result = pod.run("init-rclone")
+
+    assert result.returncode == 0, result.stderr
+    assert (pod.results / villin_inputs.campaign.system_xml).is_file()
+    assert f"results/{villin_inputs.campaign.steered_state(1)} is not in the bucket yet" in result.stdout
+    assert not (pod.results / villin_inputs.campaign.steered_state(1)).exists()
+
+
+def test_files_from_init_are_writable_by_the_main_container_user(make_pod, bucket, villin_inputs,
+                                                                  shared_dir, tmp_path):
+    seed_inputs(bucket, villin_inputs)
+    window_dir = villin_inputs.campaign.window_dir(1, 1)
+    earlier = tmp_path / "earlier"
+    (earlier / window_dir).mkdir(parents=True)
+    (earlier / window_dir / "villin-amber14-vacuum-production.out").write_text("#header\n")
+    bucket.put_tree(earlier, str(window_dir))
+    pod = make_pod(window=1)
+    # the pod's volumes, somewhere the pod's user can reach
+    for attribute in ("results", "home"):
+        moved = shared_dir / attribute
+        moved.mkdir()
+        setattr(pod, attribute, moved)
+    secrets = shared_dir / "secrets"
+    secrets.mkdir()
+    pod.rclone_config = Path(shutil.copy(pod.rclone_config, secrets / "rclone.conf"))
+    user = as_pod_user()
+    fs_group_volume(pod.results)
+    fs_group_volume(pod.home, owner=True)  # the secret stays root's, readable, as mounted secrets are
+
+    result = pod.run("init-rclone", prefix=user)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+    uid = POD_UID if user else os.geteuid()
+    copied = pod.results / window_dir / "villin-amber14-vacuum-production.out"
+    system_xml = pod.results / villin_inputs.campaign.system_xml
+    for path in (copied, system_xml, copied.parent):
+        assert path.stat().st_uid == uid
+        assert path.stat().st_mode & 0o200, f"{path} is not writable by its owner"
+    # What the main container does with them, as the same user: append, replace, add files.
+    main_step = (f'echo "1 2" >> "{copied}" && : > "{system_xml}" '
+                 f'&& echo new > "{copied.parent}/villin-amber14-vacuum-production.chk"')
+    written = subprocess.run([*user, "sh", "-c", main_step], capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr
+    assert copied.read_text() == "#header\n1 2\n"
+
+
+def test_no_chmod_anywhere_in_the_pod(make_pod, bucket):
+    pod = make_pod()
+    scripts = [(pod.repo / POD_SCRIPTS / name).read_text() for name in
+               ("copy-in.sh", "copy-out.sh", "run-job.sh", "pre-stop.sh")]
+    commands = [" ".join(pod.command(c)) for c in ("init-git", "init-rclone", "main")]
+    for text in scripts + commands + [" ".join(pod.prestop_command())]:
+        code = [line.split("#")[0] for line in text.splitlines()]  # comments may say why there is none
+        assert not [line for line in code if re.search(r"(?<![-\w])chmod\s", line)]
+    context = pod.spec["securityContext"]
+    assert context["runAsUser"] == context["runAsGroup"] == context["fsGroup"] == POD_UID
+    assert not any("securityContext" in c and c["securityContext"].get("runAsUser") not in (None, POD_UID)
+                   for c in pod.spec["initContainers"] + pod.spec["containers"])
+
+
+def test_wrong_secret_key_fails_init_with_a_clear_message(make_pod, bucket, villin_inputs, s3):
+    seed_inputs(bucket, villin_inputs)
+    wrong = "WRONGsecretKEYthatIsRecognizable0123456789"
+    pod = make_pod(secret_access_key=wrong)
+
+    result = pod.run("init-rclone")
+
+    assert result.returncode == 4
+    assert "rejected the credentials of remote 'podtest'" in result.stderr
+    assert "refresh the rclone config secret" in result.stderr
+    assert not pod.results.exists() or not any(pod.results.rglob("*.xml"))
+    for text in (result.stdout, result.stderr):
+        assert wrong not in text and s3.secret_access_key not in text
+
+
+def test_missing_bucket_fails_init_with_a_clear_message(make_pod):
+    pod = make_pod(bucket_name="no-such-bucket-here")
+
+    result = pod.run("init-rclone")
+
+    assert result.returncode == 3
+    assert "bucket 'no-such-bucket-here' does not exist on remote 'podtest'" in result.stderr
+    assert "check BUCKET" in result.stderr
+
+
+def test_unreachable_endpoint_fails_init_quickly_and_clearly(make_pod):
+    pod = make_pod(endpoint=f"http://127.0.0.1:{free_port()}")
+
+    started = time.monotonic()
+    result = pod.run("init-rclone", timeout=120)
+
+    assert result.returncode == 5
+    assert "cannot reach the S3 endpoint of remote 'podtest'" in result.stderr
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("no-config", "rclone config"),
+    ("unknown-remote", "remote 'podtest' is not defined in"),
+    ("no-bucket-variable", "PROTBENCH_BUCKET is empty"),
+    ("escaping-entry", "entry '../../etc/' is not a relative path inside results/"),
+])
+def test_bad_environment_fails_init_naming_the_fix(make_pod, bucket, problem, expected):
+    pod = make_pod()
+    extra = {}
+    if problem == "no-config":
+        pod.rclone_config.unlink()
+    elif problem == "unknown-remote":
+        pod.rclone_config.write_text(pod.rclone_config.read_text().replace(f"[{REMOTE}]", "[other]"))
+    elif problem == "no-bucket-variable":
+        extra["PROTBENCH_BUCKET"] = ""
+    else:
+        extra["PROTBENCH_REQUIRED_FILES"] = "villin-amber14-vacuum/setup/\n../../etc/"
+
+    result = pod.run("init-rclone", **extra)
+
+    assert result.returncode == 2
+    assert expected in result.stderr

@@ -1,0 +1,180 @@
+"""The main container (run-job.sh as PID 1) and its preStop hook, around a stand-in script.
+
+The stand-in (conftest.FAKE_SCRIPT) writes one line per "frame" and, on
+SIGTERM, finishes its frame, writes a checkpoint and a marker and exits 143,
+as the window script does; the real window script is exercised in
+test_consistency.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.pod.harness import make_fake_repo, seed_inputs
+
+FAKE_OUT = "fake-production.out"
+FAKE_CHK = "fake-production.chk"
+FAKE_MARKER = "fake-term-received"
+
+
+@pytest.fixture
+def fake_pod(make_pod, bucket, villin_inputs, tmp_path):
+    """A window pod whose checkout runs the stand-in script, its inputs in the bucket."""
+    seed_inputs(bucket, villin_inputs)
+
+    def build(window: int = 5, **kwargs):
+        pod = make_pod(window=window, **kwargs)
+        make_fake_repo(tmp_path / f"repo-{window}", pod.job.script_path)
+        pod.repo = tmp_path / f"repo-{window}"
+        assert pod.run("init-rclone").returncode == 0
+        return pod
+
+    return build
+
+
+def _fake_env(pod, **extra):
+    output_dir = pod.output_files[0].rstrip("/")
+    return {"FAKE_OUTPUT_DIR": output_dir, "PROTBENCH_SYNC_MINUTES": "0", **extra}
+
+
+def _wait_for(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _key(pod, name: str) -> str:
+    return f"results/{pod.output_files[0]}{name}"
+
+
+def _window_file(pod, name: str):
+    return pod.results / pod.output_files[0] / name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_is_forwarded_then_the_checkpoint_is_uploaded(fake_pod, bucket, signum):
+    pod = fake_pod()
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="100000"))
+    _wait_for(lambda: _window_file(pod, FAKE_OUT).exists(), what="the script to start")
+
+    main.signal(signum)
+    status = main.wait(timeout=60)
+
+    assert status == 143  # the script's own status: the Job restarts the pod
+    frames = _window_file(pod, FAKE_MARKER).read_text().strip()
+    assert bucket.read(_key(pod, FAKE_MARKER)).decode().strip() == frames
+    assert bucket.read(_key(pod, FAKE_CHK)).decode() == f"checkpoint at frame {frames}\n"
+    assert bucket.read(_key(pod, FAKE_OUT)) == _window_file(pod, FAKE_OUT).read_bytes()
+    log = main.output()
+    assert log.index(f"SIG{signal.Signals(signum).name[3:]} received") < log.index("script exited with status 143")
+    assert log.index("script exited with status 143") < log.index("copy-out(final): uploaded")
+
+
+@pytest.mark.parametrize("script_status", [0, 3])
+def test_exit_status_is_the_scripts_and_outputs_are_uploaded(fake_pod, bucket, script_status):
+    pod = fake_pod()
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="5", FAKE_FRAME_SECONDS="0.01",
+                                          FAKE_EXIT=str(script_status)))
+
+    assert main.wait(timeout=60) == script_status
+    assert bucket.read(_key(pod, FAKE_CHK)).decode() == "checkpoint at frame 5\n"
+    assert bucket.read(_key(pod, FAKE_OUT)).decode().count("frame") == 5
+    assert f"exiting with the script's status {script_status}" in main.output()
+
+
+def test_periodic_sync_uploads_while_the_script_runs(fake_pod, bucket):
+    pod = fake_pod()
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="100000", PROTBENCH_SYNC_MINUTES="0.005"))
+
+    # three uploads of the growing reporter while the script is still running
+    _wait_for(lambda: bucket.version_counts().get(_key(pod, FAKE_OUT), 0) >= 3, timeout=60,
+              what="three periodic uploads")
+    assert main.process.poll() is None
+    assert _key(pod, FAKE_CHK) not in bucket.latest()  # no checkpoint yet: none claimed
+
+    main.signal(signal.SIGTERM)
+    assert main.wait(timeout=60) == 143
+    assert "uploading changes every 0.005 min" in main.output()
+    assert bucket.read(_key(pod, FAKE_OUT)) == _window_file(pod, FAKE_OUT).read_bytes()
+
+
+def test_prestop_waits_for_the_one_final_upload(fake_pod, bucket):
+    pod = fake_pod()
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="100000"))
+    _wait_for(lambda: _window_file(pod, FAKE_OUT).exists(), what="the script to start")
+
+    hook = pod.run_prestop(**_fake_env(pod))
+
+    # When the hook returns, the script has checkpointed and its final state is in the bucket.
+    assert hook.returncode == 0, hook.stderr
+    assert "final upload finished" in hook.stdout
+    assert "copy-out" not in hook.stdout + hook.stderr  # the hook itself uploaded nothing
+    frames = _window_file(pod, FAKE_MARKER).read_text().strip()
+    assert bucket.read(_key(pod, FAKE_CHK)).decode() == f"checkpoint at frame {frames}\n"
+    # one upload only (no periodic sync here): every object has exactly one version
+    counts = bucket.version_counts(f"results/{pod.output_files[0]}")
+    assert set(counts.values()) == {1}
+    # Kubernetes sends SIGTERM after the hook returns; PID 1 is already stopping
+    main.signal(signal.SIGTERM)
+    assert main.wait(timeout=60) == 143
+    assert main.output().count("copy-out(final): uploaded 2 reporters file(s)") == 1
+
+
+def test_prestop_uploads_by_itself_when_run_job_is_gone(fake_pod, bucket):
+    pod = fake_pod()
+    window_dir = pod.results / pod.output_files[0]
+    window_dir.mkdir(parents=True, exist_ok=True)
+    (window_dir / FAKE_CHK).write_text("left by a script that ran\n")
+
+    hook = pod.run_prestop()
+
+    assert hook.returncode == 0, hook.stderr
+    assert "run-job.sh is not running; uploading directly" in hook.stdout
+    assert bucket.read(_key(pod, FAKE_CHK)) == b"left by a script that ran\n"
+
+
+def test_failed_final_upload_of_a_finished_script_exits_75(fake_pod, bucket, s3):
+    pod = fake_pod()
+    config = pod.rclone_config.read_text()
+    pod.rclone_config.write_text(config.replace(s3.secret_access_key, "revoked-secret"))
+
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="2", FAKE_FRAME_SECONDS="0.01"))
+
+    assert main.wait(timeout=60) == 75
+    log = main.output()
+    assert "final upload failed; outputs stay on this pod's volume" in log
+    assert "so the Job restarts the container and uploads again" in log
+    assert "revoked-secret" not in log
+
+
+@pytest.mark.parametrize("change, status, expected", [
+    (dict(PROTBENCH_SYNC_MINUTES="half an hour"), 2, "PROTBENCH_SYNC_MINUTES 'half an hour' is not a number"),
+    (dict(PROTBENCH_SCRIPT_PATH="umbrella-scripts/missing.py"), 2, "umbrella-scripts/missing.py does not exist"),
+    (dict(PROTBENCH_SCRIPT_PATH=""), 2, "PROTBENCH_SCRIPT_PATH is empty"),
+    (dict(PROTBENCH_PROTEINBENCHMARK_REF="./no-such-checkout"), 1,
+     "pip could not install proteinbenchmark at './no-such-checkout'"),
+])
+def test_bad_setup_stops_the_main_container_naming_the_fix(fake_pod, bucket, change, status, expected):
+    pod = fake_pod()
+
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="2", **change))
+
+    assert main.wait(timeout=120) == status
+    assert expected in main.output()
+    assert not _window_file(pod, FAKE_OUT).exists()  # the script never ran
+
+
+def test_script_without_executable_bit_is_refused(fake_pod, bucket):
+    pod = fake_pod()
+    (pod.repo / pod.job.script_path).chmod(0o644)  # as a commit without the +x bit checks it out
+
+    main = pod.start("main", **_fake_env(pod))
+
+    assert main.wait(timeout=60) == 2
+    assert "git update-index --chmod=+x" in main.output()

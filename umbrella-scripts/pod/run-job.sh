@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Main container, PID 1: run one simulation script and keep the bucket up to date.
+#
+#   1. pip-install proteinbenchmark at PROTBENCH_PROTEINBENCHMARK_REF (skipped when empty)
+#   2. start $PROTBENCH_REPO_DIR/$PROTBENCH_SCRIPT_PATH -o $PROTBENCH_RESULTS_DIR as a child
+#   3. every PROTBENCH_SYNC_MINUTES, upload what changed (copy-out.sh sync), so a
+#      lost node costs at most that much simulation
+#   4. on SIGTERM or SIGINT, pass SIGTERM to the child: it finishes its frame,
+#      writes a checkpoint and exits
+#   5. when the child has exited, upload what changed (copy-out.sh final), then
+#      exit with the child's status: non-zero makes the Job restart the pod
+#
+# Kubernetes delivers SIGTERM to PID 1 only; a `sh -c` wrapper would swallow
+# it and the window would be SIGKILLed at the end of the grace period without
+# a checkpoint. This script is exec'ed by the container command, so it is PID 1.
+#
+# Environment (besides what copy-out.sh and the script read)
+#   PROTBENCH_SCRIPT_PATH            script to run, relative to the repository
+#   PROTBENCH_REPO_DIR               repository checkout (default /opt/repo)
+#   PROTBENCH_RESULTS_DIR            results volume (default /results)
+#   PROTBENCH_PROTEINBENCHMARK_REF   branch, tag or commit of proteinbenchmark, or
+#                                    a pip requirement of its own (URL, git+...,
+#                                    /path, ./path, *.whl); empty: the image's
+#   PROTBENCH_SYNC_MINUTES           minutes between uploads (default 30,
+#                                    fractions allowed, 0 = only the final upload)
+#
+# Exit status: the script's; 2 for bad environment; 1 when pip fails (a pod must
+# not run with another proteinbenchmark than the one its manifest records);
+# 75 when the script succeeded but the final upload failed (the Job restarts the
+# container, the finished script exits at once, and the upload is retried).
+set -uo pipefail
+
+readonly PROTEINBENCHMARK_GIT=https://github.com/openforcefield/proteinbenchmark.git
+readonly EXIT_UPLOAD_FAILED=75
+
+log() { printf 'run-job: %s\n' "$*"; }
+die() {
+    local status=$1
+    shift
+    printf 'run-job: ERROR: %s\n' "$*" >&2
+    exit "$status"
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+results=${PROTBENCH_RESULTS_DIR:-/results}
+repo=${PROTBENCH_REPO_DIR:-/opt/repo}
+script_path=${PROTBENCH_SCRIPT_PATH:-}
+sync_minutes=${PROTBENCH_SYNC_MINUTES:-30}
+state_dir=$results/.protbench-pod
+# Written after the final upload; pre-stop.sh waits for it.
+done_marker=$state_dir/final-upload.done
+# Present while pre-stop.sh waits; PID 1 lets it return before exiting.
+prestop_marker=$state_dir/prestop.waiting
+
+child=""
+stopping=""
+sync_pid=""
+
+check_environment() {
+    [[ -n $script_path ]] || die 2 "PROTBENCH_SCRIPT_PATH is empty; the launcher sets it (SCRIPT_PATH in run-umbrella-windows.py)"
+    [[ -f $repo/$script_path ]] || die 2 "script $repo/$script_path does not exist; check SCRIPT_PATH and that PROTBENCH_SCRIPT_COMMIT contains it"
+    [[ -x $repo/$script_path ]] || die 2 "script $repo/$script_path is not executable; run 'git update-index --chmod=+x $script_path', commit and push"
+    [[ $sync_minutes =~ ^([0-9]+([.][0-9]*)?|[.][0-9]+)$ ]] ||
+        die 2 "PROTBENCH_SYNC_MINUTES '$sync_minutes' is not a number of minutes (e.g. 30 or 0.5; 0 = only the final upload)"
+    mkdir -p "$state_dir" || die 2 "cannot create $state_dir; the results volume must be writable by uid $(id -u)"
+}
+
+# shellcheck disable=SC2329  # called by the traps set in main
+# SIGTERM/SIGINT: forward once as SIGTERM. SIGINT is translated because
+# background children of a non-interactive shell start with SIGINT ignored.
+on_signal() {
+    if [[ -n $stopping ]]; then
+        log "SIG$1 again: already stopping"
+        return
+    fi
+    stopping=$1
+    if [[ -n $child ]] && kill -0 "$child" 2>/dev/null; then
+        log "SIG$1 received: asking pid $child to checkpoint and stop"
+        kill -TERM "$child" 2>/dev/null
+    else
+        log "SIG$1 received"
+    fi
+}
+
+# The shell's status for death by the signal received (143 TERM, 130 INT).
+signal_status() {
+    if [[ $stopping == INT ]]; then echo 130; else echo 143; fi
+}
+
+# Run a command as a child that signals reach, and return its exit status.
+run_child() {
+    "$@" &
+    child=$!
+    local status
+    wait "$child"
+    status=$?
+    # wait returns early (>128) when a trapped signal arrives; keep waiting
+    # until the child itself has exited.
+    while ((status > 128)) && kill -0 "$child" 2>/dev/null; do
+        wait "$child"
+        status=$?
+    done
+    child=""
+    return "$status"
+}
+
+install_proteinbenchmark() {
+    local ref=${PROTBENCH_PROTEINBENCHMARK_REF:-} requirement
+    if [[ -z $ref ]]; then
+        log "PROTBENCH_PROTEINBENCHMARK_REF is empty: using the image's proteinbenchmark"
+        return 0
+    fi
+    # A branch, tag or commit (branches may contain '/'), unless it is clearly
+    # a pip requirement of its own: a URL, a VCS URL, a local path or a wheel.
+    case "$ref" in
+        *://* | git+* | /* | ./* | ../* | *.whl) requirement=$ref ;;
+        *) requirement="git+$PROTEINBENCHMARK_GIT@$ref" ;;
+    esac
+    log "installing proteinbenchmark from $requirement"
+    # --no-deps: the image carries proteinbenchmark's environment; resolving it
+    # again at every pod start would be slow and could change it.
+    run_child python -m pip install --quiet --no-deps --disable-pip-version-check "$requirement"
+}
+
+sync_loop() {
+    local seconds sleeper
+    seconds=$(awk -v m="$sync_minutes" 'BEGIN { printf "%.3f", m * 60 }')
+    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    while :; do
+        sleep "$seconds" &
+        sleeper=$!
+        wait "$sleeper"
+        bash "$here/copy-out.sh" sync || log "periodic upload failed; the next one retries"
+    done
+}
+
+start_sync() {
+    if awk -v m="$sync_minutes" 'BEGIN { exit !(m > 0) }'; then
+        sync_loop &
+        sync_pid=$!
+        log "uploading changes every $sync_minutes min"
+    else
+        log "PROTBENCH_SYNC_MINUTES=0: uploading only when the script exits"
+    fi
+}
+
+# A sync in flight finishes; the final upload waits for its lock.
+stop_sync() {
+    [[ -n $sync_pid ]] && kill -TERM "$sync_pid" 2>/dev/null
+    sync_pid=""
+}
+
+finish() {
+    local status=$1 upload_status
+    stop_sync
+    bash "$here/copy-out.sh" final
+    upload_status=$?
+    printf '%s %s\n' "$status" "$upload_status" >"$done_marker"
+    # Let a waiting preStop hook see the marker and return before PID 1 exits.
+    local tries=0
+    while [[ -e $prestop_marker ]] && ((tries++ < 20)); do
+        sleep 0.25
+    done
+    if ((upload_status != 0)); then
+        log "final upload failed; outputs stay on this pod's volume"
+        if ((status == 0)); then
+            log "exiting $EXIT_UPLOAD_FAILED so the Job restarts the container and uploads again"
+            exit "$EXIT_UPLOAD_FAILED"
+        fi
+    fi
+    log "exiting with the script's status $status"
+    exit "$status"
+}
+
+main() {
+    check_environment
+    rm -f -- "$done_marker"
+    echo "$$" >"$state_dir/run-job.pid"
+    trap 'on_signal TERM' TERM
+    trap 'on_signal INT' INT
+
+    if ! install_proteinbenchmark; then
+        [[ -n $stopping ]] && finish "$(signal_status)"
+        log "ERROR: pip could not install proteinbenchmark at '$PROTBENCH_PROTEINBENCHMARK_REF'; check PROTEINBENCHMARK_REF in run-umbrella-windows.py"
+        finish 1
+    fi
+    if [[ -n $stopping ]]; then
+        log "stopped before the script started"
+        finish "$(signal_status)"
+    fi
+
+    start_sync
+    log "starting $repo/$script_path -o $results"
+    run_child "$repo/$script_path" -o "$results"
+    local status=$?
+    log "script exited with status $status"
+    finish "$status"
+}
+
+main
