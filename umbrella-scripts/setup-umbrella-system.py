@@ -14,14 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import click  # noqa: E402
 
 from protbench_nrp import science  # noqa: E402
+from protbench_nrp.cli import results_option  # noqa: E402
 from protbench_nrp.layout import Campaign  # noqa: E402
 from protbench_nrp.systems import SetupError, SetupFiles, set_up  # noqa: E402
 
 
 @click.command()
-@click.option("-o", "--output_directory", "results_dir", envvar="PROTBENCH_RESULTS_DIR",
-              type=click.Path(file_okay=False), required=True, show_envvar=True,
-              help="Results root (/results in a pod); outputs go to {T}-{FF}/setup/ below it.")
+@results_option("Results root (/results in a pod); outputs go to {T}-{FF}/setup/ below it.")
 @click.option("--target", envvar="PROTBENCH_TARGET", required=True, show_default=True,
               help="Benchmark target, e.g. villin or gb3.")
 @click.option("--ff", envvar="PROTBENCH_FF", required=True, help="Force field name.")
@@ -32,18 +31,18 @@ from protbench_nrp.systems import SetupError, SetupFiles, set_up  # noqa: E402
 @click.option("--initial-pdb", envvar="PROTBENCH_INITIAL_PDB", default=None,
               type=click.Path(dir_okay=False),
               help="Structure to build the local target from (default: OpenMM's test.pdb).")
-def main(results_dir, target, ff, platform, precision, initial_pdb):
+def main(output_directory, target, ff, platform, precision, initial_pdb):
     from protbench_nrp.engine import EngineError, select_platform
 
     try:
         campaign = Campaign(target, ff)
         openmm_platform, properties = select_platform(platform, precision)
-        report = set_up(results_dir, target, ff, platform=openmm_platform,
+        report = set_up(output_directory, target, ff, platform=openmm_platform,
                         properties=properties, initial_pdb=initial_pdb)
     except (SetupError, EngineError, science.UnknownTargetError, ValueError) as error:
         click.echo(f"setup-umbrella-system: {error}", err=True)
         sys.exit(2)
-    files = SetupFiles(results_dir, campaign)
+    files = SetupFiles(output_directory, campaign)
     verb = "already set up" if report.already_done else f"set up with {report.builder}"
     click.echo(f"{campaign.name}: {verb}; {report.n_contacts} native contacts, "
                f"Q(minimized) = {report.native_fraction:.4f}")

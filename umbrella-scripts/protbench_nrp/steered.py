@@ -31,11 +31,12 @@ import numpy as np
 from . import science
 from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
                      StateOrigin, StopSignals, create_context, finished_on_disk,
-                     langevin_integrator, remove_stale_temporaries, save_state_xml, select_platform,
-                     set_barostat, state_xml_step)
+                     langevin_integrator, remove_stale_temporaries, save_state_xml, set_barostat,
+                     state_xml_step)
 from .files import atomic_write
 from .layout import Campaign, SteeredFiles
 from .reporters import CVReporter, Frame, FrameReporter, ProgressRecorder, StateDataReporter, read_cv_file
+from .settings import StageSettings
 from .systems import SetupError, SetupFiles
 
 #: Defaults of the pull, one per ``PROTBENCH_*`` variable of run-steered-md.py.
@@ -54,12 +55,14 @@ class PullIncompleteError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SteeredSettings:
+class SteeredSettings(StageSettings):
     """Everything steered MD of one replica needs, checked, in explicit units.
 
     ``k_kcal_per_mol`` is the pulling force constant; the equilibration
     settings are those of the windows (``PROTBENCH_EQUIL_*``).
     """
+
+    input_error = SteeredInputError
 
     target: str
     ff: str
@@ -93,25 +96,8 @@ class SteeredSettings:
         ------
         SteeredInputError
         """
-        try:
-            conditions = science.target_conditions(target)
-        except science.UnknownTargetError as error:
-            if temperature_kelvin is None or pressure_atm is None:
-                raise SteeredInputError(
-                    f"{error}; or set both PROTBENCH_TEMPERATURE and PROTBENCH_PRESSURE") from None
-            conditions = None
-        if conditions is not None:
-            temperature_kelvin = conditions.temperature_kelvin if temperature_kelvin is None else temperature_kelvin
-            pressure_atm = conditions.pressure_atm if pressure_atm is None else pressure_atm
-            equil_length_ns = conditions.equil_length_ns if equil_length_ns is None else equil_length_ns
-            equil_frame_ps = conditions.equil_frame_ps if equil_frame_ps is None else equil_frame_ps
-        for name, value in (("equil_length_ns", equil_length_ns), ("equil_frame_ps", equil_frame_ps)):
-            if value is not None:
-                others[name] = value
-        settings = cls(target=target, ff=ff, replica=replica, temperature_kelvin=temperature_kelvin,
-                       pressure_atm=pressure_atm, **others)
-        settings.check()
-        return settings
+        return cls._from_catalog(target, temperature_kelvin, pressure_atm, equil_length_ns,
+                                 equil_frame_ps, ff=ff, replica=replica, **others)
 
     def check(self) -> None:
         """Raise :class:`SteeredInputError` for the first setting that cannot work."""
@@ -127,41 +113,17 @@ class SteeredSettings:
             raise SteeredInputError(
                 f"the window centres must be distinct fractions of native contacts in (0, 1], got "
                 f"{self.cv_start} -> {self.cv_end}; set PROTBENCH_CV_START and PROTBENCH_CV_END")
-        for name, value, variable in (
-                ("temperature", self.temperature_kelvin, "PROTBENCH_TEMPERATURE"),
-                ("pulling force constant", self.k_kcal_per_mol,
-                 "PROTBENCH_STEERED_K (or PROTBENCH_UMBRELLA_K)")):
-            if not (math.isfinite(value) and value > 0):
-                raise SteeredInputError(f"{name} {value} must be a positive number; set {variable}")
-        if not (math.isfinite(self.pressure_atm) and self.pressure_atm >= 0):
-            raise SteeredInputError(f"pressure {self.pressure_atm} atm must be >= 0 (0 = no "
-                                    f"barostat); set PROTBENCH_PRESSURE")
+        self.check_conditions("pulling force constant", "PROTBENCH_STEERED_K (or PROTBENCH_UMBRELLA_K)")
         self.equilibration_schedule()
         self.pull_schedule()
-        try:
-            select_platform(self.platform, self.precision)
-        except EngineError as error:
-            raise SteeredInputError(str(error)) from None
-
-    def equilibration_schedule(self) -> Schedule:
-        try:
-            return Schedule.from_times(
-                self.equil_length_ns, self.equil_timestep_fs, self.equil_frame_ps,
-                checkpoint_minutes=self.checkpoint_minutes,
-                names={"length": "PROTBENCH_EQUIL_LENGTH", "timestep": "PROTBENCH_EQUIL_TIMESTEP",
-                       "frame": "PROTBENCH_EQUIL_FRAME", "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
-        except EngineError as error:
-            raise SteeredInputError(str(error)) from None
+        self.check_platform()
 
     def pull_schedule(self) -> Schedule:
-        try:
-            return Schedule.from_times(
-                self.pull_length_ns, self.timestep_fs, self.pull_frame_ps,
-                checkpoint_minutes=self.checkpoint_minutes,
-                names={"length": "PROTBENCH_PULL_LENGTH", "timestep": "PROTBENCH_TIMESTEP",
-                       "frame": "PROTBENCH_PULL_FRAME", "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
-        except EngineError as error:
-            raise SteeredInputError(str(error)) from None
+        return self.schedule(
+            self.pull_length_ns, self.timestep_fs, self.pull_frame_ps,
+            checkpoint_minutes=self.checkpoint_minutes,
+            names={"length": "PROTBENCH_PULL_LENGTH", "timestep": "PROTBENCH_TIMESTEP",
+                   "frame": "PROTBENCH_PULL_FRAME", "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
 
     # -- derived -----------------------------------------------------------------
     def centres(self) -> list[float]:
@@ -178,10 +140,6 @@ class SteeredSettings:
         spacing = (self.cv_end - self.cv_start) / (self.n_windows - 1)
         overshoot = math.copysign(max(abs(spacing), PULL_OVERSHOOT), spacing)
         return min(1.0, max(0.0, self.cv_end + overshoot))
-
-    @property
-    def k_kj_per_mol(self) -> float:
-        return self.k_kcal_per_mol * science.KJ_PER_KCAL
 
 
 class WindowStructureReporter(FrameReporter):

@@ -19,11 +19,11 @@ from . import science
 from .contacts import CV_NAME, MissingUmbrellaForceError, find_umbrella_force
 from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
                      StateOrigin, StopSignals, create_context, finished_on_disk, langevin_integrator,
-                     load_state_xml, remove_stale_temporaries, save_state_xml, select_platform,
-                     set_barostat)
+                     load_state_xml, remove_stale_temporaries, save_state_xml, set_barostat)
 from .layout import Campaign, WindowFiles
 from .records import UmbrellaParameters
 from .reporters import (CVReporter, ProgressRecorder, SegmentedDCDReporter, StateDataReporter)
+from .settings import StageSettings
 
 #: The stage that writes each input, named in errors about a missing input.
 PRODUCERS = {
@@ -42,8 +42,10 @@ class WindowInputError(EngineError):
 
 
 @dataclass(frozen=True)
-class WindowSettings:
+class WindowSettings(StageSettings):
     """Everything a window needs to know, checked, in explicit units."""
+
+    input_error = WindowInputError
 
     target: str
     ff: str
@@ -82,26 +84,8 @@ class WindowSettings:
         ------
         WindowInputError
         """
-        try:
-            conditions = science.target_conditions(target)
-        except science.UnknownTargetError as error:
-            if temperature_kelvin is None or pressure_atm is None:
-                raise WindowInputError(
-                    f"{error}; or set both PROTBENCH_TEMPERATURE and PROTBENCH_PRESSURE") from None
-            conditions = None
-        if conditions is not None:
-            temperature_kelvin = conditions.temperature_kelvin if temperature_kelvin is None else temperature_kelvin
-            pressure_atm = conditions.pressure_atm if pressure_atm is None else pressure_atm
-            equil_length_ns = equil_length_ns if equil_length_ns is not None else conditions.equil_length_ns
-            equil_frame_ps = equil_frame_ps if equil_frame_ps is not None else conditions.equil_frame_ps
-        if equil_length_ns is not None:
-            others["equil_length_ns"] = equil_length_ns
-        if equil_frame_ps is not None:
-            others["equil_frame_ps"] = equil_frame_ps
-        settings = cls(target=target, ff=ff, replica=replica, window=window,
-                       temperature_kelvin=temperature_kelvin, pressure_atm=pressure_atm, **others)
-        settings.check()
-        return settings
+        return cls._from_catalog(target, temperature_kelvin, pressure_atm, equil_length_ns,
+                                 equil_frame_ps, ff=ff, replica=replica, window=window, **others)
 
     # -- checks ------------------------------------------------------------------
     def check(self) -> None:
@@ -120,52 +104,24 @@ class WindowSettings:
             science.window_centre(self.window, self.n_windows, self.cv_start, self.cv_end)
         except ValueError as error:
             raise WindowInputError(str(error)) from None
-        for name, value, variable in (
-                ("temperature", self.temperature_kelvin, "PROTBENCH_TEMPERATURE"),
-                ("force constant", self.k_kcal_per_mol, "PROTBENCH_UMBRELLA_K")):
-            if not (math.isfinite(value) and value > 0):
-                raise WindowInputError(f"{name} {value} must be a positive number; set {variable}")
-        if not (math.isfinite(self.pressure_atm) and self.pressure_atm >= 0):
-            raise WindowInputError(f"pressure {self.pressure_atm} atm must be >= 0 (0 = no "
-                                   f"barostat); set PROTBENCH_PRESSURE")
+        self.check_conditions("force constant", "PROTBENCH_UMBRELLA_K")
         self.equilibration_schedule()
         self.production_schedule()
-        try:
-            select_platform(self.platform, self.precision)
-        except EngineError as error:
-            raise WindowInputError(str(error)) from None
-
-    def equilibration_schedule(self) -> Schedule:
-        try:
-            return Schedule.from_times(
-                self.equil_length_ns, self.equil_timestep_fs, self.equil_frame_ps,
-                checkpoint_minutes=self.checkpoint_minutes,
-                names={"length": "PROTBENCH_EQUIL_LENGTH", "timestep": "PROTBENCH_EQUIL_TIMESTEP",
-                       "frame": "PROTBENCH_EQUIL_FRAME", "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
-        except EngineError as error:
-            raise WindowInputError(str(error)) from None
+        self.check_platform()
 
     def production_schedule(self) -> Schedule:
-        try:
-            return Schedule.from_times(
-                self.production_length_ns, self.timestep_fs, self.frame_ps,
-                checkpoint_ps=self.checkpoint_ps, save_state_ps=self.save_state_ps,
-                checkpoint_minutes=self.checkpoint_minutes,
-                names={"length": "PROTBENCH_PRODUCTION_LENGTH", "timestep": "PROTBENCH_TIMESTEP",
-                       "frame": "PROTBENCH_FRAME", "checkpoint": "PROTBENCH_CHECKPOINT",
-                       "save_state": "PROTBENCH_SAVE_STATE",
-                       "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
-        except EngineError as error:
-            raise WindowInputError(str(error)) from None
+        return self.schedule(
+            self.production_length_ns, self.timestep_fs, self.frame_ps,
+            checkpoint_ps=self.checkpoint_ps, save_state_ps=self.save_state_ps,
+            checkpoint_minutes=self.checkpoint_minutes,
+            names={"length": "PROTBENCH_PRODUCTION_LENGTH", "timestep": "PROTBENCH_TIMESTEP",
+                   "frame": "PROTBENCH_FRAME", "checkpoint": "PROTBENCH_CHECKPOINT",
+                   "save_state": "PROTBENCH_SAVE_STATE", "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
 
     # -- derived ---------------------------------------------------------------
     @property
     def centre(self) -> float:
         return science.window_centre(self.window, self.n_windows, self.cv_start, self.cv_end)
-
-    @property
-    def k_kj_per_mol(self) -> float:
-        return self.k_kcal_per_mol * science.KJ_PER_KCAL
 
     def parameters(self) -> UmbrellaParameters:
         return UmbrellaParameters(
@@ -365,16 +321,10 @@ class UmbrellaWindow:
         """
         files, settings = self.files, self.settings
         schedule = settings.equilibration_schedule()
-        context, _ = self.new_context(inputs, settings.equil_timestep_fs)
-        reporters = [
-            SegmentedDCDReporter(lambda _k: self.path(files.equilibration("dcd")), inputs.topology,
-                                 schedule.frame_steps, settings.equil_timestep_fs / 1000.0),
-            StateDataReporter(self.path(files.equilibration("out")), inputs.system),
-        ]
         # Equilibration keeps no portable checkpoint: on another GPU it simply starts again.
-        stage = ResumableStage(context, schedule, CheckpointFiles(self.path(files.equilibration("chk"))),
-                               reporters, ProgressRecorder(self.path(files.progress), "equilibration",
-                                                           schedule.total_steps), log=self.log)
+        stage = self._stage(inputs, "equilibration", schedule, settings.equil_timestep_fs,
+                            CheckpointFiles(self.path(files.equilibration("chk"))),
+                            lambda _context: self._equilibration_reporters(inputs, schedule))
         fallbacks = [InitialOrigin(inputs.positions_nm, inputs.box_vectors_nm,
                                    settings.temperature_kelvin, "window structure")]
         return stage, fallbacks
@@ -382,23 +332,29 @@ class UmbrellaWindow:
     def production_stage(self, inputs: WindowInputs):
         """The production stage and its fallback, the equilibrated state at step 0.
 
-        Returns
-        -------
-        stage : ResumableStage
-        fallbacks : list of Origin
-            Pass to ``stage.resume``; then call :meth:`apply_bias` before ``stage.run``.
+        Returns ``(stage, fallbacks)``, to use as those of :meth:`equilibration_stage`.
         """
-        files, settings = self.files, self.settings
-        schedule = settings.production_schedule()
-        context, _ = self.new_context(inputs, settings.timestep_fs)
-        cv_force = context.getSystem().getForce(inputs.umbrella_index)
-        stage = ResumableStage(context, schedule, self._production_checkpoint(),
-                               self._production_reporters(inputs.topology, inputs.system, cv_force),
-                               ProgressRecorder(self.path(files.progress), "production",
-                                                schedule.total_steps), log=self.log)
-        fallbacks = [StateOrigin(self.path(files.equilibrated_state), step=0,
+        settings = self.settings
+        stage = self._stage(inputs, "production", settings.production_schedule(), settings.timestep_fs,
+                            self._production_checkpoint(),
+                            lambda context: self._production_reporters(
+                                inputs.topology, inputs.system,
+                                context.getSystem().getForce(inputs.umbrella_index)))
+        fallbacks = [StateOrigin(self.path(self.files.equilibrated_state), step=0,
                                  description="equilibrated state")]
         return stage, fallbacks
+
+    def _stage(self, inputs: WindowInputs, phase: str, schedule: Schedule, timestep_fs: float,
+               checkpoint: CheckpointFiles, reporters: Callable[[object], list]) -> ResumableStage:
+        """A stage on a new Context; ``reporters(context)`` makes its reporters.
+
+        The reporters get the Context because production reads Q through the
+        umbrella force of the Context's System, which exists only once it does.
+        """
+        context, _ = self.new_context(inputs, timestep_fs)
+        return ResumableStage(context, schedule, checkpoint, reporters(context),
+                              ProgressRecorder(self.path(self.files.progress), phase,
+                                               schedule.total_steps), log=self.log)
 
     def apply_bias(self, context) -> None:
         """Set the umbrella's ``k`` (kJ/mol) and ``Q0`` of this window in ``context``."""
@@ -424,6 +380,14 @@ class UmbrellaWindow:
         stage.resume(fallbacks)
         self.apply_bias(stage.context)
         return stage.run(stop)
+
+    def _equilibration_reporters(self, inputs: WindowInputs, schedule: Schedule) -> list:
+        files, settings = self.files, self.settings
+        return [
+            SegmentedDCDReporter(lambda _k: self.path(files.equilibration("dcd")), inputs.topology,
+                                 schedule.frame_steps, settings.equil_timestep_fs / 1000.0),
+            StateDataReporter(self.path(files.equilibration("out")), inputs.system),
+        ]
 
     def _production_checkpoint(self) -> CheckpointFiles:
         files = self.files
