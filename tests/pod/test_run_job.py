@@ -178,3 +178,38 @@ def test_script_without_executable_bit_is_refused(fake_pod, bucket):
 
     assert main.wait(timeout=60) == 2
     assert "git update-index --chmod=+x" in main.output()
+
+
+ACTIVATION_PROBE = """#!/usr/bin/env bash
+echo "environment=${FAKE_ACTIVATED_ENV:-none}" >"$2/activation.txt"
+"""
+
+FAKE_MICROMAMBA = """#!/bin/sh
+# Prints a hook defining a micromamba function, as the real one does.
+if [ "$1 $2" = "shell hook" ]; then
+    echo 'micromamba() { [ "$1" = activate ] && export FAKE_ACTIVATED_ENV="$2"; }'
+fi
+"""
+
+
+@pytest.mark.parametrize("in_image,expected", [(True, "base"), (False, "none")])
+def test_the_image_environment_is_activated_before_the_script(make_pod, bucket, villin_inputs,
+                                                              tmp_path, in_image, expected):
+    # The template's command replaces the micromamba image's entrypoint, so
+    # run-job.sh activates the environment itself when it runs in the image.
+    seed_inputs(bucket, villin_inputs)
+    pod = make_pod(window=7)
+    pod.repo = make_fake_repo(tmp_path / "repo", pod.job.script_path, body=ACTIVATION_PROBE)
+    assert pod.run("init-rclone").returncode == 0
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "micromamba").write_text(FAKE_MICROMAMBA)
+    (fake_bin / "micromamba").chmod(0o755)
+    extra = {"PATH": f"{fake_bin}:{pod.env()['PATH']}", "PROTBENCH_SYNC_MINUTES": "0"}
+    if in_image:
+        extra["MAMBA_ROOT_PREFIX"] = "/opt/conda"
+
+    result = pod.run("main", **extra)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (pod.results / "activation.txt").read_text() == f"environment={expected}\n"

@@ -172,8 +172,23 @@ finish() {
     exit "$status"
 }
 
+activate_conda() {
+    # The template's command replaces the micromamba image's entrypoint, which
+    # would have activated the environment; activate it here so that the
+    # packages' activation scripts run too. Absent outside the image.
+    command -v micromamba >/dev/null 2>&1 && [[ -n ${MAMBA_ROOT_PREFIX:-} ]] || return 0
+    local hook
+    hook=$(micromamba shell hook --shell bash) || die 1 "micromamba could not print its shell hook"
+    # Activation scripts are not written for nounset.
+    set +u
+    eval "$hook"
+    micromamba activate base || die 1 "micromamba could not activate the base environment"
+    set -u
+}
+
 main() {
     check_environment
+    activate_conda
     rm -f -- "$done_marker"
     echo "$$" >"$state_dir/run-job.pid"
     trap 'on_signal TERM' TERM
