@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 #: The three kinds of Job a campaign is made of, in the order they must run.
 STAGES = ("setup", "steered", "window")
@@ -203,10 +203,6 @@ class Campaign:
                 str(self.window_pdb(replica, w)) for w in range(n_windows or 0)
             ]
         return [f"{self.window_dir(replica, window)}/"]
-
-    def local(self, root: Path | str, relative: PurePosixPath | str) -> Path:
-        """Turn a path of this layout into a file under a local results root."""
-        return Path(root) / relative
 
 
 @dataclass(frozen=True)
