@@ -32,8 +32,12 @@ RCLONE_SECRET = "jm-rclone-config"  # Kubernetes secret holding rclone.conf
 OPENEYE_SECRET = "oe-license"  # Kubernetes secret holding oe_license.txt (optional in the pod)
 PREFLIGHT = True  # check the bucket holds each Job's inputs before applying (--skip-preflight)
 
-import os  # noqa: E402  (the constants above are what people edit, so they come first)
-import sys  # noqa: E402
+import sys  # noqa: E402  (the constants above are what people edit, so they come first)
+
+# Before anything of umbrella-scripts is imported: a --dry-run writes no file, not even __pycache__.
+sys.dont_write_bytecode = True
+
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,10 @@ template and the real ``umbrella-scripts`` package into a fresh repository,
 pushes it to a bare repository that plays the role of GitHub, and runs the
 launcher as a scientist would: edit the constants, run the script. The only
 stand-in is ``kubectl``: a shell script first on PATH that records each call
-and a copy of the file it was asked to apply, and fails on request.
+and a copy of the file it was asked to apply, and fails (or sends the launcher
+a Ctrl-C) on request. The launcher runs with an empty HOME and RCLONE_CONFIG
+pointing into the test's directory, so nothing of this machine's setup
+reaches it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ if [ "$1" = apply ] && [ "$2" = -f ]; then
   cp "$3" "$log/applied-$n.yaml"
   printf '%s\\n' "$3" >> "$log/applied-paths"
 fi
+if [ "$n" = "${{FAKE_KUBECTL_INTERRUPT_AT:-0}}" ]; then
+  kill -INT "$PPID"  # Ctrl-C reaches the launcher (and, as in a terminal, this kubectl dies of it)
+  exit 130
+fi
 if [ "$n" = "${{FAKE_KUBECTL_FAIL_AT:-0}}" ]; then
   echo 'error: You must be logged in to the server (Unauthorized)' >&2
   exit 1
@@ -62,6 +69,8 @@ class LauncherRepo:
         self.remote = root / "remote.git"
         self.log = root / "kubectl-log"
         self.bin = root / "bin"
+        self.home = root / "home"  # an empty HOME: no rclone, AWS or git config of this machine
+        self.rclone_config = root / "rclone" / "rclone.conf"  # RCLONE_CONFIG; absent unless a test writes it
         self._populate()
         self._install_kubectl()
 
@@ -77,6 +86,7 @@ class LauncherRepo:
             path = self.dir / script
             if not path.exists():  # written by other parts of the project; only their git state matters here
                 path.write_text("#!/usr/bin/env python3\nprint('simulation')\n")
+                path.chmod(0o755)
         git(self.root, "init", "--quiet", "--bare", str(self.remote))
         git(self.dir, "init", "--quiet", "-b", "main")
         git(self.dir, "remote", "add", "origin", str(self.remote))
@@ -85,6 +95,7 @@ class LauncherRepo:
         git(self.dir, "push", "--quiet", "-u", "origin", "main")
 
     def _install_kubectl(self) -> None:
+        self.home.mkdir()
         self.log.mkdir()
         self.bin.mkdir()
         kubectl = self.bin / "kubectl"
@@ -110,10 +121,26 @@ class LauncherRepo:
         return git(self.dir, "rev-parse", "HEAD")
 
     # -- running ------------------------------------------------------------------------
-    def run(self, *args: str, fail_at: int | None = None, path_kubectl: bool = True,
-            skip_preflight: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def environment(self) -> dict[str, str]:
+        """This machine's environment without what would reach its buckets or change Python's writes.
+
+        Preflight reads credentials from ``$RCLONE_CONFIG``, else HOME's rclone
+        config, else ``AWS_*``; boto3 also reads HOME's ``~/.aws``. The tests
+        point RCLONE_CONFIG at a file of their own and give an empty HOME, so a
+        developer's real bucket is never reached and results do not depend on
+        the machine.
+        """
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith(("AWS_", "RCLONE_", "XDG_", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"))}
+        env["HOME"] = str(self.home)
+        env["RCLONE_CONFIG"] = str(self.rclone_config)
+        return env
+
+    def run(self, *args: str, fail_at: int | None = None, interrupt_at: int | None = None,
+            path_kubectl: bool = True, skip_preflight: bool = True,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run the real launcher script; ``--skip-preflight`` unless told otherwise."""
-        env = dict(os.environ)
+        env = self.environment()
         if path_kubectl:
             env["PATH"] = f"{self.bin}{os.pathsep}{env['PATH']}"
         else:  # a PATH holding git and nothing else, so no kubectl of this machine is found either
@@ -124,6 +151,8 @@ class LauncherRepo:
             env["PATH"] = str(bare)
         if fail_at is not None:
             env["FAKE_KUBECTL_FAIL_AT"] = str(fail_at)
+        if interrupt_at is not None:
+            env["FAKE_KUBECTL_INTERRUPT_AT"] = str(interrupt_at)
         argv = [sys.executable, str(self.dir / LAUNCHER), *args]
         if skip_preflight and "--dry-run" not in args:
             argv.append("--skip-preflight")
@@ -148,9 +177,9 @@ class LauncherRepo:
         return sorted(p for p in self.results.rglob("*") if p.is_file()) if self.results.exists() else []
 
     def snapshot(self) -> dict[str, bytes]:
-        """Every file of the work tree (git's own database aside), for before/after comparisons."""
+        """Every file of the work tree (git's own database aside, ``__pycache__`` included)."""
         return {str(p.relative_to(self.dir)): p.read_bytes() for p in sorted(self.dir.rglob("*"))
-                if p.is_file() and ".git" not in p.relative_to(self.dir).parts and "__pycache__" not in p.parts}
+                if p.is_file() and ".git" not in p.relative_to(self.dir).parts}
 
 
 @pytest.fixture

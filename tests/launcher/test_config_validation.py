@@ -24,8 +24,21 @@ CASES = {
                   "EXTRA_ENV['PROTBENCH_PRODUCTION_LENGTH_NS'] is 100; environment values must be strings"),
     "env clash": ({"EXTRA_ENV": {"PROTBENCH_WINDOW": "03"}},
                   "EXTRA_ENV sets PROTBENCH_WINDOW, which the launcher sets itself"),
-    "target with space": ({"TARGET": "gb 3"}, "TARGET 'gb 3' must be a non-empty name"),
-    "ff with slash": ({"FF": "a/b"}, "FF 'a/b' must be a non-empty name"),
+    "target with space": ({"TARGET": "gb 3"}, "TARGET 'gb 3' must be a non-empty name of letters, digits"),
+    "ff with slash": ({"FF": "a/b"}, "FF 'a/b' must be a non-empty name of letters, digits and '.', '_', '+', '-' "
+                                     "only (not '/')"),
+    "target with a glob": ({"TARGET": "gb*"}, "TARGET 'gb*' must be a non-empty name"),
+    "ff with a bracket": ({"FF": "ff[1]"}, "(not '[' ']')"),
+    "ff with a dollar": ({"FF": "ff$HOME"}, "FF 'ff$HOME' must be a non-empty name"),
+    "ff with a quote": ({"FF": "ff'1"}, "file patterns the pods copy by"),
+    "empty target": ({"TARGET": ""}, "TARGET '' must be a non-empty name"),
+    "oe license": ({"EXTRA_ENV": {"OE_LICENSE": "/elsewhere/oe_license.txt"}},
+                   "EXTRA_ENV sets OE_LICENSE, but k8s_template.yaml sets it to where the OpenEye license "
+                   "secret is mounted (OPENEYE_SECRET chooses the license); remove it from EXTRA_ENV"),
+    "results mount": ({"EXTRA_ENV": {"PROTBENCH_RESULTS_DIR": "/tmp"}},
+                      "EXTRA_ENV sets PROTBENCH_RESULTS_DIR, but the pod's commands take a mount point"),
+    "repo mount": ({"EXTRA_ENV": {"PROTBENCH_REPO_DIR": "/tmp"}}, "EXTRA_ENV sets PROTBENCH_REPO_DIR, but"),
+    "rclone config": ({"EXTRA_ENV": {"RCLONE_CONFIG": "/tmp/r.conf"}}, "EXTRA_ENV sets RCLONE_CONFIG, but"),
     "bucket": ({"BUCKET": "Bad_Bucket"}, "BUCKET 'Bad_Bucket' is not an S3 bucket name"),
     "remote": ({"RCLONE_REMOTE": "nrp:"}, "RCLONE_REMOTE 'nrp:' must be the name of a remote"),
     "secret": ({"RCLONE_SECRET": "JM_rclone"}, "RCLONE_SECRET 'JM_rclone' is not a Kubernetes secret name"),
@@ -59,3 +72,9 @@ def test_every_problem_is_reported_at_once(launcher_repo):
     assert result.returncode == 1
     for constant in ("INITIALS", "N_WINDOWS", "CUDA_VERSION"):
         assert f"\n  - {constant} " in result.stderr
+
+
+def test_names_of_letters_digits_and_dot_underscore_plus_minus_pass(launcher_repo):
+    launcher_repo.set_constants(TARGET="T4_lysozyme.v2", FF="ff14SB+tip3p-1.0")
+    result = launcher_repo.run("--dry-run", "--stage", "setup")
+    assert result.returncode == 0, result.stderr

@@ -49,6 +49,7 @@ def test_dry_run_writes_nothing_calls_nothing_and_needs_no_remote(launcher_repo)
     assert len(documents(result.stdout)) == 93
     assert launcher_repo.snapshot() == before
     assert not launcher_repo.results.exists()
+    assert not list(launcher_repo.dir.rglob("__pycache__"))  # not even Python's bytecode cache
     assert launcher_repo.kubectl_calls() == []
 
 

@@ -7,6 +7,7 @@ shell script inline in the template through shellcheck.
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import shutil
@@ -38,16 +39,45 @@ def triggers(workflow: dict) -> dict:
     return {name: None for name in on} if isinstance(on, list) else dict(on)
 
 
-# -- CUDA: one build argument, one launcher constant ---------------------------------------
+# -- CUDA: one build argument, read by the workflow; one launcher constant -----------------------
 
-def cuda_versions(dockerfile: str, rebuild_workflow: str, launcher: str) -> dict[str, str]:
-    """The CUDA version each of the three places states."""
+STEP_OUTPUT = re.compile(r"^\$\{\{ *steps\.([\w-]+)\.outputs\.([\w-]+) *\}\}$")
+
+
+def workflow_cuda(rebuild_workflow: str, dockerfile: str, scratch: Path) -> str:
+    """The CUDA_VERSION the workflow builds with for ``dockerfile``, found by running its step.
+
+    The build argument must be the output of an earlier step; that step's
+    ``run`` script is run with bash (as GitHub runs it) beside a copy of
+    ``dockerfile``. Raises AssertionError, naming the fault, for a hard-coded value.
+    """
+    steps = yaml.safe_load(rebuild_workflow)["jobs"]["build"]["steps"]
+    (build,) = [i for i, step in enumerate(steps) if "build-args" in step.get("with", {})]
+    (argument,) = re.findall(r"^CUDA_VERSION=(.*)$", steps[build]["with"]["build-args"], flags=re.M)
+    match = STEP_OUTPUT.match(argument.strip())
+    assert match, (f"rebuild-docker.yaml hard-codes CUDA_VERSION={argument}; pass the output of a step "
+                   f"that reads ARG CUDA_VERSION from the Dockerfile")
+    step_id, output = match.groups()
+    (reader,) = [step for step in steps[:build] if step.get("id") == step_id]
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "Dockerfile").write_text(dockerfile)
+    outputs = scratch / "github-output"
+    outputs.write_text("")
+    result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", reader["run"]],
+                            cwd=scratch, env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(outputs)},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, f"step {step_id!r} failed: {result.stdout}{result.stderr}"
+    values = dict(line.split("=", 1) for line in outputs.read_text().splitlines() if "=" in line)
+    assert output in values, f"step {step_id!r} wrote no output {output!r}: {values}"
+    return values[output]
+
+
+def cuda_versions(dockerfile: str, rebuild_workflow: str, launcher: str, scratch: Path) -> dict[str, str]:
+    """The CUDA version each of the three places states (the workflow's as it would build)."""
     (docker_default,) = re.findall(r"^ARG CUDA_VERSION=(\S+)$", dockerfile, flags=re.M)
-    build_args = [step["with"]["build-args"] for step in yaml.safe_load(rebuild_workflow)["jobs"]["build"]["steps"]
-                  if "build-args" in step.get("with", {})]
-    (workflow_arg,) = re.findall(r"^CUDA_VERSION=(\S+)$", "\n".join(build_args), flags=re.M)
     (constant,) = re.findall(r"^CUDA_VERSION = [\"']([^\"']+)[\"']", launcher, flags=re.M)
-    return {"Dockerfile": docker_default, "workflow": workflow_arg, "launcher": constant}
+    return {"Dockerfile": docker_default, "workflow": workflow_cuda(rebuild_workflow, dockerfile, scratch),
+            "launcher": constant}
 
 
 def cuda_disagreements(versions: dict[str, str]) -> list[str]:
@@ -63,34 +93,52 @@ def cuda_disagreements(versions: dict[str, str]) -> list[str]:
     return problems
 
 
-def repo_cuda_versions() -> dict[str, str]:
-    return cuda_versions(DOCKERFILE.read_text(), REBUILD.read_text(), (REPO_ROOT / LAUNCHER).read_text())
+def repo_texts() -> dict[str, str]:
+    return {"Dockerfile": DOCKERFILE.read_text(), "workflow": REBUILD.read_text(),
+            "launcher": (REPO_ROOT / LAUNCHER).read_text()}
 
 
-def test_dockerfile_workflow_and_launcher_agree_on_cuda():
-    versions = repo_cuda_versions()
-    assert cuda_disagreements(versions) == [], versions
+def disagreements(texts: dict[str, str], scratch: Path) -> list[str]:
+    try:
+        versions = cuda_versions(texts["Dockerfile"], texts["workflow"], texts["launcher"], scratch)
+    except AssertionError as error:
+        return [str(error).splitlines()[0]]
+    return cuda_disagreements(versions)
 
 
-@pytest.mark.parametrize("place, replacement", [
-    ("launcher", ('CUDA_VERSION = "12.4"', 'CUDA_VERSION = "12.6"')),
-    ("workflow", ("CUDA_VERSION=12.4.1", "CUDA_VERSION=12.6.0")),
-    ("Dockerfile", ("ARG CUDA_VERSION=12.4.1", "ARG CUDA_VERSION=11.8.0")),
-])
-def test_a_cuda_disagreement_is_caught(place, replacement):
-    texts = {"Dockerfile": DOCKERFILE.read_text(), "workflow": REBUILD.read_text(),
-             "launcher": (REPO_ROOT / LAUNCHER).read_text()}
-    current = repo_cuda_versions()
-    old, new = replacement
-    old = old.replace("12.4.1", current["Dockerfile"]).replace('"12.4"', f'"{current["launcher"]}"')
-    assert old in texts[place]
-    texts[place] = texts[place].replace(old, new)
-    assert cuda_disagreements(cuda_versions(texts["Dockerfile"], texts["workflow"], texts["launcher"]))
+def test_dockerfile_workflow_and_launcher_agree_on_cuda(tmp_path):
+    assert disagreements(repo_texts(), tmp_path) == []
+
+
+def test_the_workflow_follows_the_dockerfile(tmp_path):
+    texts = repo_texts()
+    current = cuda_versions(texts["Dockerfile"], texts["workflow"], texts["launcher"], tmp_path)["Dockerfile"]
+    texts["Dockerfile"] = texts["Dockerfile"].replace(f"ARG CUDA_VERSION={current}", "ARG CUDA_VERSION=12.6.3")
+    texts["launcher"] = re.sub(r'^CUDA_VERSION = "[^"]*"', 'CUDA_VERSION = "12.6"', texts["launcher"], flags=re.M)
+    versions = cuda_versions(texts["Dockerfile"], texts["workflow"], texts["launcher"], tmp_path)
+    assert versions == {"Dockerfile": "12.6.3", "workflow": "12.6.3", "launcher": "12.6"}
+    assert cuda_disagreements(versions) == []
+
+
+@pytest.mark.parametrize("place, old, new, expected", [
+    ("launcher", r'^CUDA_VERSION = "[^"]*"', 'CUDA_VERSION = "12.6"', "asks nodes for CUDA 12.6"),
+    ("Dockerfile", r"^ARG CUDA_VERSION=\S+", "ARG CUDA_VERSION=11.8.0", "the image has 11.8"),
+    ("workflow", r"^( *)CUDA_VERSION=\$\{\{.*\}\}$", r"\1CUDA_VERSION={current}", "hard-codes CUDA_VERSION="),
+    ("workflow", r"s/\^ARG CUDA_VERSION=//p", "s/^ARG MICROMAMBA_VERSION=//p", "rebuild-docker.yaml builds CUDA"),
+], ids=["launcher", "Dockerfile", "workflow hard-codes it", "workflow reads another line"])
+def test_a_cuda_disagreement_is_caught(tmp_path, place, old, new, expected):
+    texts = repo_texts()
+    current = re.search(r"^ARG CUDA_VERSION=(\S+)$", texts["Dockerfile"], flags=re.M).group(1)
+    changed, count = re.subn(old, new.replace("{current}", current), texts[place], flags=re.M)
+    assert count == 1, f"{old!r} not found once in {place}"
+    texts[place] = changed
+    problems = disagreements(texts, tmp_path)
+    assert any(expected in problem for problem in problems), problems
 
 
 def test_dockerfile_states_cuda_once_and_uses_it_for_base_image_and_conda_pin():
     text = DOCKERFILE.read_text()
-    version = repo_cuda_versions()["Dockerfile"]
+    (version,) = re.findall(r"^ARG CUDA_VERSION=(\S+)$", text, flags=re.M)
     assert text.count(version) == 1  # only in the ARG
     (base,) = re.findall(r"^FROM (\S+)", text, flags=re.M)
     assert base.startswith("mambaorg/micromamba:") and "cuda-${CUDA_VERSION}" in base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -164,3 +165,27 @@ def test_malformed_quantity_in_the_template_is_a_policy_finding():
     template = load_template(REPO_ROOT / TEMPLATE)
     set_cpu_limit(template, "lots")
     assert any("'lots' is not a Kubernetes quantity" in p for p in policy.lint(template))
+
+
+def test_extra_env_clashing_with_a_template_variable_names_extra_env(launcher_repo):
+    template = yaml.safe_load((launcher_repo.dir / TEMPLATE).read_text())
+    container(template, "main")["env"].append({"name": "OMP_NUM_THREADS", "value": "2"})
+    (launcher_repo.dir / "threads-template.yaml").write_text(yaml.safe_dump(template, sort_keys=False))
+    launcher_repo.set_constants(TEMPLATE_PATH="threads-template.yaml", EXTRA_ENV={"OMP_NUM_THREADS": "4"})
+    result = launcher_repo.run("--dry-run")
+    assert result.returncode == 1 and result.stdout == ""
+    assert ("EXTRA_ENV sets OMP_NUM_THREADS, which k8s_template.yaml already sets in container 'main'; "
+            "remove it from EXTRA_ENV") in result.stderr, result.stderr
+
+
+def test_a_kubernetes_version_without_schema_is_a_clear_refusal(launcher_repo):
+    manifest_py = launcher_repo.dir / "umbrella-scripts" / "protbench_nrp" / "manifest.py"
+    text = manifest_py.read_text()
+    assert 'KUBERNETES_VERSION = "' in text
+    manifest_py.write_text(re.sub(r'^KUBERNETES_VERSION = "[^"]*"', 'KUBERNETES_VERSION = "0.1"', text,
+                                  flags=re.M))
+    result = launcher_repo.run("--dry-run")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "refused: cannot check the manifests against the Kubernetes schema: kubernetes-validate" in result.stderr
+    assert "has no schema for Kubernetes 0.1; upgrade it (pip install -U kubernetes-validate)" in result.stderr

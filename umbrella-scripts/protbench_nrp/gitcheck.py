@@ -1,16 +1,19 @@
 """Checks that a pod can run exactly the script the launcher names.
 
 A pod clones ``REPO_URL`` and checks out ``PROTBENCH_SCRIPT_COMMIT``. If the
-script is not committed, or is changed since, the pod runs something other
-than what the scientist sees; if the commit was never pushed, the pod's
-checkout fails hours later when the Job is finally scheduled. These checks
-run on the launching machine, before anything reaches the cluster, and each
-failure says what to do.
+script, or anything under ``umbrella-scripts/`` it imports or the pod runs, is
+not committed or is changed since, the pod runs something other than what the
+scientist sees; a script committed without the executable bit cannot be run;
+if the commit was never pushed to that very repository, the pod's checkout
+fails hours later when the Job is finally scheduled. These checks run on the
+launching machine, before anything reaches the cluster, and each failure says
+what to do.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +31,10 @@ class GitCheckError(RuntimeError):
 
 @dataclass(frozen=True)
 class Remote:
-    """The git remote the pushed-check used."""
+    """The git remote of this repository whose URL is ``REPO_URL``, the repository the pods clone."""
 
     name: str
     url: str
-    matches_repo_url: bool
 
 
 def _git(repo_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -106,6 +108,71 @@ def check_script_committed(repo_dir: Path, script_path: str) -> None:
         )
 
 
+#: The tree a pod imports and runs from: the scripts, their library and the pod's shell scripts.
+POD_TREE = "umbrella-scripts"
+
+#: Git's file mode of an executable file.
+EXECUTABLE_MODE = "100755"
+
+#: How many changed files a refusal names before it says "and N more".
+LISTED_FILES = 10
+
+
+def check_tree_committed(repo_dir: Path, tree: str = POD_TREE) -> None:
+    """Nothing under ``tree`` is modified, staged or untracked (ignored files aside).
+
+    The pod checks out the commit, so a library module or pod script changed
+    here but not committed would differ from what the scientist tested, and
+    one never added would be missing in the pod.
+
+    Raises
+    ------
+    GitCheckError
+        Naming the files and the git commands that fix it.
+    """
+    status = _git(repo_dir, "status", "--porcelain", "--untracked-files=all", "--", tree)
+    if status.returncode != 0:
+        raise GitCheckError(f"git status failed in {repo_dir}: {status.stderr.strip()}")
+    lines = [line for line in status.stdout.splitlines() if line.strip()]
+    if not lines:
+        return
+    untracked = [line[3:] for line in lines if line.startswith("??")]
+    changed = [line[3:] for line in lines if not line.startswith("??")]
+    parts = []
+    if changed:
+        parts.append(f"uncommitted changes in {_listing(changed)}")
+    if untracked:
+        parts.append(f"untracked files {_listing(untracked)}")
+    raise GitCheckError(
+        f"{tree}/ has {' and '.join(parts)}; the pods import and run {tree}/ as committed, so they "
+        f"would run something else. Commit them (git add {tree} && git commit) and push, or remove "
+        f"(or git-ignore) files the pods do not need"
+    )
+
+
+def _listing(paths: list[str]) -> str:
+    shown = ", ".join(paths[:LISTED_FILES])
+    return shown + (f" and {len(paths) - LISTED_FILES} more" if len(paths) > LISTED_FILES else "")
+
+
+def check_executable(repo_dir: Path, script_path: str) -> None:
+    """The committed ``script_path`` has git's executable mode, so the pod can run it directly.
+
+    Raises
+    ------
+    GitCheckError
+        Naming the script and the ``git update-index --chmod=+x`` that fixes it.
+    """
+    entry = _git(repo_dir, "ls-files", "--stage", "--", script_path).stdout.split()
+    mode = entry[0] if entry else "none"
+    if mode != EXECUTABLE_MODE:
+        raise GitCheckError(
+            f"script {script_path} is committed without the executable bit (mode {mode}, not "
+            f"{EXECUTABLE_MODE}), so the pod cannot run it; run git update-index --chmod=+x "
+            f"{script_path}, commit and push"
+        )
+
+
 def normalize_url(url: str, base: Path) -> str:
     """A key under which two spellings of one repository URL compare equal.
 
@@ -128,18 +195,27 @@ def normalize_url(url: str, base: Path) -> str:
     return f"{host}/{path.strip('/').removesuffix('.git')}".lower()
 
 
+def _shown(url: str) -> str:
+    """``url`` without a user or token before ``@`` (https://user:token@host/...), for messages."""
+    return re.sub(r"^(https?://)[^/@]*@", r"\1", url)
+
+
 def _local_key(path: str, base: Path) -> str:
     resolved = (base / path).resolve()
     return str(resolved.with_name(resolved.name.removesuffix(".git")))
 
 
 def find_remote(repo_dir: Path, repo_url: str) -> Remote:
-    """The remote whose URL is ``repo_url`` (the one pods clone), else ``origin``.
+    """The remote of ``repo_dir`` whose URL is ``repo_url`` (the one pods clone).
+
+    URLs compare as :func:`normalize_url` keys, so ``.git``, a trailing slash
+    and the https and ssh spellings of one GitHub repository all match.
 
     Raises
     ------
     GitCheckError
-        When neither exists.
+        When no remote has that URL: a commit pushed elsewhere proves nothing
+        about the repository the pods clone.
     """
     listing = _git(repo_dir, "remote", "-v").stdout
     remotes = {}
@@ -150,12 +226,13 @@ def find_remote(repo_dir: Path, repo_url: str) -> Remote:
     wanted = normalize_url(repo_url, repo_dir)
     for name, url in sorted(remotes.items()):
         if normalize_url(url, repo_dir) == wanted:
-            return Remote(name, url, True)
-    if "origin" in remotes:
-        return Remote("origin", remotes["origin"], False)
+            return Remote(name, url)
+    have = (", ".join(f"{name} ({_shown(url)})" for name, url in sorted(remotes.items()))
+            if remotes else "none")
     raise GitCheckError(
-        f"this repository has no remote for {repo_url} (REPO_URL, which the pods clone) and no "
-        f"'origin'; add it (git remote add origin {repo_url}) and push your commit"
+        f"no remote of this repository has REPO_URL {repo_url}, the repository the pods clone "
+        f"(remotes: {have}), so there is no telling whether your commit is there; add it, e.g. "
+        f"git remote add pods {repo_url} && git push pods HEAD, or set REPO_URL to your fork's URL"
     )
 
 
@@ -171,7 +248,7 @@ def check_pushed(repo_dir: Path, repo_url: str, commit: str) -> Remote:
     fetched = _git(repo_dir, "fetch", "--quiet", "--no-tags", remote.name)
     if fetched.returncode != 0:
         raise GitCheckError(
-            f"could not fetch remote {remote.name!r} ({remote.url}) to check that commit "
+            f"could not fetch remote {remote.name!r} ({_shown(remote.url)}) to check that commit "
             f"{commit[:12]} is pushed: {fetched.stderr.strip() or 'git fetch failed'}; check the "
             f"network and your access, or preview with --dry-run"
         )
@@ -180,10 +257,9 @@ def check_pushed(repo_dir: Path, repo_url: str, commit: str) -> Remote:
     if not branches:
         branch = _git(repo_dir, "symbolic-ref", "--quiet", "--short", "HEAD").stdout.strip()
         push = f"git push {remote.name} {branch}" if branch else f"git push {remote.name} HEAD:<branch>"
-        where = "" if remote.matches_repo_url else f"; note that pods clone {repo_url}, not this remote"
         raise GitCheckError(
-            f"commit {commit[:12]} is not on any branch of remote {remote.name!r} ({remote.url}), so "
-            f"the pods could not check it out; push it first: {push}{where}"
+            f"commit {commit[:12]} is not on any branch of remote {remote.name!r} ({_shown(remote.url)}), so "
+            f"the pods could not check it out; push it first: {push}"
         )
     return remote
 

@@ -16,6 +16,7 @@ and :func:`main` (the command line).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import shutil
 import subprocess
@@ -25,13 +26,13 @@ from pathlib import Path, PurePosixPath
 
 import click
 
-from . import gitcheck, policy
+from . import gitcheck, policy, preflight
 from .files import write_new_file
 from .gitcheck import GitCheckError
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
 from .layout import STAGES, job_name, window_tag
-from .manifest import (TemplateError, cuda_node_selector_terms, load_template, render_manifest,
-                       schema_errors, to_yaml, yaml_stream)
+from .manifest import (SchemaUnavailable, TemplateError, cuda_node_selector_terms, load_template,
+                       render_manifest, schema_errors, to_yaml, yaml_stream)
 
 __all__ = ["build_jobs", "render_manifest", "launch", "main", "validate_config", "LaunchRefused"]
 
@@ -43,6 +44,10 @@ EXIT_PARTLY_SUBMITTED = 3
 #: Longest wait for one ``kubectl apply``.
 KUBECTL_TIMEOUT_S = 300
 
+#: Variables the Job template sets (``OE_LICENSE``: where the OpenEye license secret is
+#: mounted) or the pod's commands take their mount points from; EXTRA_ENV may not set them.
+TEMPLATE_ENV = ("OE_LICENSE", "PROTBENCH_RESULTS_DIR", "PROTBENCH_REPO_DIR", "RCLONE_CONFIG")
+
 #: Every variable the launcher sets itself; EXTRA_ENV may not redefine them.
 LAUNCHER_ENV = (
     "PROTBENCH_STAGE", "PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA", "PROTBENCH_WINDOW",
@@ -52,6 +57,7 @@ LAUNCHER_ENV = (
 )
 
 _INITIALS = re.compile(r"^[A-Za-z]+$")
+_CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -84,8 +90,9 @@ def config_problems(config: CampaignConfig) -> list[str]:
         problems.append(f"INITIALS {config.initials!r} must be your initials, letters only (e.g. 'jm'): "
                         f"every Job carries them so people know whom to contact")
     for constant, value in (("TARGET", config.target), ("FF", config.ff)):
-        if not isinstance(value, str) or not value or "/" in value or re.search(r"\s", value):
-            problems.append(f"{constant} {value!r} must be a non-empty name without '/' or spaces")
+        problem = campaign_name_check(constant, value)
+        if problem:
+            problems.append(problem)
     for constant, value in (("N_REPLICAS", config.n_replicas), ("N_WINDOWS", config.n_windows)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"{constant} {value!r} must be a whole number of at least 1")
@@ -121,6 +128,22 @@ def config_problems(config: CampaignConfig) -> list[str]:
     return problems
 
 
+def campaign_name_check(constant: str, value) -> str | None:
+    """Why ``value`` cannot be TARGET or FF (``constant``), or ``None`` when it can.
+
+    Both become parts of file names, bucket paths and the patterns the pods
+    copy by, so only letters, digits and ``. _ + -`` are allowed: a ``*``,
+    ``[``, ``/``, space or ``$`` would match other files or break a command.
+    """
+    if isinstance(value, str) and _CAMPAIGN_NAME.match(value):
+        return None
+    bad = sorted(set(re.sub(r"[A-Za-z0-9._+-]", "", value))) if isinstance(value, str) else []
+    which = f" (not {' '.join(repr(c) for c in bad)})" if bad else ""
+    return (f"{constant} {value!r} must be a non-empty name of letters, digits and '.', '_', '+', '-' "
+            f"only{which}: it becomes part of file names and of the file patterns the pods copy by, "
+            f"where other characters would match other files or break the command")
+
+
 def _selection_problems(what: str, selection, lowest: int, highest: int | None) -> list[str]:
     if selection is None or highest is None:
         return []
@@ -146,6 +169,11 @@ def _extra_env_problems(extra_env) -> list[str]:
         elif name in LAUNCHER_ENV:
             problems.append(f"EXTRA_ENV sets {name}, which the launcher sets itself; remove it "
                             f"(use the matching constant or option instead)")
+        elif name in TEMPLATE_ENV:
+            why = ("k8s_template.yaml sets it to where the OpenEye license secret is mounted "
+                   "(OPENEYE_SECRET chooses the license)" if name == "OE_LICENSE" else
+                   "the pod's commands take a mount point of k8s_template.yaml from it")
+            problems.append(f"EXTRA_ENV sets {name}, but {why}; remove it from EXTRA_ENV")
         if not isinstance(value, str):
             problems.append(f"EXTRA_ENV[{name!r}] is {value!r}; environment values must be strings, "
                             f"e.g. {str(value)!r}")
@@ -268,7 +296,11 @@ def check_manifests(jobs: list[JobSpec], manifests: list[dict], template_path: P
     """
     findings: dict[str, list[str]] = {}
     for job, manifest in zip(jobs, manifests):
-        for error in schema_errors(manifest):
+        try:
+            errors = schema_errors(manifest)
+        except SchemaUnavailable as error:
+            raise LaunchRefused(f"cannot check the manifests against the Kubernetes schema: {error}") from None
+        for error in errors:
             findings.setdefault(f"Kubernetes schema: {error}", []).append(job.name)
         for violation in policy.lint(manifest):
             findings.setdefault(f"NRP policy: {violation}", []).append(job.name)
@@ -293,8 +325,16 @@ def refuse_existing_provenance(jobs: list[JobSpec], config: CampaignConfig) -> N
 
 
 def check_repository(config: CampaignConfig, repo_dir: Path, commit: str) -> gitcheck.Remote:
-    """The stage's script is committed as it is on disk, and the commit is on the remote pods clone."""
-    gitcheck.check_script_committed(repo_dir, stage_script(config, config.stage))
+    """What the pods check out is what is here, and they can get it.
+
+    The stage's script is committed as it is on disk and executable, nothing
+    under ``umbrella-scripts/`` (the library and pod scripts) differs from the
+    commit, and the commit is on the remote whose URL is ``REPO_URL``.
+    """
+    script = stage_script(config, config.stage)
+    gitcheck.check_script_committed(repo_dir, script)
+    gitcheck.check_tree_committed(repo_dir)
+    gitcheck.check_executable(repo_dir, script)
     return gitcheck.check_pushed(repo_dir, config.repo_url, commit)
 
 
@@ -310,14 +350,6 @@ def find_kubectl() -> str:
 def run_preflight(jobs: list[JobSpec], config: CampaignConfig) -> None:
     """Ask protbench_nrp.preflight whether the bucket holds what the Jobs need."""
     try:
-        from . import preflight
-    except ModuleNotFoundError as error:
-        if error.name != f"{__package__}.preflight":
-            raise
-        raise LaunchRefused("the preflight checks (protbench_nrp/preflight.py) are missing from this "
-                            "checkout; launch with --skip-preflight (or PREFLIGHT = False) if you have "
-                            "checked the bucket yourself") from None
-    try:
         preflight.preflight(jobs, config)
     except preflight.PreflightError as error:
         raise LaunchRefused(f"preflight failed: {error}") from None
@@ -328,21 +360,32 @@ def run_preflight(jobs: list[JobSpec], config: CampaignConfig) -> None:
 def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, kubectl: str) -> int:
     """Write each manifest as provenance, then ``kubectl apply -f`` that very file.
 
-    Stops at the first failure, which leaves no file that looks like an
-    applied run, and says which Jobs were and were not submitted.
+    Stops at the first failure, or at Ctrl-C, which leaves no file that looks
+    like an applied run, and says which Jobs were and were not submitted.
     """
     submitted: list[JobSpec] = []
-    for job, manifest in zip(jobs, manifests):
-        path = config.local_result_dir / job.provenance_path
-        try:
-            write_new_file(path, to_yaml(manifest))
-        except OSError as error:
-            return _report_partial(jobs, submitted, f"could not write {path}: {error}")
-        failure = _apply(kubectl, path, job)
-        if failure:
-            kept = _mark_failed(path, failure)
-            return _report_partial(jobs, submitted, f"{failure}\n  its manifest is kept as {kept}")
-        submitted.append(job)
+    job = None
+    try:
+        for job, manifest in zip(jobs, manifests):
+            path = config.local_result_dir / job.provenance_path
+            try:
+                write_new_file(path, to_yaml(manifest))
+            except OSError as error:
+                return _report_partial(jobs, submitted, f"could not write {path}: {error}")
+            failure = _apply(kubectl, path, job)
+            if failure:
+                kept = _mark_failed(path, failure)
+                return _report_partial(jobs, submitted, f"{failure}\n  its manifest is kept as {kept}")
+            submitted.append(job)
+    except KeyboardInterrupt:
+        failure = "interrupted (Ctrl-C)"
+        if job is not None and job not in submitted:
+            failure = (f"interrupted (Ctrl-C) while submitting {job.name}; that Job may or may not "
+                       f"exist: check with kubectl get job {job.name}")
+            path = config.local_result_dir / job.provenance_path
+            if path.exists():  # written, maybe applied: it must not look like an applied run
+                failure += f"\n  its manifest is kept as {_mark_failed(path, failure)}"
+        return _report_partial(jobs, submitted, failure)
     click.echo(f"Submitted {len(submitted)} Jobs ({describe(submitted)}); provenance under "
                f"{config.local_result_dir / config.campaign.root}")
     return EXIT_OK
@@ -356,9 +399,6 @@ def _apply(kubectl: str, path: Path, job: JobSpec) -> str | None:
     except subprocess.TimeoutExpired:
         return (f"kubectl apply for {job.name} gave no answer in {KUBECTL_TIMEOUT_S} s; the Job may "
                 f"or may not exist: check with kubectl get job {job.name}")
-    except KeyboardInterrupt:
-        return (f"interrupted while applying {job.name}; the Job may or may not exist: check with "
-                f"kubectl get job {job.name}")
     if result.returncode != 0:
         return (f"kubectl apply failed for {job.name} (exit {result.returncode}): "
                 f"{result.stderr.strip() or result.stdout.strip() or 'no message'}")
@@ -367,15 +407,22 @@ def _apply(kubectl: str, path: Path, job: JobSpec) -> str | None:
 
 
 def _mark_failed(path: Path, failure: str) -> Path:
-    """Move a manifest whose apply failed to ``*.yaml.failed``, with the failure as a comment."""
-    failed = path.with_name(path.name + ".failed")
+    """Move a manifest whose apply failed to ``*.yaml.failed``, with the failure as a comment.
+
+    An earlier failure of the same Job is kept: the new record becomes
+    ``NAME.2.yaml.failed``, ``NAME.3.yaml.failed``, ... instead.
+    """
     note = "".join(f"# {line}\n" for line in failure.splitlines())
-    tmp = failed.with_name(f".{failed.name}.tmp")
-    tmp.write_text(path.read_text(encoding="utf-8") + "# kubectl apply did not succeed:\n" + note,
-                   encoding="utf-8")
-    tmp.replace(failed)
-    path.unlink()
-    return failed
+    text = path.read_text(encoding="utf-8") + "# kubectl apply did not succeed:\n" + note
+    stem = path.name.removesuffix(".yaml")
+    for number in itertools.count(1):
+        failed = path.with_name(f"{path.name}.failed" if number == 1 else f"{stem}.{number}.yaml.failed")
+        try:
+            write_new_file(failed, text)
+        except FileExistsError:
+            continue
+        path.unlink()
+        return failed
 
 
 def _report_partial(jobs: list[JobSpec], submitted: list[JobSpec], failure: str) -> int:

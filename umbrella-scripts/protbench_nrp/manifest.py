@@ -43,6 +43,10 @@ class TemplateError(ValueError):
     """``k8s_template.yaml`` cannot be turned into a Job."""
 
 
+class SchemaUnavailable(RuntimeError):
+    """The installed kubernetes-validate cannot check manifests for :data:`KUBERNETES_VERSION`."""
+
+
 # -- the template -----------------------------------------------------------------
 
 def load_template(path: Path | str) -> dict:
@@ -105,7 +109,7 @@ def render_manifest(job: JobSpec, config: CampaignConfig, template: dict) -> dic
     for container in (pod.get("initContainers") or []) + pod["containers"]:
         if container.get("image") == PLACEHOLDER:
             container["image"] = config.image
-        container["env"] = _with_job_env(container, job.env)
+        container["env"] = _with_job_env(container, job.env, config.extra_env)
     for volume in pod.get("volumes") or []:
         _name_secret(volume, config)
 
@@ -161,9 +165,15 @@ def _require_cuda_nodes(pod: dict, cuda_version: str) -> None:
     ]
 
 
-def _with_job_env(container: dict, env: dict[str, str]) -> list[dict]:
+def _with_job_env(container: dict, env: dict[str, str], extra_env: dict[str, str]) -> list[dict]:
     template_env = list(container.get("env") or [])
     clashes = sorted({entry.get("name") for entry in template_env} & set(env))
+    from_extra = [name for name in clashes if name in extra_env]
+    if from_extra:
+        raise TemplateError(
+            f"EXTRA_ENV sets {', '.join(from_extra)}, which k8s_template.yaml already sets in container "
+            f"{container.get('name')!r}; remove it from EXTRA_ENV (or from the template)"
+        )
     if clashes:
         raise TemplateError(
             f"k8s_template.yaml sets {', '.join(clashes)} in container {container.get('name')!r}, "
@@ -209,7 +219,7 @@ def _validator(kind: str, api_version: str, kubernetes_version: str):
 
     known = [v for v in utils.all_versions() if utils.major_minor(v) == kubernetes_version]
     if not known:
-        raise RuntimeError(
+        raise SchemaUnavailable(
             f"kubernetes-validate {utils.__version__} has no schema for Kubernetes {kubernetes_version}; "
             f"upgrade it (pip install -U kubernetes-validate) or change manifest.KUBERNETES_VERSION"
         )
@@ -222,7 +232,13 @@ def _validator(kind: str, api_version: str, kubernetes_version: str):
 
 
 def schema_errors(manifest: dict, kubernetes_version: str = KUBERNETES_VERSION) -> list[str]:
-    """Every way ``manifest`` breaks the strict Kubernetes OpenAPI schema, as ``path: message``."""
+    """Every way ``manifest`` breaks the strict Kubernetes OpenAPI schema, as ``path: message``.
+
+    Raises
+    ------
+    SchemaUnavailable
+        When the installed kubernetes-validate has no schema for ``kubernetes_version``.
+    """
     validator = _validator(manifest.get("kind", ""), manifest.get("apiVersion", ""), kubernetes_version)
     errors = sorted(validator.iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path])
     return [f"{'.'.join(str(p) for p in error.absolute_path) or '(top level)'}: {error.message}"

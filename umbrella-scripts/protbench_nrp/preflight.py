@@ -279,7 +279,12 @@ def preflight(jobs: list[JobSpec], config: CampaignConfig, environ: Mapping[str,
     """
     access = s3_access(config.rclone_remote, environ)
     where = f"bucket '{config.bucket}' at {access.endpoint_url or 'the default AWS endpoint'}"
-    client = access.client()
+    try:
+        client = access.client()
+    except Exception as error:  # botocore refuses a malformed endpoint with a ValueError
+        raise PreflightError(
+            f"cannot use the S3 endpoint {access.endpoint_url!r} from {access.source}: "
+            f"{_first_line(error)}; set it to a URL such as https://host.example.org") from None
     try:
         client.head_bucket(Bucket=config.bucket)
         missing = find_missing(jobs, config, client)
