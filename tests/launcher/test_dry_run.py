@@ -175,6 +175,14 @@ def test_demo_preset_replaces_the_campaign_and_keeps_the_options(launcher_repo):
         assert {k: v for k, v in env_of(container).items() if k not in own} == expected[0].env
 
 
+def test_demo_preset_is_never_launched_on_the_cluster(launcher_repo):
+    result = launcher_repo.run("--demo")
+    assert result.returncode == 2
+    assert "--demo runs on this machine: add --local" in result.stderr
+    assert not (launcher_repo.dir / "results").exists()
+    assert launcher_repo.kubectl_calls() == []
+
+
 def test_labels_select_campaign_target_and_replica(launcher_repo):
     manifests = documents(launcher_repo.run("--dry-run").stdout)
 

@@ -519,6 +519,9 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
     config, settings = obj
     if sum((dry_run, local_run, status)) > 1:
         raise click.UsageError("choose one of --dry-run, --local and --status")
+    if demo and not (dry_run or local_run or status):
+        # The demo's lengths are minutes of CPU time: never a cluster campaign.
+        raise click.UsageError("--demo runs on this machine: add --local (or --dry-run, --status)")
     if demo or local_run:
         from . import local  # only these modes need it; a cluster launch stays quick to start
     if demo:
