@@ -51,6 +51,56 @@ def test_proteinbenchmark_catalog_is_preferred(monkeypatch):
         science.target_conditions("nope")
 
 
+def _fake_catalog(monkeypatch, **extra):
+    from openmm import unit
+
+    fake = types.ModuleType("proteinbenchmark")
+    fake.benchmark_targets = {
+        "gb3": {"temperature": 310.0 * unit.kelvin, "pressure": 1.0 * unit.bar,
+                "equil_traj_length": 2.0 * unit.nanosecond,
+                "equil_frame_length": 20.0 * unit.picosecond, **extra},
+    }
+    monkeypatch.setitem(sys.modules, "proteinbenchmark", fake)
+
+
+def test_stage_settings_take_the_catalog_unless_a_variable_is_given(monkeypatch):
+    from protbench_nrp.steered import SteeredSettings
+    from protbench_nrp.window import WindowSettings
+
+    _fake_catalog(monkeypatch)
+    for stage, args in ((WindowSettings, ("gb3", "ff", 1, 0)), (SteeredSettings, ("gb3", "ff", 1))):
+        settings = stage.resolve(*args, platform="CPU")
+        assert settings.temperature_kelvin == pytest.approx(310.0)
+        assert settings.pressure_atm == pytest.approx(1.0 / 1.01325)
+        assert (settings.equil_length_ns, settings.equil_frame_ps) == pytest.approx((2.0, 20.0))
+        # absent from the catalog: the seed's defaults, equilibration and production apart
+        assert (settings.equil_timestep_fs, settings.equil_friction_per_ps,
+                settings.equil_barostat_frequency) == (1.0, 5.0, 5)
+        assert (settings.friction_per_ps, settings.barostat_frequency) == (1.0, 25)
+        given = stage.resolve(*args, platform="CPU", temperature_kelvin=300.0, equil_length_ns=0.5,
+                              equil_frame_ps=None)
+        assert given.temperature_kelvin == 300.0 and given.equil_length_ns == 0.5
+        assert given.pressure_atm == pytest.approx(1.0 / 1.01325) and given.equil_frame_ps == pytest.approx(20.0)
+
+
+def test_catalog_dynamics_overrides_reach_the_settings(monkeypatch):
+    from openmm import unit
+
+    from protbench_nrp.window import WindowInputError, WindowSettings
+
+    _fake_catalog(monkeypatch, equil_timestep=2.0 * unit.femtosecond,
+                  equil_langevin_friction=10.0 / unit.picosecond, equil_barostat_frequency=10,
+                  langevin_friction=0.5 / unit.picosecond, barostat_frequency=50)
+    settings = WindowSettings.resolve("gb3", "ff", 1, 0, platform="CPU")
+    assert (settings.equil_timestep_fs, settings.equil_friction_per_ps, settings.equil_barostat_frequency,
+            settings.friction_per_ps, settings.barostat_frequency) == pytest.approx((2.0, 10.0, 10, 0.5, 50))
+    assert settings.parameters().friction_per_ps == pytest.approx(0.5)
+    assert WindowSettings.resolve("gb3", "ff", 1, 0, platform="CPU", equil_timestep_fs=4.0).equil_timestep_fs == 4.0
+    _fake_catalog(monkeypatch, langevin_friction=0.0 / unit.picosecond)
+    with pytest.raises(WindowInputError, match="friction.*'gb3'.*benchmark_targets"):
+        WindowSettings.resolve("gb3", "ff", 1, 0, platform="CPU")
+
+
 def test_records_round_trip_and_refuse_incomplete_files(tmp_path):
     params = UmbrellaParameters("gb3", "ff", 1, 3, 31, "Q", 0.94, 5000.0, 298.0, 1.0, 4.0, 100.0, 500.0, 1.0)
     params.write(tmp_path / "p.json")

@@ -37,8 +37,8 @@ from protbench_nrp.systems import SetupError  # noqa: E402
             "Interval at which Q is checked against the centres and recorded, ps.",
             field="pull_frame_ps")
 @equilibration_options
-@env_option("--timestep", "PROTBENCH_TIMESTEP", float, science.TIMESTEP_FS, "Pulling timestep, fs.",
-            field="timestep_fs")
+@env_option("--pull-timestep", "PROTBENCH_PULL_TIMESTEP", float, steered.PULL_TIMESTEP_FS,
+            "Pulling timestep, fs.", field="pull_timestep_fs")
 @env_option("--checkpoint-minutes", "PROTBENCH_CHECKPOINT_MINUTES", float, science.CHECKPOINT_MINUTES,
             "Wall-clock minutes between checkpoints.")
 @platform_options

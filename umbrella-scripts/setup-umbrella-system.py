@@ -14,21 +14,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import click  # noqa: E402
 
 from protbench_nrp import science  # noqa: E402
-from protbench_nrp.cli import results_option  # noqa: E402
+from protbench_nrp.cli import campaign_options, platform_options, results_option  # noqa: E402
 from protbench_nrp.layout import Campaign  # noqa: E402
 from protbench_nrp.systems import SetupError, SetupFiles, set_up  # noqa: E402
 
 
-@click.command()
+@click.command(context_settings={"max_content_width": 100})
 @results_option("Results root (/results in a pod); outputs go to {T}-{FF}/setup/ below it.")
-@click.option("--target", envvar="PROTBENCH_TARGET", required=True, show_default=True,
-              help="Benchmark target, e.g. villin or gb3.")
-@click.option("--ff", envvar="PROTBENCH_FF", required=True, help="Force field name.")
-@click.option("--platform", envvar="PROTBENCH_PLATFORM", default=science.PLATFORM, show_default=True,
-              help=f"OpenMM platform for minimization: {', '.join(science.PLATFORMS)}.")
-@click.option("--precision", envvar="PROTBENCH_PRECISION", default=science.PRECISION,
-              show_default=True, help="Precision on CUDA/OpenCL: single, mixed or double.")
-@click.option("--initial-pdb", envvar="PROTBENCH_INITIAL_PDB", default=None,
+@campaign_options
+@platform_options
+@click.option("--initial-pdb", envvar="PROTBENCH_INITIAL_PDB", default=None, show_envvar=True,
               type=click.Path(dir_okay=False),
               help="Structure to build the local target from (default: OpenMM's test.pdb).")
 def main(output_directory, target, ff, platform, precision, initial_pdb):

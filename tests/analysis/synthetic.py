@@ -16,7 +16,7 @@ import numpy as np
 from scipy.signal import lfilter
 from scipy.special import ndtr
 
-from protbench_nrp.analysis import GAS_CONSTANT_KCAL_PER_MOL_K
+from protbench_nrp.science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
 from protbench_nrp.layout import Campaign
 from protbench_nrp.records import UmbrellaParameters
 
@@ -56,7 +56,7 @@ def sample_window(pmf, centre: float, k_kcal_per_mol: float, temperature_kelvin:
                   grid=(0.0, 1.4, 40001)) -> np.ndarray:
     """``n_frames`` draws from the biased distribution of one window."""
     x = np.linspace(*grid)
-    beta = 1.0 / (GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin)
+    beta = 1.0 / (MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin)
     log_p = -beta * (pmf(x) + k_kcal_per_mol * (x - centre) ** 2)
     p = np.exp(log_p - log_p.max())
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(x))])
@@ -112,7 +112,7 @@ def write_synthetic_campaign(root: Path, *, replicas=(1, 2, 3), n_windows: int =
 
 def bin_averaged_pmf(pmf, bin_edges, temperature_kelvin: float) -> np.ndarray:
     """The PMF a histogram estimator converges to: ``-kT ln <exp(-F/kT)>`` over each bin."""
-    kt = GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin
+    kt = MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin
     values = []
     for low, high in zip(bin_edges[:-1], bin_edges[1:]):
         x = np.linspace(low, high, 401)

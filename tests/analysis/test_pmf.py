@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import (LocalResults, analyze_campaign, build_command, load_campaign)
+from protbench_nrp.analysis import (PMF, LocalResults, PMFEstimator, analyze_campaign, build_command,
+                                    load_campaign)
 
-from .synthetic import bin_averaged_pmf
+from .synthetic import DoubleWell, bin_averaged_pmf, write_synthetic_campaign
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -155,3 +157,71 @@ def test_low_overlap_threshold_names_every_neighbour_pair(synthetic_results):
     assert "neighbouring windows overlap less than 0.9" in result.stderr
     for window in range(15):
         assert f"{window:02d}-{window + 1:02d} (" in result.stderr
+
+
+# -- the temperature the windows recorded ---------------------------------------------------
+
+
+def test_pmf_is_computed_at_the_temperature_the_windows_recorded(tmp_path):
+    # Soft windows (k = 10 kcal/mol) at 350 K: each samples a wide stretch of the double well,
+    # whose shape only beta = 1/(R * 350 K) turns back into the PMF. (Stiff windows would not
+    # do: their mean forces hardly depend on the temperature.)
+    hot = write_synthetic_campaign(tmp_path / "results", replicas=(1,), n_windows=8,
+                                   k_kcal_per_mol=10.0, temperature_kelvin=350.0, n_frames=8000,
+                                   correlation=0.3, pmf=DoubleWell(4.0), seed=7)
+    samples = load_campaign(LocalResults(hot.root), hot.campaign)
+    assert samples.temperature_kelvin == 350.0
+    result = analyze_campaign(samples, n_bins=30)
+    assert result.warnings == []
+    assert result.temperature_kelvin == 350.0
+    error, z, _ = deviations(result.combined, hot)
+    assert len(error) >= 15
+    assert np.mean(np.abs(z) < 3) >= 0.9, f"PMF off the 350 K double well by {error}"
+    assert np.sqrt(np.mean(z ** 2)) < 2.0, f"PMF off the 350 K double well: z-scores {z}"
+    # The check has teeth: the same samples read at 300 K miss the truth far beyond their errors.
+    wrong = PMFEstimator(300.0, result.combined.bin_edges).estimate(result.windows)
+    _, z, _ = deviations(wrong, hot)
+    assert np.sqrt(np.mean(z ** 2)) > 3.0
+
+
+# -- holes in the sampled range -------------------------------------------------------------
+
+
+def test_empty_bins_between_filled_ones_are_holes_and_the_ends_are_not():
+    edges = np.linspace(0.0, 1.0, 11)
+    counts = np.array([0, 5, 0, 0, 7, 3, 0, 4, 0, 0])
+    pmf = PMF(edges, np.zeros(10), np.zeros(10), counts, (0.15, 0.45, 0.75), (2, 1, 0), np.eye(3))
+    assert pmf.holes() == [(pytest.approx(0.2), pytest.approx(0.4)),
+                           (pytest.approx(0.6), pytest.approx(0.7))]
+    assert pmf.windows_around(0.2, 0.4) == [(2, 0.15), (1, 0.45)]
+    assert pmf.windows_around(0.4, 0.5) == [(2, 0.15), (1, 0.45), (0, 0.75)]
+
+
+def test_a_hole_in_the_sampled_range_is_named_with_the_windows_around_it(tmp_path):
+    # Windows 06, 07, 08 are centred at Q = 0.76, 0.72, 0.68; no sample is kept in
+    # 0.69-0.75, so the hole covers window 07's centre and lies between 06 and 08.
+    holed = write_synthetic_campaign(tmp_path / "results", replicas=(1, 2), n_frames=600,
+                                     correlation=0.3)
+    for replica in holed.replicas:
+        for window in range(len(holed.centres)):
+            path = holed.root / holed.campaign.window_files(replica, window).cv_timeseries
+            lines = path.read_text().splitlines(keepends=True)
+            path.write_text("".join(line for line in lines if line.startswith("#")
+                                    or not 0.69 <= float(line.split()[1]) <= 0.75))
+    result = analyze_campaign(load_campaign(LocalResults(holed.root), holed.campaign))
+    holes = [w for w in result.warnings if "no samples between" in w]
+    assert [w.split(":")[0] for w in holes] == ["all replicas", "replica 1", "replica 2"], holes
+    for warning in holes:
+        low, high = (float(v) for v in re.search(r"between Q ([\d.]+) and ([\d.]+)", warning).groups())
+        assert 0.69 <= low < 0.71 and 0.73 < high <= 0.75, warning
+        assert "windows 06 (Q0 0.76), 07 (Q0 0.72) and 08 (Q0 0.68) should overlap" in warning
+        assert warning.endswith("Add windows there or run longer")
+    bins = result.combined.bin_centres
+    blank = np.isnan(result.combined.pmf_kcal_per_mol)
+    assert blank[(bins > 0.71) & (bins < 0.73)].all()
+
+    # The command prints it, and the well-sampled fixture campaign has none (see above).
+    out = CliRunner().invoke(build_command(), ["-o", str(holed.root), "--target", holed.campaign.target,
+                                               "--ff", holed.campaign.ff])
+    assert out.exit_code == 0, out.output
+    assert "warning: all replicas: no samples between Q 0.7" in out.stderr

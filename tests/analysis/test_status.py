@@ -120,6 +120,19 @@ def test_each_window_gets_its_state_from_its_progress(local_campaign):
     assert totals.ns_per_day == pytest.approx(100.0 + 50.0 + 2.0)
 
 
+@pytest.mark.parametrize("step, state", [(1000, "finished"), (1200, "finished"), (999, "stalled")])
+def test_production_with_every_step_done_is_finished_though_never_marked_so(tmp_path, step, state):
+    # Killed between its final checkpoint and its "finished" record, a window finds itself
+    # done on restart and exits, leaving "production" at the last step for good.
+    config = make_config(tmp_path)
+    write_progress(tmp_path, config, 1, 0, "production", step, 1000, 100.0, 5 * HOUR)
+    job = window_job(config, 1, 0)
+    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+    row = status.window_status(job, reading, status.ClusterView(None), NOW)
+    assert row.state == state
+    assert (row.note == "") == (state == "finished"), row.note
+
+
 def test_the_table_shows_every_window_and_the_totals(local_campaign):
     root, config = local_campaign
     jobs = all_jobs(config, PROTBENCH_PRODUCTION_LENGTH="10")
@@ -166,19 +179,48 @@ def test_show_status_without_kubectl_says_so_and_shows_local_progress(local_camp
     assert "stalled windows (no progress for longer than 30m00s)" in out
 
 
-def test_setup_and_steered_jobs_are_finished_when_their_product_exists(tmp_path):
-    root = tmp_path / "results"
-    config = make_config(root, stage="steered")
+def _setup_and_steered_results(root: Path):
+    """Setup done; replica 1's pull done; replica 2 equilibrated and mid-pull; replica 3 not begun."""
+    config = make_config(root, stage="steered", n_replicas=3)
     campaign = config.campaign
-    (root / campaign.steered_state(1)).parent.mkdir(parents=True)
-    (root / campaign.steered_state(1)).write_text("<State/>")
-    jobs = [JobSpec("steered", r, None, job_name("jm", "synthetic", "double-well", "steered", r),
-                    "umbrella-scripts/run-steered-md.py", {}, campaign.manifest("steered", r))
-            for r in (1, 2)]
-    progress = status.read_all_progress(status.LocalProgress(root), campaign, jobs)
-    rows = status.gather_status(jobs, campaign, progress, status.ClusterView(None), NOW)
-    assert [row.state for row in rows] == ["finished", "missing"]
-    assert "2 Jobs: 1 finished, 0 running, 0 stalled, 1 missing" in render(rows)
+    env = {"PROTBENCH_N_WINDOWS": str(config.n_windows)}  # 4 windows
+    products = [campaign.system_xml, campaign.steered_state(1), campaign.steered_state(2)]
+    products += [campaign.window_pdb(1, w) for w in range(4)]
+    products += [campaign.window_pdb(2, w) for w in range(3)]  # window 03 not reached yet
+    for product in products:
+        (root / product).parent.mkdir(parents=True, exist_ok=True)
+        (root / product).write_text("product")
+    jobs = [JobSpec("setup", None, None, job_name("jm", "synthetic", "double-well", "setup"),
+                    "umbrella-scripts/setup-system.py", env, campaign.manifest("setup"))]
+    jobs += [JobSpec("steered", r, None, job_name("jm", "synthetic", "double-well", "steered", r),
+                     "umbrella-scripts/run-steered-md.py", env, campaign.manifest("steered", r))
+             for r in (1, 2, 3)]
+    return config, jobs
+
+
+def test_setup_and_steered_jobs_are_finished_when_all_their_products_exist(tmp_path):
+    root = tmp_path / "results"
+    config, jobs = _setup_and_steered_results(root)
+    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW)
+    # Replica 2 has its equilibrated state but its pull has not saved every window yet.
+    assert [row.state for row in rows] == ["finished", "finished", "missing", "missing"]
+    assert "4 Jobs: 2 finished, 0 running, 0 stalled, 2 missing" in render(rows)
+
+
+def test_from_the_bucket_steered_md_is_finished_by_its_last_window_structure(s3_server, tmp_path):
+    root = tmp_path / "results"
+    config, jobs = _setup_and_steered_results(root)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=config.bucket)
+    for path in root.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), config.bucket, f"results/{path.relative_to(root).as_posix()}")
+    progress = status.read_all_progress(status.BucketProgress(client, config.bucket),
+                                        config.campaign, jobs)
+    rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW,
+                                bucket=True)
+    assert [row.state for row in rows] == ["finished", "finished", "missing", "missing"]
 
 
 def test_brackets_in_messages_are_shown_as_written(tmp_path):

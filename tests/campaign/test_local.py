@@ -26,7 +26,7 @@ CAMPAIGN = Campaign(*VILLIN)
 SHORT_ENV = {
     "PROTBENCH_CV_START": "1.0", "PROTBENCH_CV_END": "0.9", "PROTBENCH_UMBRELLA_K": "300",
     "PROTBENCH_STEERED_K": "5000", "PROTBENCH_PULL_LENGTH": "0.02", "PROTBENCH_PULL_FRAME": "0.2",
-    "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2", "PROTBENCH_EQUIL_FRAME": "0.2",
+    "PROTBENCH_PULL_TIMESTEP": "4", "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2", "PROTBENCH_EQUIL_FRAME": "0.2",
     "PROTBENCH_PRODUCTION_LENGTH": "0.004", "PROTBENCH_FRAME": "0.2", "PROTBENCH_CHECKPOINT": "2",
     "PROTBENCH_SAVE_STATE": "4",
 }
@@ -221,6 +221,26 @@ def _spec(**env) -> JobSpec:
                    script_path="umbrella-scripts/run-umbrella-window.py",
                    env={"PROTBENCH_TARGET": "villin", "PROTBENCH_FF": "amber14-vacuum", **env},
                    provenance_path=PurePosixPath("villin-amber14-vacuum/replica-1/x.yaml"))
+
+
+@pytest.mark.parametrize("phase, step, finished", [
+    ("finished", 100, True),
+    # killed between the final checkpoint and the "finished" record: never rewritten
+    ("production", 100, True),
+    ("production", 99, False),
+    ("equilibration", 100, False),
+])
+def test_a_window_is_finished_once_its_production_steps_are_all_done(tmp_path, phase, step, finished):
+    from protbench_nrp.local import LocalJob
+
+    # 0.04 ns of 4 fs steps, a frame every 0.4 ps: 10 000 steps.
+    job = LocalJob(_spec(PROTBENCH_PRODUCTION_LENGTH="0.04", PROTBENCH_TIMESTEP="4",
+                         PROTBENCH_FRAME="0.4"), tmp_path)
+    Progress.now(phase, step * 100, 10_000, 100.0).write(job.progress_path)
+    assert job.is_finished() is finished
+    # A record of another production length (the settings changed) is not this Job's.
+    Progress.now(phase, 20_000, 20_000, 100.0).write(job.progress_path)
+    assert job.is_finished() is False
 
 
 def test_local_environment_is_the_pods_plus_results_dir_and_cpu():

@@ -73,6 +73,16 @@ def test_a_window_writes_its_outputs_and_a_finished_window_is_left_alone(villin_
     assert again.returncode == 0 and "already finished" in again.stdout
     assert tree_snapshot(root) == before
 
+    # A kill between the final checkpoint and the finished record: the record
+    # is restored, nothing else is touched.
+    Progress("production", 450, 500, 400.0, 0.0).write(root / files.progress)
+    before = {k: v for k, v in tree_snapshot(root).items() if not k.endswith("progress.json")}
+    repaired = run_window(root)
+    assert repaired.returncode == 0 and "restored the progress record" in repaired.stdout
+    progress = Progress.read(root / files.progress)
+    assert (progress.phase, progress.step, progress.total_steps) == ("finished", 500, 500)
+    assert {k: v for k, v in tree_snapshot(root).items() if not k.endswith("progress.json")} == before
+
 
 def test_a_window_whose_outputs_lost_their_tail_resumes_from_a_saved_state(villin_results, window_files):
     root, files = villin_results.root, window_files
@@ -122,6 +132,7 @@ def test_chaos_kills_and_restarts_leave_exactly_the_frames_of_an_uninterrupted_r
     rng = random.Random(20240531)
     kills, kept = 0, {}
     terms = 0
+    production_kills = 0  # kills that landed while this process was running production
     for attempt in range(40):
         process = start_window(root, **settings)
         if attempt == 3:  # one polite stop in the middle of it all
@@ -135,22 +146,58 @@ def test_chaos_kills_and_restarts_leave_exactly_the_frames_of_an_uninterrupted_r
             if process.poll() is not None:
                 assert process.returncode == 0, process.stdout.read()
                 break
+            in_production = _producing(root / files.progress, process)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=60)
             kills += 1
+            production_kills += in_production
         process.stdout.close()
         # whatever the kill tore, every frame up to the portable checkpoint must survive as it is
         step = state_xml_step(root / files.portable_checkpoint) or 0
         cv_steps, cv = read_cv_file(root / files.cv_timeseries) if (root / files.cv_timeseries).exists() else ([], [])
         kept.update({int(s): float(v) for s, v in zip(cv_steps, cv) if s <= step})
-        if kills >= 6 and terms:
+        if production_kills >= 6 and terms:
             break
-    assert kills >= 5 and terms == 1
+    assert production_kills >= 5 and terms == 1, (kills, production_kills)
     final = run_window(root, **settings)
     assert final.returncode == 0, final.stderr
     _, cv = assert_window_exact(root, files, 120, 40, 5)
     cv_by_step = dict(zip(range(40, 4801, 40), cv))
     assert kept and all(cv_by_step[s] == pytest.approx(v, abs=1e-9) for s, v in kept.items())
+
+
+def test_equilibration_and_production_use_the_seeds_friction_and_barostat(villin_results):
+    import openmm
+    import openmm.unit as unit
+
+    from protbench_nrp.engine import set_barostat
+    from protbench_nrp.window import UmbrellaWindow, WindowSettings
+
+    settings = WindowSettings.resolve("villin", "amber14-vacuum", 1, 3, platform="CPU")
+    window = UmbrellaWindow(villin_results.root, settings, log=lambda line: None)
+    inputs = window.read_inputs()
+    for make_stage, friction in ((window.equilibration_stage, 5.0), (window.production_stage, 1.0)):
+        stage, _ = make_stage(inputs)
+        assert stage.context.getIntegrator().getFriction().value_in_unit(unit.picosecond ** -1) == friction
+    box = openmm.System()
+    box.addParticle(1.0)
+    box.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) for row in 3.0 * np.eye(3)))
+    periodic = openmm.NonbondedForce()
+    periodic.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    periodic.addParticle(0.0, 0.1, 0.0)
+    box.addForce(periodic)
+    set_barostat(box, 300.0, 1.0, settings.equil_barostat_frequency)
+    set_barostat(box, 300.0, 1.0, settings.barostat_frequency)  # replaces it
+    assert [box.getForce(i).getFrequency() for i in range(1, box.getNumForces())] == [25]
+
+
+def _producing(progress, process) -> bool:
+    """Whether ``process`` itself has reported a production frame (not an earlier process)."""
+    try:
+        record = Progress.read(progress)
+    except (OSError, ValueError):
+        return False
+    return record.phase == "production" and record.updated_unix > process.started_unix
 
 
 def test_a_checkpoint_from_another_platform_resumes_from_the_portable_state(villin_results, window_files):
@@ -223,6 +270,15 @@ def test_changing_the_umbrella_of_a_started_window_is_refused(villin_results, wi
     assert "k_kcal_per_mol: 5000.0 -> 2500.0" in changed.stderr
     assert "PROTBENCH_" in changed.stderr
     assert tree_snapshot(root) == before
+    # the checkpoint interval sets the segment size: another would throw production away
+    resized = run_window(root, PRODUCTION_LENGTH="0.008", CHECKPOINT="0.4")
+    assert resized.returncode != 0
+    assert "checkpoint_ps: 1.0 -> 0.4" in resized.stderr and "PROTBENCH_" in resized.stderr
+    assert tree_snapshot(root) == before
+    resumed = run_window(root, PRODUCTION_LENGTH="0.008")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "starting from checkpoint" in resumed.stdout
+    assert_window_exact(root, files, 40, 50, 5)
 
 
 # -- bad input: a clear error, a non-zero exit, nothing written ---------------------------

@@ -36,10 +36,7 @@ import numpy as np
 from .layout import Campaign, window_tag
 from .preflight import BUCKET_PREFIX
 from .records import UmbrellaParameters, record_from_dict
-from .science import KJ_PER_KCAL
-
-#: Molar gas constant in kcal/(mol K): k_B T in kcal/mol is this times T.
-GAS_CONSTANT_KCAL_PER_MOL_K = 8.314462618e-3 / KJ_PER_KCAL
+from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
 
 #: Neighbouring windows whose MBAR overlap is below this are reported.
 DEFAULT_OVERLAP_THRESHOLD = 0.03
@@ -622,6 +619,32 @@ class PMF:
     def bin_centres(self) -> np.ndarray:
         return 0.5 * (self.bin_edges[1:] + self.bin_edges[:-1])
 
+    def holes(self) -> list[tuple[float, float]]:
+        """CV ranges ``(low, high)`` of empty bins lying between filled ones, in order.
+
+        Empty bins at either end of the histogram are not holes: the
+        sampled range simply ends there.
+        """
+        filled = np.flatnonzero(self.samples_per_bin > 0)
+        holes = []
+        for before, after in zip(filled[:-1], filled[1:]):
+            if after > before + 1:
+                holes.append((float(self.bin_edges[before + 1]), float(self.bin_edges[after])))
+        return holes
+
+    def windows_around(self, low: float, high: float) -> list[tuple[int, float]]:
+        """``(window, centre)`` of the states whose centres bracket or lie in ``[low, high]``.
+
+        That is every state centred inside the range, plus the nearest one
+        centred below it and the nearest one centred above it.
+        """
+        centres = np.asarray(self.state_centres)
+        inside = np.flatnonzero((centres >= low) & (centres <= high))
+        below = np.flatnonzero(centres < low)
+        above = np.flatnonzero(centres > high)
+        chosen = sorted(set(inside) | set(below[-1:]) | set(above[:1]))
+        return [(self.state_windows[i], float(centres[i])) for i in chosen]
+
     def poor_overlaps(self, threshold: float) -> list[tuple[int, int, float]]:
         """Neighbouring states ``(window_a, window_b, overlap)`` whose overlap is below ``threshold``."""
         poor = []
@@ -653,7 +676,7 @@ class PMFEstimator:
     def __init__(self, temperature_kelvin: float, bin_edges, n_bootstraps: int = 0, seed: int = 0):
         if temperature_kelvin <= 0:
             raise AnalysisError(f"temperature {temperature_kelvin} K is not positive")
-        self.kt_kcal_per_mol = GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin
+        self.kt_kcal_per_mol = MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin
         self.bin_edges = np.asarray(bin_edges, dtype=float)
         self.n_bootstraps = int(n_bootstraps)
         self.seed = seed
@@ -777,7 +800,9 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
 
     Windows too short to use are left out with a warning; neighbouring
     windows that overlap less than ``overlap_threshold`` are named in a
-    warning, since the PMF between them is not determined by the data.
+    warning, since the PMF between them is not determined by the data, and
+    so is every hole in the sampled range (empty bins between filled ones)
+    with the windows whose centres bracket it.
     """
     if discard_frames is not None and discard_frames < 0:
         raise AnalysisError(f"--discard-frames {discard_frames} is negative; use 0 or more")
@@ -815,8 +840,24 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
                 f"overlap matrix), so the PMF between them is poorly determined: {listing}. "
                 f"Add windows between them, lower the force constant, or run longer"
             )
+        warnings += _hole_warnings(scope, pmf, samples.cv_name)
     return CampaignAnalysis(samples.campaign, samples.cv_name, samples.temperature_kelvin,
                             combined, per_replica, windows, warnings, samples.missing)
+
+
+def _hole_warnings(scope: str, pmf: PMF, cv_name: str) -> list[str]:
+    """One warning per range of the CV, inside the sampled range, where no sample fell."""
+    warnings = []
+    for low, high in pmf.holes():
+        around = sorted(pmf.windows_around(low, high))
+        names = [f"{window_tag(w)} ({cv_name}0 {centre:.3g})" for w, centre in around]
+        listing = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        warnings.append(
+            f"{scope}: no samples between {cv_name} {low:.3g} and {high:.3g}, a hole inside the "
+            f"sampled range where windows {listing} should overlap; the PMF is blank there. Add "
+            f"windows there or run longer"
+        )
+    return warnings
 
 
 # -- outputs ---------------------------------------------------------------------------------

@@ -77,10 +77,15 @@ def results_option(help: str):
                         show_envvar=True, help=help)
 
 
+#: Which campaign: target and force field (the setup stage needs no more).
+campaign_options = option_group(
+    env_option("--target", "PROTBENCH_TARGET", str, help="Benchmark target, e.g. villin or gb3.",
+               required=True),
+    env_option("--ff", "PROTBENCH_FF", str, help="Force field name.", required=True))
+
 #: Which run of the campaign: target, force field and replica.
 run_options = option_group(
-    env_option("--target", "PROTBENCH_TARGET", str, help="Benchmark target.", required=True),
-    env_option("--ff", "PROTBENCH_FF", str, help="Force field name.", required=True),
+    campaign_options,
     env_option("--replica", "PROTBENCH_REPLICA", int, help="Replica, from 1.", required=True))
 
 #: Where the windows lie along Q; steered MD pulls through the same centres.
@@ -98,8 +103,9 @@ equilibration_options = option_group(
     env_option("--equil-length", "PROTBENCH_EQUIL_LENGTH", float, None,
                f"Equilibration length, ns [default: target's, else {science.EQUIL_LENGTH_NS}].",
                field="equil_length_ns"),
-    env_option("--equil-timestep", "PROTBENCH_EQUIL_TIMESTEP", float, science.EQUIL_TIMESTEP_FS,
-               "Equilibration timestep, fs.", field="equil_timestep_fs"),
+    env_option("--equil-timestep", "PROTBENCH_EQUIL_TIMESTEP", float, None,
+               f"Equilibration timestep, fs [default: target's, else {science.EQUIL_TIMESTEP_FS}].",
+               field="equil_timestep_fs"),
     env_option("--equil-frame", "PROTBENCH_EQUIL_FRAME", float, None,
                f"Equilibration frame interval, ps [default: target's, else {science.EQUIL_FRAME_PS}].",
                field="equil_frame_ps"))
@@ -130,5 +136,5 @@ def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None
     sys.exit(code)
 
 
-__all__ = ["env_option", "option_group", "results_option", "run_options", "window_centre_options",
+__all__ = ["env_option", "option_group", "results_option", "campaign_options", "run_options", "window_centre_options",
            "equilibration_options", "platform_options", "run_stage"]

@@ -39,11 +39,9 @@ import numpy as np
 from .dcd import DCDFormatError, read_dcd
 from .files import TEMP_SUFFIX, atomic_write
 from .reporters import Frame, FrameReporter, ProgressRecorder, ResumeMismatchError
-from .science import PLATFORMS
+from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, PLATFORMS
 
 PRECISIONS = ("single", "mixed", "double")
-FRICTION_PER_PS = 1.0
-BAROSTAT_FREQUENCY = 25
 
 
 class EngineError(ValueError):
@@ -109,8 +107,11 @@ def langevin_integrator(temperature_kelvin: float, timestep_fs: float,
                                            timestep_fs * unit.femtosecond)
 
 
-def set_barostat(system, temperature_kelvin: float, pressure_atm: float) -> None:
+def set_barostat(system, temperature_kelvin: float, pressure_atm: float,
+                 frequency: int = BAROSTAT_FREQUENCY) -> None:
     """Make ``system`` carry exactly one Monte Carlo barostat at ``pressure_atm``, or none for 0.
+
+    The barostat attempts a volume move every ``frequency`` steps.
 
     Any barostat already in the System is removed first, so the pressure of
     the run is the one configured, whatever the setup stage left in the XML.
@@ -140,7 +141,7 @@ def set_barostat(system, temperature_kelvin: float, pressure_atm: float) -> None
                           f"PROTBENCH_PRESSURE=0")
     system.addForce(openmm.MonteCarloBarostat(pressure_atm * unit.atmosphere,
                                               temperature_kelvin * unit.kelvin,
-                                              BAROSTAT_FREQUENCY))
+                                              int(frequency)))
 
 
 def create_context(system, integrator, platform_name: str = "CUDA", precision: str = "mixed"):
@@ -664,7 +665,9 @@ class ResumableStage:
                 elapsed = time.monotonic() - started
                 speed = _ns_per_day(step - first_step, timestep_ps, elapsed)
                 self._report(frame - 1, step, speed)
-                if self.progress is not None:
+                # The last frame's record waits for the final checkpoint: a record
+                # saying "all steps done" must never precede the state that proves it.
+                if self.progress is not None and step < schedule.total_steps:
                     self.progress.update(step, speed)
                 save_due = bool(schedule.save_state_frames) and frame % schedule.save_state_frames == 0
                 checkpoint_due = (

@@ -62,6 +62,7 @@ DEMO_ENV = {
     "PROTBENCH_STEERED_K": "5000",        # kcal/mol: a 100 ps pull keeps Q close to Q0
     "PROTBENCH_PULL_LENGTH": "0.1",       # ns
     "PROTBENCH_PULL_FRAME": "0.2",        # ps
+    "PROTBENCH_PULL_TIMESTEP": "4",       # fs (the seed pulls at 1 fs; HMR allows 4)
     "PROTBENCH_EQUIL_LENGTH": "0.004",    # ns
     "PROTBENCH_EQUIL_TIMESTEP": "2",      # fs
     "PROTBENCH_EQUIL_FRAME": "0.4",       # ps
@@ -177,8 +178,12 @@ class LocalJob:
             from .steered import steered_products_exist
 
             return steered_products_exist(root, campaign, self.spec.replica, self.n_windows)
+        from .status import production_done
+
+        # "production" with every step done counts too: a window killed between its last
+        # checkpoint and its "finished" record never rewrites the record (see production_done).
         record = self.progress()
-        return (record is not None and record.phase == "finished"
+        return (record is not None and production_done(record)
                 and record.total_steps == _production_steps(self.spec.env))
 
     def describe(self) -> str:

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from . import science
 from .files import atomic_write
 
 
@@ -58,12 +59,14 @@ class UmbrellaParameters:
     frame_ps: float
     production_length_ns: float
     equil_length_ns: float
+    #: Defaults only so that callers written before these fields still build a record;
+    #: a file lacking them does not read (:func:`record_from_dict`).
+    checkpoint_ps: float = science.CHECKPOINT_PS
+    friction_per_ps: float = science.FRICTION_PER_PS
 
     @property
     def k_kj_per_mol(self) -> float:
-        from .science import KJ_PER_KCAL
-
-        return self.k_kcal_per_mol * KJ_PER_KCAL
+        return self.k_kcal_per_mol * science.KJ_PER_KCAL
 
     def write(self, path: Path | str) -> None:
         write_json_atomic(path, {"kind": "umbrella-parameters", **asdict(self)})

@@ -30,8 +30,7 @@ import numpy as np
 
 from .dcd import DCDFormatError, inspect_dcd, truncate_dcd
 from .records import Progress
-
-_BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
+from .science import MOLAR_GAS_CONSTANT_KJ_PER_MOL_K
 
 
 @dataclass
@@ -378,7 +377,7 @@ class StateDataReporter(TextTableReporter):
         state = frame.state
         potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        temperature = 2 * kinetic / (self._dof * _BOLTZMANN_KJ_PER_MOL_K) if self._dof else 0.0
+        temperature = 2 * kinetic / (self._dof * MOLAR_GAS_CONSTANT_KJ_PER_MOL_K) if self._dof else 0.0
         volume = state.getPeriodicBoxVolume().value_in_unit(unit.nanometer ** 3)
         return (f"{frame.step},{state.getTime().value_in_unit(unit.picosecond):.4f},"
                 f"{potential:.6f},{kinetic:.6f},{potential + kinetic:.6f},{temperature:.4f},"

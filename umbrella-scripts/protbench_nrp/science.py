@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KJ_PER_KCAL = 4.184
+#: Molar gas (Boltzmann) constant R = N_A k_B, as OpenMM's ``unit.MOLAR_GAS_CONSTANT_R``.
+MOLAR_GAS_CONSTANT_KJ_PER_MOL_K = 8.31446261815324e-3
+MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K = MOLAR_GAS_CONSTANT_KJ_PER_MOL_K / KJ_PER_KCAL
 
 #: Defaults of the umbrella window script, one per ``PROTBENCH_*`` variable.
 N_WINDOWS = 31
@@ -24,6 +27,17 @@ TIMESTEP_FS = 4.0
 FRAME_PS = 100.0
 CHECKPOINT_PS = 10_000.0
 SAVE_STATE_PS = 100_000.0
+#: Langevin friction and Monte Carlo barostat interval (steps) of the seed
+#: (proteinbenchmark): equilibration, then production and pulling. A target's
+#: catalog entry may override each (see :class:`TargetConditions`).
+EQUIL_FRICTION_PER_PS = 5.0
+EQUIL_BAROSTAT_FREQUENCY = 5
+FRICTION_PER_PS = 1.0
+BAROSTAT_FREQUENCY = 25
+#: Defaults of steered MD (the seed pulls for 1.2 ns at 1 fs, checking Q every 10 steps).
+PULL_LENGTH_NS = 1.2
+PULL_TIMESTEP_FS = 1.0
+PULL_FRAME_PS = 0.01
 CHECKPOINT_MINUTES = 15.0
 PLATFORM = "CUDA"
 PRECISION = "mixed"
@@ -50,7 +64,8 @@ class TargetConditions:
     """Thermodynamic state and equilibration settings of a benchmark target.
 
     ``pressure_atm`` of 0 means no barostat (vacuum or implicit solvent).
-    Equilibration fields of ``None`` keep the script's defaults.
+    The other fields are the catalog's optional per-target overrides; ``None``
+    keeps the script's defaults.
     """
 
     name: str
@@ -58,6 +73,11 @@ class TargetConditions:
     pressure_atm: float
     equil_length_ns: float | None = None
     equil_frame_ps: float | None = None
+    equil_timestep_fs: float | None = None
+    equil_friction_per_ps: float | None = None
+    equil_barostat_frequency: int | None = None
+    friction_per_ps: float | None = None
+    barostat_frequency: int | None = None
     source: str = "proteinbenchmark-nrp"
 
 
@@ -84,6 +104,19 @@ def _magnitude(quantity, unit_name: str) -> float:
     return float(quantity.value_in_unit(getattr(unit, unit_name)))
 
 
+def _rate(quantity) -> float | None:
+    """A friction (OpenMM or OpenFF quantity, or plain number) in 1/ps; ``None`` stays ``None``."""
+    if quantity is None:
+        return None
+    if hasattr(quantity, "m_as"):  # openff.units
+        return float(quantity.m_as("1/picosecond"))
+    if hasattr(quantity, "value_in_unit"):
+        from openmm import unit
+
+        return float(quantity.value_in_unit(unit.picosecond ** -1))
+    return float(quantity)
+
+
 def _proteinbenchmark_catalog():
     try:
         from proteinbenchmark import benchmark_targets
@@ -103,14 +136,25 @@ def target_conditions(target: str) -> TargetConditions:
     catalog = _proteinbenchmark_catalog()
     if catalog is not None and target in catalog:
         entry = catalog[target]
+
+        def optional(key, unit_name):
+            return _magnitude(entry[key], unit_name) if entry.get(key) is not None else None
+
+        def optional_int(key):
+            return int(entry[key]) if entry.get(key) is not None else None
+
         return TargetConditions(
             name=target,
             temperature_kelvin=_magnitude(entry["temperature"], "kelvin"),
             pressure_atm=_magnitude(entry["pressure"], "atmosphere"),
-            equil_length_ns=(_magnitude(entry["equil_traj_length"], "nanosecond")
-                             if "equil_traj_length" in entry else None),
-            equil_frame_ps=(_magnitude(entry["equil_frame_length"], "picosecond")
-                            if "equil_frame_length" in entry else None),
+            equil_length_ns=optional("equil_traj_length", "nanosecond"),
+            equil_frame_ps=optional("equil_frame_length", "picosecond"),
+            equil_timestep_fs=optional("equil_timestep", "femtosecond"),
+            # Frictions are rates: per picosecond is picosecond**-1.
+            equil_friction_per_ps=_rate(entry.get("equil_langevin_friction")),
+            equil_barostat_frequency=optional_int("equil_barostat_frequency"),
+            friction_per_ps=_rate(entry.get("langevin_friction")),
+            barostat_frequency=optional_int("barostat_frequency"),
             source="proteinbenchmark",
         )
     if target in LOCAL_TARGETS:

@@ -21,17 +21,24 @@ class StageSettings:
 
     A subclass has the fields ``target``, ``k_kcal_per_mol``,
     ``temperature_kelvin``, ``pressure_atm``, ``equil_length_ns``,
-    ``equil_timestep_fs``, ``equil_frame_ps``, ``checkpoint_minutes``,
-    ``platform`` and ``precision``, and sets :attr:`input_error`.
+    ``equil_timestep_fs``, ``equil_frame_ps``, ``equil_friction_per_ps``,
+    ``equil_barostat_frequency``, ``friction_per_ps``, ``barostat_frequency``,
+    ``checkpoint_minutes``, ``platform`` and ``precision``, and sets
+    :attr:`input_error`. Equilibration uses the ``equil_*`` friction and
+    barostat interval, production and pulling the others (as the seed does).
     """
 
     #: Raised, with the variable to change in its message, for a setting that cannot work.
     input_error: ClassVar[type[EngineError]] = EngineError
 
+    #: Fields that, left unset (``None``), take the target's catalog value, else the default.
+    CATALOG_FIELDS: ClassVar[tuple[str, ...]] = (
+        "equil_length_ns", "equil_frame_ps", "equil_timestep_fs", "equil_friction_per_ps",
+        "equil_barostat_frequency", "friction_per_ps", "barostat_frequency")
+
     @classmethod
     def _from_catalog(cls, target: str, temperature_kelvin: float | None,
-                      pressure_atm: float | None, equil_length_ns: float | None,
-                      equil_frame_ps: float | None, **fields):
+                      pressure_atm: float | None, **fields):
         """Each stage's ``resolve``: fill unset values from the target catalog, build, check.
 
         Raises
@@ -48,12 +55,12 @@ class StageSettings:
         if conditions is not None:
             temperature_kelvin = conditions.temperature_kelvin if temperature_kelvin is None else temperature_kelvin
             pressure_atm = conditions.pressure_atm if pressure_atm is None else pressure_atm
-            equil_length_ns = conditions.equil_length_ns if equil_length_ns is None else equil_length_ns
-            equil_frame_ps = conditions.equil_frame_ps if equil_frame_ps is None else equil_frame_ps
+            for name in cls.CATALOG_FIELDS:
+                if fields.get(name) is None:
+                    fields[name] = getattr(conditions, name)
         # Left out when still unset, so the dataclass default applies.
-        for name, value in (("equil_length_ns", equil_length_ns), ("equil_frame_ps", equil_frame_ps)):
-            if value is not None:
-                fields[name] = value
+        fields = {name: value for name, value in fields.items()
+                  if not (name in cls.CATALOG_FIELDS and value is None)}
         settings = cls(target=target, temperature_kelvin=temperature_kelvin,
                        pressure_atm=pressure_atm, **fields)
         settings.check()
@@ -82,6 +89,18 @@ class StageSettings:
         if not (math.isfinite(self.pressure_atm) and self.pressure_atm >= 0):
             raise self.input_error(f"pressure {self.pressure_atm} atm must be >= 0 (0 = no "
                                    f"barostat); set PROTBENCH_PRESSURE")
+        # Set only by the target's catalog entry (or the science defaults).
+        where = (f"fix the entry of {self.target!r} in proteinbenchmark's benchmark_targets "
+                 f"(or science.py's defaults)")
+        for name in ("equil_friction_per_ps", "friction_per_ps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise self.input_error(f"Langevin friction {name} = {value} must be > 0; {where}")
+        for name in ("equil_barostat_frequency", "barostat_frequency"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise self.input_error(f"barostat interval {name} = {value} must be a whole number "
+                                       f"of steps >= 1; {where}")
 
     def check_platform(self) -> None:
         """Raise :attr:`input_error` when this machine has no such platform or precision."""

@@ -270,6 +270,12 @@ class LocalProgress:
     def exists(self, relative: PurePosixPath) -> bool:
         return (self.root / relative).is_file()
 
+    def steered_done(self, campaign: Campaign, replica: int, n_windows: int) -> bool:
+        """Whether steered MD left the equilibrated state and every window's structure."""
+        from .steered import steered_products_exist
+
+        return steered_products_exist(self.root, campaign, replica, n_windows)
+
 
 class BucketProgress:
     """Progress records read straight from the S3 bucket, one small GET each."""
@@ -305,18 +311,32 @@ class BucketProgress:
             return False
         return True
 
+    def steered_done(self, campaign: Campaign, replica: int, n_windows: int) -> bool:
+        """Whether steered MD left its equilibrated state and the last window's structure.
+
+        The pull saves window structures in order, so the last one stands for
+        all of them: two HEAD requests instead of one per window.
+        """
+        return (self.exists(campaign.steered_state(replica))
+                and self.exists(campaign.window_pdb(replica, n_windows - 1)))
+
 
 def read_all_progress(reader, campaign: Campaign, jobs: list[JobSpec]) -> dict[str, ProgressReading]:
     """Each Job's progress by Job name; the bucket is asked a few keys at a time.
 
     Windows keep a progress record; setup and steered MD are only known to
-    be done by their final product (the System XML, the equilibrated state).
+    be done by their final products: the System XML; the equilibrated state
+    and the structures of all windows (the pull saves them as it goes, so the
+    equilibrated state alone means the pull may still be running or fail).
     """
     def one(job: JobSpec) -> ProgressReading:
         if job.stage == "window":
             return reader.read(campaign.window_files(job.replica, job.window).progress)
-        product = campaign.system_xml if job.stage == "setup" else campaign.steered_state(job.replica)
-        return ProgressReading(None, product_present=reader.exists(product))
+        if job.stage == "setup":
+            return ProgressReading(None, product_present=reader.exists(campaign.system_xml))
+        n_windows = int(_env_float(job, "PROTBENCH_N_WINDOWS", science.N_WINDOWS))
+        return ProgressReading(None, product_present=reader.steered_done(campaign, job.replica,
+                                                                         n_windows))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(zip((job.name for job in jobs), pool.map(one, jobs)))
@@ -406,6 +426,19 @@ class WindowStatus:
     error: str = ""  # full text of a read error, printed under the table
 
 
+def production_done(progress: Progress) -> bool:
+    """Whether a window's progress record shows its production done.
+
+    Either the record says ``finished``, or it says ``production`` with every
+    step done: a window killed between its final checkpoint and its last
+    progress record finds itself done when it restarts and exits without
+    rewriting the record, which then stays at ``production`` for good.
+    """
+    return progress.phase == "finished" or (
+        progress.phase == "production" and progress.total_steps > 0
+        and progress.step >= progress.total_steps)
+
+
 def window_status(job: JobSpec, reading: ProgressReading | None, cluster: ClusterView,
                   now: float, bucket: bool = False) -> WindowStatus:
     """Classify one Job from its progress record and, when known, its Kubernetes state."""
@@ -435,7 +468,7 @@ def window_status(job: JobSpec, reading: ProgressReading | None, cluster: Cluste
 
     age = max(now - progress.updated_unix, 0.0)
     threshold = stall_threshold_s(job, progress, bucket)
-    finished = progress.phase == "finished"
+    finished = production_done(progress)
     details = dict(phase=progress.phase, step=progress.step, total_steps=progress.total_steps,
                    ns_per_day=progress.ns_per_day, age_s=age, stall_after_s=threshold)
     if finished:

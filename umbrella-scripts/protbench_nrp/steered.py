@@ -39,9 +39,11 @@ from .reporters import CVReporter, Frame, FrameReporter, ProgressRecorder, State
 from .settings import StageSettings
 from .systems import SetupError, SetupFiles
 
-#: Defaults of the pull, one per ``PROTBENCH_*`` variable of run-steered-md.py.
-PULL_LENGTH_NS = 10.0
-PULL_FRAME_PS = 1.0
+#: Defaults of the pull, one per ``PROTBENCH_*`` variable of run-steered-md.py: the seed's
+#: 1.2 ns at 1 fs, Q compared with the centres every 10 steps.
+PULL_LENGTH_NS = science.PULL_LENGTH_NS
+PULL_TIMESTEP_FS = science.PULL_TIMESTEP_FS
+PULL_FRAME_PS = science.PULL_FRAME_PS
 #: How far past the last centre Q0 is pulled, in Q (see :attr:`SteeredSettings.pull_end`).
 PULL_OVERSHOOT = 0.1
 
@@ -72,21 +74,24 @@ class SteeredSettings(StageSettings):
     cv_end: float = science.CV_END
     k_kcal_per_mol: float = science.UMBRELLA_K_KCAL_PER_MOL
     pull_length_ns: float = PULL_LENGTH_NS
+    pull_timestep_fs: float = PULL_TIMESTEP_FS
     pull_frame_ps: float = PULL_FRAME_PS
     temperature_kelvin: float = 300.0
     pressure_atm: float = 0.0
     equil_length_ns: float = science.EQUIL_LENGTH_NS
     equil_timestep_fs: float = science.EQUIL_TIMESTEP_FS
     equil_frame_ps: float = science.EQUIL_FRAME_PS
-    timestep_fs: float = science.TIMESTEP_FS
+    equil_friction_per_ps: float = science.EQUIL_FRICTION_PER_PS
+    equil_barostat_frequency: int = science.EQUIL_BAROSTAT_FREQUENCY
+    friction_per_ps: float = science.FRICTION_PER_PS
+    barostat_frequency: int = science.BAROSTAT_FREQUENCY
     checkpoint_minutes: float = science.CHECKPOINT_MINUTES
     platform: str = science.PLATFORM
     precision: str = science.PRECISION
 
     @classmethod
     def resolve(cls, target: str, ff: str, replica: int, temperature_kelvin: float | None = None,
-                pressure_atm: float | None = None, equil_length_ns: float | None = None,
-                equil_frame_ps: float | None = None, **others) -> "SteeredSettings":
+                pressure_atm: float | None = None, **others) -> "SteeredSettings":
         """Fill unset thermodynamic and equilibration values from the target catalog.
 
         Values given (from ``PROTBENCH_*`` variables) win over the catalog,
@@ -96,8 +101,8 @@ class SteeredSettings(StageSettings):
         ------
         SteeredInputError
         """
-        return cls._from_catalog(target, temperature_kelvin, pressure_atm, equil_length_ns,
-                                 equil_frame_ps, ff=ff, replica=replica, **others)
+        return cls._from_catalog(target, temperature_kelvin, pressure_atm, ff=ff, replica=replica,
+                                 **others)
 
     def check(self) -> None:
         """Raise :class:`SteeredInputError` for the first setting that cannot work."""
@@ -120,9 +125,9 @@ class SteeredSettings(StageSettings):
 
     def pull_schedule(self) -> Schedule:
         return self.schedule(
-            self.pull_length_ns, self.timestep_fs, self.pull_frame_ps,
+            self.pull_length_ns, self.pull_timestep_fs, self.pull_frame_ps,
             checkpoint_minutes=self.checkpoint_minutes,
-            names={"length": "PROTBENCH_PULL_LENGTH", "timestep": "PROTBENCH_TIMESTEP",
+            names={"length": "PROTBENCH_PULL_LENGTH", "timestep": "PROTBENCH_PULL_TIMESTEP",
                    "frame": "PROTBENCH_PULL_FRAME", "minutes": "PROTBENCH_CHECKPOINT_MINUTES"})
 
     # -- derived -----------------------------------------------------------------
@@ -283,7 +288,7 @@ class SteeredMD:
             for stale in remove_stale_temporaries(folder):
                 self.log(f"removed {stale.name}, left by a write that was killed")
         system = copy.deepcopy(setup.system)
-        set_barostat(system, self.settings.temperature_kelvin, self.settings.pressure_atm)
+        set_barostat(system, self.settings.temperature_kelvin, self.settings.pressure_atm)  # checks it
         if not self.steered_state.is_file():
             outcome = self._equilibrate(system, setup, stop)
             if outcome.stopped:
@@ -328,14 +333,20 @@ class SteeredMD:
         for path in (files.pull("chk"), files.pull_portable, files.pull("out"), files.cv_timeseries):
             self.path(path).unlink(missing_ok=True)
 
-    def _context(self, system, timestep_fs: float):
-        integrator = langevin_integrator(self.settings.temperature_kelvin, timestep_fs)
-        return create_context(system, integrator, self.settings.platform, self.settings.precision)
+    def _context(self, system, timestep_fs: float, friction_per_ps: float, barostat_frequency: int):
+        """A Context of ``system`` with its barostat (if any) every ``barostat_frequency`` steps."""
+        settings = self.settings
+        if settings.pressure_atm > 0:
+            system = copy.deepcopy(system)
+            set_barostat(system, settings.temperature_kelvin, settings.pressure_atm, barostat_frequency)
+        integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps)
+        return create_context(system, integrator, settings.platform, settings.precision)
 
     def _equilibrate(self, system, setup, stop):
         settings, files = self.settings, self.files
         schedule = settings.equilibration_schedule()
-        context = self._context(system, settings.equil_timestep_fs)
+        context = self._context(system, settings.equil_timestep_fs, settings.equil_friction_per_ps,
+                                settings.equil_barostat_frequency)
         stage = ResumableStage(
             context, schedule,
             CheckpointFiles(self.path(files.equilibration("chk")),
@@ -365,7 +376,8 @@ class SteeredMD:
 
         settings, files = self.settings, self.files
         schedule = settings.pull_schedule()
-        context = self._context(system, settings.timestep_fs)
+        context = self._context(system, settings.pull_timestep_fs, settings.friction_per_ps,
+                                settings.barostat_frequency)
         index, _ = find_umbrella_force(system)
         cv_force = context.getSystem().getForce(index)
         windows = WindowStructureReporter(self.window_pdb, settings.centres(), cv_force, topology,
@@ -380,7 +392,7 @@ class SteeredMD:
             log=self.log)
         self.log(f"pulling Q0 {settings.cv_start:.4f} -> {settings.pull_end:.4f} over "
                  f"{settings.pull_length_ns} ns ({schedule.total_steps} steps of "
-                 f"{settings.timestep_fs} fs), k = {settings.k_kcal_per_mol} kcal/mol")
+                 f"{settings.pull_timestep_fs} fs), k = {settings.k_kcal_per_mol} kcal/mol")
         stage.resume([StateOrigin(self.steered_state, step=0, description="equilibrated state")])
         context.setParameter("k", settings.k_kj_per_mol)
         return stage.run(stop)
@@ -413,5 +425,6 @@ def _nm():
 
 
 __all__ = ["SteeredSettings", "SteeredMD", "WindowStructureReporter", "SteeredInputError",
-           "PullIncompleteError", "SetupError", "PULL_LENGTH_NS", "PULL_FRAME_PS",
+           "PullIncompleteError", "SetupError", "PULL_LENGTH_NS", "PULL_TIMESTEP_FS",
+           "PULL_FRAME_PS",
            "steered_products_exist"]

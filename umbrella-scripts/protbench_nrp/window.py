@@ -21,7 +21,7 @@ from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage
                      StateOrigin, StopSignals, create_context, finished_on_disk, langevin_integrator,
                      load_state_xml, remove_stale_temporaries, save_state_xml, set_barostat)
 from .layout import Campaign, WindowFiles
-from .records import UmbrellaParameters
+from .records import Progress, UmbrellaParameters
 from .reporters import (CVReporter, ProgressRecorder, SegmentedDCDReporter, StateDataReporter)
 from .settings import StageSettings
 
@@ -34,7 +34,10 @@ PRODUCERS = {
 #: Fields of the parameters record that must not change once a window has started.
 _FIXED_ON_RESUME = ("target", "ff", "replica", "window", "n_windows", "cv_name", "centre",
                     "k_kcal_per_mol", "temperature_kelvin", "pressure_atm", "timestep_fs",
-                    "frame_ps", "equil_length_ns")
+                    "frame_ps", "equil_length_ns", "friction_per_ps",
+                    # The checkpoint interval sets the production DCD segment size: another one
+                    # would find the segments short and restart production from step 0.
+                    "checkpoint_ps")
 
 
 class WindowInputError(EngineError):
@@ -60,6 +63,10 @@ class WindowSettings(StageSettings):
     equil_length_ns: float = science.EQUIL_LENGTH_NS
     equil_timestep_fs: float = science.EQUIL_TIMESTEP_FS
     equil_frame_ps: float = science.EQUIL_FRAME_PS
+    equil_friction_per_ps: float = science.EQUIL_FRICTION_PER_PS
+    equil_barostat_frequency: int = science.EQUIL_BAROSTAT_FREQUENCY
+    friction_per_ps: float = science.FRICTION_PER_PS
+    barostat_frequency: int = science.BAROSTAT_FREQUENCY
     production_length_ns: float = science.PRODUCTION_LENGTH_NS
     timestep_fs: float = science.TIMESTEP_FS
     frame_ps: float = science.FRAME_PS
@@ -72,20 +79,20 @@ class WindowSettings(StageSettings):
     @classmethod
     def resolve(cls, target: str, ff: str, replica: int, window: int,
                 temperature_kelvin: float | None = None, pressure_atm: float | None = None,
-                equil_length_ns: float | None = None, equil_frame_ps: float | None = None,
                 **others) -> "WindowSettings":
         """Fill unset thermodynamic and equilibration values from the target catalog.
 
         Values given here (from ``PROTBENCH_*`` variables) win over the
-        catalog; the catalog wins over the defaults. A target unknown to every
+        catalog; the catalog wins over the defaults. The fields so filled are
+        :attr:`~protbench_nrp.settings.StageSettings.CATALOG_FIELDS`. A target unknown to every
         catalog is accepted only when temperature and pressure are both given.
 
         Raises
         ------
         WindowInputError
         """
-        return cls._from_catalog(target, temperature_kelvin, pressure_atm, equil_length_ns,
-                                 equil_frame_ps, ff=ff, replica=replica, window=window, **others)
+        return cls._from_catalog(target, temperature_kelvin, pressure_atm, ff=ff, replica=replica,
+                                 window=window, **others)
 
     # -- checks ------------------------------------------------------------------
     def check(self) -> None:
@@ -129,7 +136,8 @@ class WindowSettings(StageSettings):
             n_windows=self.n_windows, cv_name=CV_NAME, centre=self.centre,
             k_kcal_per_mol=self.k_kcal_per_mol, temperature_kelvin=self.temperature_kelvin,
             pressure_atm=self.pressure_atm, timestep_fs=self.timestep_fs, frame_ps=self.frame_ps,
-            production_length_ns=self.production_length_ns, equil_length_ns=self.equil_length_ns)
+            production_length_ns=self.production_length_ns, equil_length_ns=self.equil_length_ns,
+            checkpoint_ps=self.checkpoint_ps, friction_per_ps=self.friction_per_ps)
 
 
 @dataclass
@@ -244,6 +252,7 @@ class UmbrellaWindow:
         """
         if self.is_finished():
             self.log(f"window {self.files.directory} is already finished; nothing to do")
+            self._record_finished_if_lost()
             return 0
         inputs = self.read_inputs()
         self.check_recorded_parameters()
@@ -265,6 +274,19 @@ class UmbrellaWindow:
             outcome.step, outcome.ns_per_day)
         self.log(f"production finished at step {outcome.step}")
         return 0
+
+    def _record_finished_if_lost(self) -> None:
+        # A kill between the final checkpoint and the "finished" progress record
+        # would otherwise leave status tools believing the window stalled forever.
+        path = self.path(self.files.progress)
+        try:
+            if Progress.read(path).phase == "finished":
+                return
+        except (OSError, ValueError):
+            pass
+        total = self.settings.production_schedule().total_steps
+        ProgressRecorder(path, "production", total).finish(total, 0.0)
+        self.log("restored the progress record of the finished window")
 
     def check_recorded_parameters(self) -> None:
         """Refuse to continue a started window with another umbrella, temperature, timestep...
@@ -303,11 +325,25 @@ class UmbrellaWindow:
             return False
         return True
 
-    def new_context(self, inputs: WindowInputs, timestep_fs: float):
-        """A Context of the window's System on its platform; returns ``(context, integrator)``."""
-        integrator = langevin_integrator(self.settings.temperature_kelvin, timestep_fs)
-        context = create_context(inputs.system, integrator, self.settings.platform,
-                                 self.settings.precision)
+    def new_context(self, inputs: WindowInputs, timestep_fs: float, friction_per_ps: float | None = None,
+                    barostat_frequency: int | None = None):
+        """A Context of the window's System on its platform; returns ``(context, integrator)``.
+
+        The System gets a barostat every ``barostat_frequency`` steps (when
+        the pressure is not 0) in this Context only. Friction and barostat
+        interval default to production's.
+        """
+        settings = self.settings
+        friction_per_ps = settings.friction_per_ps if friction_per_ps is None else friction_per_ps
+        barostat_frequency = (settings.barostat_frequency if barostat_frequency is None
+                              else barostat_frequency)
+        integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps)
+        system = inputs.system
+        if settings.pressure_atm > 0:
+            system = copy.deepcopy(system)
+            set_barostat(system, settings.temperature_kelvin, settings.pressure_atm,
+                         barostat_frequency)
+        context = create_context(system, integrator, settings.platform, settings.precision)
         return context, integrator
 
     def equilibration_stage(self, inputs: WindowInputs):
@@ -322,7 +358,9 @@ class UmbrellaWindow:
         files, settings = self.files, self.settings
         schedule = settings.equilibration_schedule()
         # Equilibration keeps no portable checkpoint: on another GPU it simply starts again.
-        stage = self._stage(inputs, "equilibration", schedule, settings.equil_timestep_fs,
+        stage = self._stage(inputs, "equilibration", schedule,
+                            (settings.equil_timestep_fs, settings.equil_friction_per_ps,
+                             settings.equil_barostat_frequency),
                             CheckpointFiles(self.path(files.equilibration("chk"))),
                             lambda _context: self._equilibration_reporters(inputs, schedule))
         fallbacks = [InitialOrigin(inputs.positions_nm, inputs.box_vectors_nm,
@@ -335,7 +373,8 @@ class UmbrellaWindow:
         Returns ``(stage, fallbacks)``, to use as those of :meth:`equilibration_stage`.
         """
         settings = self.settings
-        stage = self._stage(inputs, "production", settings.production_schedule(), settings.timestep_fs,
+        stage = self._stage(inputs, "production", settings.production_schedule(),
+                            (settings.timestep_fs, settings.friction_per_ps, settings.barostat_frequency),
                             self._production_checkpoint(),
                             lambda context: self._production_reporters(
                                 inputs.topology, inputs.system,
@@ -344,14 +383,16 @@ class UmbrellaWindow:
                                  description="equilibrated state")]
         return stage, fallbacks
 
-    def _stage(self, inputs: WindowInputs, phase: str, schedule: Schedule, timestep_fs: float,
+    def _stage(self, inputs: WindowInputs, phase: str, schedule: Schedule, dynamics: tuple,
                checkpoint: CheckpointFiles, reporters: Callable[[object], list]) -> ResumableStage:
         """A stage on a new Context; ``reporters(context)`` makes its reporters.
+
+        ``dynamics`` is ``(timestep_fs, friction_per_ps, barostat_frequency)``.
 
         The reporters get the Context because production reads Q through the
         umbrella force of the Context's System, which exists only once it does.
         """
-        context, _ = self.new_context(inputs, timestep_fs)
+        context, _ = self.new_context(inputs, *dynamics)
         return ResumableStage(context, schedule, checkpoint, reporters(context),
                               ProgressRecorder(self.path(self.files.progress), phase,
                                                schedule.total_steps), log=self.log)
