@@ -6,8 +6,8 @@
 # image and pins conda's cuda-version so every CUDA package (OpenMM's CUDA
 # platform among them) is built for it. Its MAJOR.MINOR must equal CUDA_VERSION
 # in run-umbrella-windows.py, which keeps pods off nodes with an older CUDA
-# runtime; the workflow passes the same value, and a test fails if the three
-# disagree. Base images carry MAJOR.MINOR.PATCH; node labels only MAJOR.MINOR.
+# runtime; the workflow reads this line, and a test fails if the launcher
+# disagrees. Base images carry MAJOR.MINOR.PATCH; node labels only MAJOR.MINOR.
 ARG CUDA_VERSION=12.4.1
 ARG MICROMAMBA_VERSION=1.5.10
 ARG UBUNTU_CODENAME=jammy
@@ -27,7 +27,7 @@ ADD --chown=mambauser:mambauser \
 # provide; otherwise it would pick CPU-only builds of OpenMM.
 RUN CONDA_OVERRIDE_CUDA="${CUDA_VERSION%.*}" micromamba install --yes --name base \
         --file /tmp/environment.yaml \
-        "cuda-version=${CUDA_VERSION%.*}" rclone git pip \
+        "cuda-version=${CUDA_VERSION%.*}" "rclone=1.75" git pip \
     && micromamba clean --all --yes \
     && rm /tmp/environment.yaml
 

@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT, VILLIN_FF, CampaignInputs
 from tests.pod.s3server import Bucket
 
@@ -217,28 +219,34 @@ def make_fake_repo(root: Path, script_path: str, body: str = FAKE_SCRIPT) -> Pat
     return root
 
 
-def as_pod_user() -> tuple[str, ...]:
-    """Command prefix running as the pod's uid (with fsGroup's group), or nothing when not root.
+#: For tests that check the pod's users and permissions: only root can switch
+#: users and hand files to the pod's uid, and without that they would check nothing.
+requires_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="switching to the pod's uid and setting up fsGroup volumes needs root "
+                              "(CI runs as root)")
 
-    Only root can switch users; as another user the tests run as themselves,
-    which is what a pod whose every container has the same uid amounts to.
-    """
-    if os.geteuid() != 0:
-        return ()
+
+def as_pod_user() -> tuple[str, ...]:
+    """Command prefix running as the pod's uid, with fsGroup's group (root only: see requires_root)."""
+    _check_root()
     return ("setpriv", f"--reuid={POD_UID}", f"--regid={POD_UID}", f"--groups={POD_UID}", "--")
 
 
 def fs_group_volume(path: Path, owner: bool = False) -> None:
-    """Set ``path`` up as the kubelet does for a pod with ``fsGroup`` (root only; else nothing).
+    """Set ``path`` up as the kubelet does for a pod with ``fsGroup`` (root only: see requires_root).
 
     A volume's directory stays root's, is given to the group and made
     group-writable with the set-group-ID bit; ``owner`` instead hands a file
     or directory to the pod's user (what a process of the pod created).
     """
-    if os.geteuid() != 0:
-        return
+    _check_root()
     if owner:
         os.chown(path, POD_UID, POD_UID)
     else:
         os.chown(path, 0, POD_UID)
         path.chmod(0o2775)
+
+
+def _check_root() -> None:
+    if os.geteuid() != 0:
+        raise RuntimeError("only root can act as the pod's user; mark the test @requires_root")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pod.harness import POD_SCRIPTS, POD_UID, REMOTE, as_pod_user, fs_group_volume, seed_inputs
+from tests.pod.harness import (POD_SCRIPTS, POD_UID, REMOTE, as_pod_user, fs_group_volume, requires_root,
+                               seed_inputs)
 from tests.pod.s3server import free_port
 
 def _copied(pod, relative: str) -> Path:
@@ -73,6 +73,7 @@ def test_absent_file_entries_are_tolerated(make_pod, bucket, villin_inputs):
     assert not (pod.results / villin_inputs.campaign.steered_state(1)).exists()
 
 
+@requires_root
 def test_files_from_init_are_writable_by_the_main_container_user(make_pod, bucket, villin_inputs,
                                                                   shared_dir, tmp_path):
     seed_inputs(bucket, villin_inputs)
@@ -97,11 +98,10 @@ def test_files_from_init_are_writable_by_the_main_container_user(make_pod, bucke
     result = pod.run("init-rclone", prefix=user)
     assert result.returncode == 0, result.stderr + result.stdout
 
-    uid = POD_UID if user else os.geteuid()
     copied = pod.results / window_dir / "villin-amber14-vacuum-production.out"
     system_xml = pod.results / villin_inputs.campaign.system_xml
     for path in (copied, system_xml, copied.parent):
-        assert path.stat().st_uid == uid
+        assert path.stat().st_uid == POD_UID
         assert path.stat().st_mode & 0o200, f"{path} is not writable by its owner"
     # What the main container does with them, as the same user: append, replace, add files.
     main_step = (f'echo "1 2" >> "{copied}" && : > "{system_xml}" '
@@ -114,7 +114,7 @@ def test_files_from_init_are_writable_by_the_main_container_user(make_pod, bucke
 def test_no_chmod_anywhere_in_the_pod(make_pod, bucket):
     pod = make_pod()
     scripts = [(pod.repo / POD_SCRIPTS / name).read_text() for name in
-               ("copy-in.sh", "copy-out.sh", "run-job.sh", "pre-stop.sh")]
+               ("copy-in.sh", "lib.sh", "copy-out.sh", "run-job.sh", "pre-stop.sh")]
     commands = [" ".join(pod.command(c)) for c in ("init-git", "init-rclone", "main")]
     for text in scripts + commands + [" ".join(pod.prestop_command())]:
         code = [line.split("#")[0] for line in text.splitlines()]  # comments may say why there is none

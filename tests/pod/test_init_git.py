@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.pod.harness import POD_SCRIPTS, POD_UID, as_pod_user, fs_group_volume
+from tests.pod.harness import POD_SCRIPTS, POD_UID, as_pod_user, fs_group_volume, requires_root
 
 
 def _git(*args, cwd) -> str:
@@ -29,6 +29,7 @@ def _origin(path):
     return first, second
 
 
+@requires_root
 def test_init_git_checks_out_the_commit_as_the_pod_user(make_pod, shared_dir):
     first, second = _origin(shared_dir / "origin")
     pod = make_pod()
@@ -46,8 +47,7 @@ def test_init_git_checks_out_the_commit_as_the_pod_user(make_pod, shared_dir):
     assert result.returncode == 0, result.stderr
     assert f"at {first}" in result.stdout
     assert (repo / POD_SCRIPTS / "copy-in.sh").read_text() == "first\n"
-    if user:
-        assert (repo / POD_SCRIPTS / "copy-in.sh").stat().st_uid == POD_UID
+    assert (repo / POD_SCRIPTS / "copy-in.sh").stat().st_uid == POD_UID
 
     # a restarted init container finds the checkout and moves it to the commit asked for
     again = pod.run("init-git", prefix=user, PROTBENCH_SCRIPT_COMMIT=second, **env)

@@ -8,12 +8,16 @@ test_consistency.py.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.pod.harness import make_fake_repo, seed_inputs
+from tests.conftest import REPO_ROOT
+from tests.pod.harness import POD_SCRIPTS, make_fake_repo, seed_inputs
 
 FAKE_OUT = "fake-production.out"
 FAKE_CHK = "fake-production.chk"
@@ -213,3 +217,178 @@ def test_the_image_environment_is_activated_before_the_script(make_pod, bucket, 
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert (pod.results / "activation.txt").read_text() == f"environment={expected}\n"
+
+
+# -- stops during start-up, and the signal races of run-job.sh ---------------
+
+SLOW_MICROMAMBA = """#!/bin/sh
+# The shell hook takes a while, as activation does in a large environment.
+if [ "$1 $2" = "shell hook" ]; then
+    : >"$FAKE_STARTED"
+    sleep 3
+    echo 'micromamba() { :; }'
+fi
+"""
+
+#: `python -m pip install` records its arguments (and sleeps FAKE_PIP_SECONDS);
+#: `python -m pip freeze` lists proteinbenchmark as pip lists a git install.
+FAKE_PYTHON = """#!/bin/sh
+case "$1 $2 $3" in
+    "-m pip install")
+        echo "$*" >"$FAKE_STARTED"
+        exec sleep "${FAKE_PIP_SECONDS:-0}" ;;
+    "-m pip freeze")
+        echo "numpy==2.0.0"
+        echo "proteinbenchmark @ git+https://github.com/openforcefield/proteinbenchmark.git@0123456789abcdef" ;;
+    *) echo "fake python: unexpected $*" >&2; exit 9 ;;
+esac
+"""
+
+
+def _fake_bin(pod, tmp_path, **programs: str) -> dict[str, str]:
+    """Environment putting stand-ins for ``programs`` first on PATH."""
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir(exist_ok=True)
+    for name, body in programs.items():
+        (fake_bin / name).write_text(body)
+        (fake_bin / name).chmod(0o755)
+    return {"PATH": f"{fake_bin}:{pod.env()['PATH']}", "FAKE_STARTED": str(tmp_path / "fake-started")}
+
+
+def _leftover_output(pod) -> str:
+    """An output of an earlier container on the volume, not yet in the bucket: the final upload sends it."""
+    window_dir = pod.results / pod.output_files[0]
+    window_dir.mkdir(parents=True, exist_ok=True)
+    (window_dir / FAKE_CHK).write_text("written by the container before\n")
+    return _key(pod, FAKE_CHK)
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "prestop"])
+def test_a_stop_during_start_up_ends_in_the_upload(fake_pod, bucket, tmp_path, stop):
+    # PID 1 ignores signals it has no trap for: the traps must come before the slow start-up.
+    pod = fake_pod()
+    key = _leftover_output(pod)
+    extra = {**_fake_env(pod), **_fake_bin(pod, tmp_path, micromamba=SLOW_MICROMAMBA),
+             "MAMBA_ROOT_PREFIX": "/opt/conda"}
+    main = pod.start("main", **extra)
+    _wait_for(lambda: (tmp_path / "fake-started").exists(), what="the environment's activation")
+
+    if stop == "sigterm":
+        main.signal(signal.SIGTERM)
+    else:
+        started = time.monotonic()
+        hook = pod.run_prestop(timeout=60, **extra)
+        assert hook.returncode == 0, hook.stdout + hook.stderr
+        assert "final upload finished (script status 143, upload status 0)" in hook.stdout
+        assert time.monotonic() - started < 30
+        assert bucket.read(key) == b"written by the container before\n"  # uploaded before the hook returned
+
+    assert main.wait(timeout=60) == 143
+    log = main.output()
+    assert "SIGTERM received" in log and "stopped before the script started" in log
+    assert "copy-out(final): uploaded" in log
+    assert bucket.read(key) == b"written by the container before\n"
+    assert not _window_file(pod, FAKE_OUT).exists()  # the script never ran
+
+
+def test_a_stop_during_the_proteinbenchmark_install_ends_in_the_upload(fake_pod, bucket, tmp_path):
+    pod = fake_pod()
+    key = _leftover_output(pod)
+    extra = {**_fake_env(pod), **_fake_bin(pod, tmp_path, python=FAKE_PYTHON),
+             "PROTBENCH_PROTEINBENCHMARK_REF": "main", "FAKE_PIP_SECONDS": "120"}
+    main = pod.start("main", **extra)
+    _wait_for(lambda: (tmp_path / "fake-started").exists(), what="pip")
+
+    started = time.monotonic()
+    main.signal(signal.SIGTERM)
+
+    assert main.wait(timeout=60) == 143
+    assert time.monotonic() - started < 30  # pip was stopped, not waited for
+    log = main.output()
+    assert "stopped before the script started" in log
+    assert "pip could not install" not in log
+    assert bucket.read(key) == b"written by the container before\n"
+    assert not _window_file(pod, FAKE_OUT).exists()
+
+
+def test_the_installed_proteinbenchmark_is_logged(fake_pod, bucket, tmp_path):
+    # A moving ref like `main`: the log must say which commit it was.
+    pod = fake_pod()
+    extra = {**_fake_env(pod, FAKE_FRAMES="1"), **_fake_bin(pod, tmp_path, python=FAKE_PYTHON),
+             "PROTBENCH_PROTEINBENCHMARK_REF": "main"}
+
+    main = pod.start("main", **extra)
+
+    assert main.wait(timeout=60) == 0
+    assert "git+https://github.com/openforcefield/proteinbenchmark.git@main" in \
+        (tmp_path / "fake-started").read_text()
+    assert ("run-job: proteinbenchmark installed: proteinbenchmark @ "
+            "git+https://github.com/openforcefield/proteinbenchmark.git@0123456789abcdef") in main.output()
+
+
+def _process_start(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(") ", 1)[1].split()[19])
+
+
+def test_prestop_is_not_fooled_by_the_previous_containers_files(fake_pod, bucket):
+    # The volume keeps the pid file and done marker of the container before;
+    # its PID 1 had the pid a live process has now (the next PID 1).
+    pod = fake_pod()
+    key = _leftover_output(pod)
+    state = pod.results / ".protbench-pod"
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        old_run = f"{other.pid}:{_process_start(other.pid) + 1}"
+        (state / "run-job.pid").write_text(old_run + "\n")
+        (state / "final-upload.done").write_text(f"{old_run} 143 0\n")
+
+        hook = pod.run_prestop()
+    finally:
+        other.kill()
+        other.wait()
+
+    assert hook.returncode == 0, hook.stdout + hook.stderr
+    assert "already done" not in hook.stdout
+    assert "run-job.sh is not running" in hook.stdout
+    assert bucket.read(key) == b"written by the container before\n"
+
+
+RUN_CHILD = """
+source "$RUN_JOB"
+trap 'on_signal TERM' TERM
+{body}
+"""
+
+
+def _run_child_shell(body: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """bash with run-job.sh's functions (sourced: main does not run), running ``body``."""
+    script = REPO_ROOT / POD_SCRIPTS / "run-job.sh"
+    return subprocess.run(["bash", "-c", RUN_CHILD.format(body=body)], env={**os.environ, "RUN_JOB": str(script)},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_signal_before_the_child_pid_is_known_is_passed_on():
+    # on_signal ran while $! was not yet known: run_child must pass it on itself.
+    started = time.monotonic()
+    result = _run_child_shell('stopping=TERM; run_child sleep 30; echo "status=$?"')
+
+    assert "status=143" in result.stdout, result.stdout + result.stderr
+    assert "passing the earlier SIGTERM on to pid" in result.stdout
+    assert time.monotonic() - started < 15
+
+
+def test_the_exit_status_is_the_childs_when_a_signal_comes_as_it_exits():
+    # The child signals run-job.sh and exits at once: the trap interrupts the
+    # wait while the child exits, which must not turn its status 7 into 143.
+    body = """
+    for i in $(seq 20); do
+        stopping=""
+        run_child sh -c 'trap "" TERM; kill -TERM "$PPID"; exit 7'
+        echo "status=$?"
+    done
+    """
+    result = _run_child_shell(body)
+
+    statuses = [line for line in result.stdout.splitlines() if line.startswith("status=")]
+    assert statuses == ["status=7"] * 20, result.stdout + result.stderr

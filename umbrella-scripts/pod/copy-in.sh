@@ -35,6 +35,11 @@ die() {
     exit "$status"
 }
 
+here=$(dirname "$0")
+[ -r "$here/lib.sh" ] || die 2 "$here/lib.sh is missing; run this script from the repository checkout (umbrella-scripts/pod/)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
+
 results=${PROTBENCH_RESULTS_DIR:-/results}
 RCLONE_CONFIG=${RCLONE_CONFIG:-/secrets/rclone.conf}
 export RCLONE_CONFIG
@@ -43,7 +48,6 @@ bucket=${PROTBENCH_BUCKET:-}
 required=${PROTBENCH_REQUIRED_FILES:-}
 # The pod's bookkeeping (see copy-out.sh); never uploaded.
 state_dir=$results/.protbench-pod
-tab=$(printf '\t')
 errors=$(mktemp "${TMPDIR:-/tmp}/copy-in.XXXXXX") || die 2 "cannot create a temporary file in ${TMPDIR:-/tmp}"
 trap 'rm -f "$errors"' EXIT
 
@@ -88,9 +92,8 @@ check_access() {
 
 # A path below results/ must stay below it.
 check_entry() {
-    case "/$1/" in
-        //* | */../* | */./*) die 2 "PROTBENCH_REQUIRED_FILES entry '$1' is not a relative path inside results/; fix the launcher's required_files" ;;
-    esac
+    inside_results "$1" ||
+        die 2 "PROTBENCH_REQUIRED_FILES entry '$1' is not a relative path inside results/; fix the launcher's required_files"
 }
 
 # Copy one entry; absent ones are tolerated. rclone reports an absent source
@@ -131,22 +134,9 @@ record_baseline() {
     : >"$listing"
     printf '%s\n' "$required" | while IFS= read -r entry; do
         [ -n "$entry" ] || continue
-        list_local "$entry" >>"$listing" || exit 1
+        list_entry "$entry" >>"$listing" || exit 1
     done || { log "could not record what was copied; the first upload compares everything with the bucket"; rm -f "$listing"; return 0; }
     mv "$listing" "$state_dir/uploaded.tsv"
-}
-
-# path<TAB>size<TAB>mtime of the files of one entry, paths relative to results/.
-list_local() {
-    entry=$1
-    if [ -d "$results/$entry" ]; then
-        rclone lsf -R --files-only --format pst --separator "$tab" --time-format RFC3339Nano \
-            --exclude '.*' --exclude '.*/**' --exclude '*.tmp' "$results/$entry" |
-            awk -v prefix="${entry%/}/" '{ print prefix $0 }'
-    elif [ -f "$results/$entry" ]; then
-        rclone lsf --format pst --separator "$tab" --time-format RFC3339Nano "$results/$entry" |
-            awk -F "$tab" -v OFS="$tab" -v path="$entry" '{ $1 = path; print }'
-    fi
 }
 
 main() {

@@ -59,6 +59,11 @@ case "$reason" in
     *) reason=usage; die 2 "usage: copy-out.sh sync|final|prestop (got '${1:-}')" ;;
 esac
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[[ -r $here/lib.sh ]] || die 2 "$here/lib.sh is missing; run this script from the repository checkout (umbrella-scripts/pod/)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+
 results=${PROTBENCH_RESULTS_DIR:-/results}
 export RCLONE_CONFIG=${RCLONE_CONFIG:-/secrets/rclone.conf}
 remote=${PROTBENCH_RCLONE_REMOTE:-}
@@ -67,7 +72,6 @@ outputs=${PROTBENCH_OUTPUT_FILES:-}
 state_dir=$results/.protbench-pod
 manifest=$state_dir/uploaded.tsv
 staging=$state_dir/staging
-tab=$'\t'
 
 check_environment() {
     [[ -n $remote ]] || die 2 "PROTBENCH_RCLONE_REMOTE is empty; the launcher sets it from RCLONE_REMOTE in run-umbrella-windows.py"
@@ -82,26 +86,18 @@ check_environment() {
     local entry
     while IFS= read -r entry; do
         [[ -z $entry ]] && continue
-        if [[ /$entry/ == //* || /$entry/ == */../* || /$entry/ == */./* ]]; then
+        inside_results "$entry" ||
             die 2 "PROTBENCH_OUTPUT_FILES entry '$entry' is not a relative path inside results/; fix the launcher's output_files"
-        fi
     done <<<"$outputs"
 }
 
-# path<TAB>size<TAB>mtime of every output file (paths relative to results/).
-# Hidden files and *.tmp are the half-written temporaries of atomic writes.
+# path<TAB>size<TAB>mtime of every output file (paths relative to results/),
+# listed as copy-in.sh lists what it downloaded (lib.sh).
 list_outputs() {
     local entry
     while IFS= read -r entry; do
         [[ -z $entry ]] && continue
-        if [[ -d $results/$entry ]]; then
-            rclone lsf -R --files-only --format pst --separator "$tab" --time-format RFC3339Nano \
-                --exclude '.*' --exclude '.*/**' --exclude '*.tmp' "$results/$entry" |
-                awk -v prefix="${entry%/}/" '{ print prefix $0 }'
-        elif [[ -f $results/$entry ]]; then
-            rclone lsf --format pst --separator "$tab" --time-format RFC3339Nano "$results/$entry" |
-                awk -F "$tab" -v OFS="$tab" -v path="$entry" '{ $1 = path; print }'
-        fi
+        list_entry "$entry"
     done <<<"$outputs"
 }
 
@@ -155,6 +151,11 @@ upload_group() {
         "$staging/$group" >"$sent" || return 1
     # --no-traverse: a few files into a large bucket; --s3-no-check-bucket: a
     # mistyped bucket must fail, not be created. -v names each file copied.
+    # No --update: the upload record already decides what goes up, and
+    # --update would skip a file whose copy in the bucket looks newer, as
+    # every file may after a restart on a node whose clock is behind the
+    # previous pod's: the bucket would keep that pod's reporters (with the
+    # frames the restart cut away and wrote anew) beside this pod's states.
     rclone copy --no-traverse --s3-no-check-bucket --stats 0 -v \
         "$staging/$group" "$remote:$bucket/results" 2>"$rclone_log"
     local status=$?

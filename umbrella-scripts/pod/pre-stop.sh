@@ -12,23 +12,39 @@
 # Should run-job.sh not be running, the hook uploads by itself, under the same
 # lock as every other upload.
 #
+# The volume outlives the container: a pid file and a marker may be left by
+# the run before (whose PID 1 had the same pid as this one's). run-job.sh
+# records PID:START (lib.sh process_run_id), and the hook trusts a pid file
+# only while a live process has that pid and start time, and a marker only
+# when it names that run.
+#
 # Environment: PROTBENCH_RESULTS_DIR (default /results), and what copy-out.sh reads.
 set -uo pipefail
 
 log() { printf 'pre-stop: %s\n' "$*"; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh" || { log "ERROR: cannot read $here/lib.sh; run this script from the repository checkout" >&2; exit 2; }
 results=${PROTBENCH_RESULTS_DIR:-/results}
 state_dir=$results/.protbench-pod
 done_marker=$state_dir/final-upload.done
 waiting=$state_dir/prestop.waiting
 
-pid=$(cat "$state_dir/run-job.pid" 2>/dev/null) || pid=""
-if [[ ! $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+# Succeeds when the marker is this run's (see the header).
+upload_done() {
+    local marker_run=""
+    [[ -r $done_marker ]] && read -r marker_run _ <"$done_marker"
+    [[ $marker_run == "$run_id" ]]
+}
+
+run_id=$(cat "$state_dir/run-job.pid" 2>/dev/null) || run_id=""
+pid=${run_id%%:*}
+if [[ ! $run_id =~ ^[0-9]+:[0-9]+$ ]] || [[ $(process_run_id "$pid") != "$run_id" ]]; then
     log "run-job.sh is not running; uploading directly"
     exec bash "$here/copy-out.sh" prestop
 fi
-if [[ -e $done_marker ]]; then
+if upload_done; then
     log "the final upload is already done"
     exit 0
 fi
@@ -38,11 +54,12 @@ trap 'rm -f "$waiting"' EXIT
 log "asking run-job.sh (pid $pid) to checkpoint, upload and stop"
 kill -TERM "$pid" 2>/dev/null
 # No timeout of our own: the kubelet ends everything at the grace period.
-while kill -0 "$pid" 2>/dev/null && [[ ! -e $done_marker ]]; do
+while kill -0 "$pid" 2>/dev/null && ! upload_done; do
     sleep 0.5
 done
-if [[ -e $done_marker ]]; then
-    log "final upload finished (script and upload status: $(cat "$done_marker"))"
+if upload_done; then
+    read -r _ script_status upload_status <"$done_marker"
+    log "final upload finished (script status $script_status, upload status $upload_status)"
 else
     log "run-job.sh exited"
 fi

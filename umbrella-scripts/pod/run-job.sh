@@ -3,8 +3,11 @@
 #
 #   1. pip-install proteinbenchmark at PROTBENCH_PROTEINBENCHMARK_REF (skipped when empty)
 #   2. start $PROTBENCH_REPO_DIR/$PROTBENCH_SCRIPT_PATH -o $PROTBENCH_RESULTS_DIR as a child
-#   3. every PROTBENCH_SYNC_MINUTES, upload what changed (copy-out.sh sync), so a
-#      lost node costs at most that much simulation
+#   3. every PROTBENCH_SYNC_MINUTES, upload what changed (copy-out.sh sync). A
+#      lost node loses what was simulated since the newest checkpoint in the
+#      bucket, which was up to PROTBENCH_CHECKPOINT_MINUTES old when the last
+#      sync sent it: at most PROTBENCH_SYNC_MINUTES + PROTBENCH_CHECKPOINT_MINUTES
+#      (default 30 + 15 = 45 minutes), plus the time uploads take
 #   4. on SIGTERM or SIGINT, pass SIGTERM to the child: it finishes its frame,
 #      writes a checkpoint and exits
 #   5. when the child has exited, upload what changed (copy-out.sh final), then
@@ -13,6 +16,8 @@
 # Kubernetes delivers SIGTERM to PID 1 only; a `sh -c` wrapper would swallow
 # it and the window would be SIGKILLed at the end of the grace period without
 # a checkpoint. This script is exec'ed by the container command, so it is PID 1.
+# A PID 1 ignores every signal it has no handler for, so the traps are the
+# first thing main does: a stop during start-up then still ends in the upload.
 #
 # Environment (besides what copy-out.sh and the script read)
 #   PROTBENCH_SCRIPT_PATH            script to run, relative to the repository
@@ -42,12 +47,18 @@ die() {
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[[ -r $here/lib.sh ]] || die 2 "$here/lib.sh is missing; run this script from the repository checkout (umbrella-scripts/pod/)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 results=${PROTBENCH_RESULTS_DIR:-/results}
 repo=${PROTBENCH_REPO_DIR:-/opt/repo}
 script_path=${PROTBENCH_SCRIPT_PATH:-}
 sync_minutes=${PROTBENCH_SYNC_MINUTES:-30}
 state_dir=$results/.protbench-pod
-# Written after the final upload; pre-stop.sh waits for it.
+# This run's PID:START (lib.sh process_run_id), for pre-stop.sh.
+pid_file=$state_dir/run-job.pid
+# Written after the final upload, starting with the run id; pre-stop.sh waits
+# for it and ignores one left on the volume by an earlier run.
 done_marker=$state_dir/final-upload.done
 # Present while pre-stop.sh waits; PID 1 lets it return before exiting.
 prestop_marker=$state_dir/prestop.waiting
@@ -55,6 +66,7 @@ prestop_marker=$state_dir/prestop.waiting
 child=""
 stopping=""
 sync_pid=""
+run_id=""
 
 check_environment() {
     [[ -n $script_path ]] || die 2 "PROTBENCH_SCRIPT_PATH is empty; the launcher sets it (SCRIPT_PATH in run-umbrella-windows.py)"
@@ -91,15 +103,22 @@ signal_status() {
 run_child() {
     "$@" &
     child=$!
+    # A signal that came before $! was known could not be passed on.
+    if [[ -n $stopping ]]; then
+        log "passing the earlier SIG$stopping on to pid $child"
+        kill -TERM "$child" 2>/dev/null
+    fi
+    # Poll with a sleep in the foreground rather than block in `wait`: a
+    # trapped signal interrupts the wait builtin, and bash (5.x) can then lose
+    # the status of a child that exits at that moment (wait returns 143 or 255
+    # for good). A foreground command defers the trap instead (by at most the
+    # 0.5 s of the sleep), and `wait` for a child already gone does not block.
+    while kill -0 "$child" 2>/dev/null; do
+        sleep 0.5
+    done
     local status
     wait "$child"
     status=$?
-    # wait returns early (>128) when a trapped signal arrives; keep waiting
-    # until the child itself has exited.
-    while ((status > 128)) && kill -0 "$child" 2>/dev/null; do
-        wait "$child"
-        status=$?
-    done
     child=""
     return "$status"
 }
@@ -120,6 +139,18 @@ install_proteinbenchmark() {
     # --no-deps: the image carries proteinbenchmark's environment; resolving it
     # again at every pod start would be slow and could change it.
     run_child python -m pip install --quiet --no-deps --disable-pip-version-check "$requirement"
+}
+
+# Record in the log what the pod really runs: a moving ref like `main`
+# resolves to a commit (pip freeze shows "proteinbenchmark @ git+...@SHA").
+log_proteinbenchmark() {
+    local installed
+    installed=$(python -m pip freeze --disable-pip-version-check 2>/dev/null | grep -i '^proteinbenchmark[ =@]')
+    if [[ -n $installed ]]; then
+        log "proteinbenchmark installed: $installed"
+    else
+        log "proteinbenchmark is not installed (pip freeze lists none)"
+    fi
 }
 
 sync_loop() {
@@ -155,7 +186,7 @@ finish() {
     stop_sync
     bash "$here/copy-out.sh" final
     upload_status=$?
-    printf '%s %s\n' "$status" "$upload_status" >"$done_marker"
+    printf '%s %s %s\n' "$run_id" "$status" "$upload_status" >"$done_marker"
     # Let a waiting preStop hook see the marker and return before PID 1 exits.
     local tries=0
     while [[ -e $prestop_marker ]] && ((tries++ < 20)); do
@@ -186,23 +217,33 @@ activate_conda() {
     set -u
 }
 
+# A stop during start-up: upload what is there and exit with the signal's status.
+finish_if_stopping() {
+    [[ -z $stopping ]] && return 0
+    log "stopped before the script started"
+    finish "$(signal_status)"
+}
+
 main() {
-    check_environment
-    activate_conda
-    rm -f -- "$done_marker"
-    echo "$$" >"$state_dir/run-job.pid"
+    # First, before anything that takes time: catch stops (see the header),
+    # and drop the previous run's marker, which must not tell pre-stop.sh
+    # that this run's final upload is done.
     trap 'on_signal TERM' TERM
     trap 'on_signal INT' INT
+    rm -f -- "$done_marker"
+    check_environment
+    run_id=$(process_run_id "$$") || die 2 "cannot read /proc/$$/stat to record this run for pre-stop.sh"
+    echo "$run_id" >"$pid_file" || die 2 "cannot write $pid_file"
 
+    activate_conda
+    finish_if_stopping
     if ! install_proteinbenchmark; then
-        [[ -n $stopping ]] && finish "$(signal_status)"
+        finish_if_stopping
         log "ERROR: pip could not install proteinbenchmark at '$PROTBENCH_PROTEINBENCHMARK_REF'; check PROTEINBENCHMARK_REF in run-umbrella-windows.py"
         finish 1
     fi
-    if [[ -n $stopping ]]; then
-        log "stopped before the script started"
-        finish "$(signal_status)"
-    fi
+    log_proteinbenchmark
+    finish_if_stopping
 
     start_sync
     log "starting $repo/$script_path -o $results"
@@ -212,4 +253,7 @@ main() {
     finish "$status"
 }
 
-main
+# Sourced (by the tests, to call run_child alone), it only defines.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main
+fi
