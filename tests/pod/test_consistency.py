@@ -26,8 +26,8 @@ import pytest
 from tests.pod.harness import TINY_WINDOW, seed_inputs
 
 WINDOW = 0
-# 50 frames of 50 steps, a checkpoint and DCD segment every 5 frames
-SETTINGS = {**TINY_WINDOW, "PROTBENCH_PRODUCTION_LENGTH": "0.01", "PROTBENCH_SYNC_MINUTES": "0"}
+# 100 frames of 50 steps, a checkpoint and DCD segment every 5 frames: room for three stops
+SETTINGS = {**TINY_WINDOW, "PROTBENCH_PRODUCTION_LENGTH": "0.02", "PROTBENCH_SYNC_MINUTES": "0"}
 # slow enough that a kill lands inside the upload, fast enough for a test
 SLOW_UPLOAD = {"RCLONE_BWLIMIT": "60k", "RCLONE_TRANSFERS": "2"}
 
