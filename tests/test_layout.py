@@ -38,6 +38,19 @@ def test_seed_layout_of_a_window():
     ]
 
 
+def test_inputs_name_the_stage_that_writes_them():
+    campaign = Campaign("villin", "amber14-vacuum")
+    assert campaign.stage_inputs("setup") == []
+    assert campaign.stage_inputs("steered", 2) == [("villin-amber14-vacuum/setup/", "setup")]
+    assert campaign.stage_inputs("window", 2, 4) == [
+        ("villin-amber14-vacuum/setup/", "setup"),
+        ("villin-amber14-vacuum/replica-2/villin-amber14-vacuum-equilibration-1.xml", "steered"),
+        ("villin-amber14-vacuum/replica-2/villin-amber14-vacuum-window-04.pdb", "steered"),
+    ]
+    # a pod copies its inputs, then its own earlier outputs to resume from
+    assert campaign.required_files("window", 2, 4)[:3] == [p for p, _ in campaign.stage_inputs("window", 2, 4)]
+
+
 def test_a_pod_uploads_only_its_own_outputs():
     campaign = Campaign("villin", "amber14-vacuum")
     assert campaign.output_files("window", 1, 3) == ["villin-amber14-vacuum/replica-1/window-03/"]

@@ -33,8 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .layout import Campaign, window_tag
-from .preflight import BUCKET_PREFIX
+from .layout import BUCKET_PREFIX, Campaign, window_tag
 from .records import UmbrellaParameters, record_from_dict
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
 

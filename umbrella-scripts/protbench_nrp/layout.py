@@ -35,6 +35,10 @@ from pathlib import PurePosixPath
 #: The three kinds of Job a campaign is made of, in the order they must run.
 STAGES = ("setup", "steered", "window")
 
+#: Where the results root lies in the bucket: ``{remote}:{bucket}/results/<layout path>``.
+#: (The pod scripts, in shell, spell it out too.)
+BUCKET_PREFIX = "results"
+
 #: Prefix of every label and annotation the launcher puts on a Job.
 LABEL_PREFIX = "protbench.openforcefield.org"
 
@@ -169,28 +173,39 @@ class Campaign:
         return self._file(self.window_dir(replica, window), "window.log")
 
     # -- what a Job reads and writes -------------------------------------------
+    def stage_inputs(self, stage: str, replica: int | None = None,
+                     window: int | None = None) -> list[tuple[str, str]]:
+        """What a Job reads that an earlier stage writes, each with the stage that writes it.
+
+        These must be in the bucket before the Job is applied (the launcher's
+        preflight checks them). Directories end in ``/``.
+        """
+        _check_stage(stage)
+        if stage == "setup":
+            return []
+        setup = (f"{self.setup_dir}/", "setup")
+        if stage == "steered":
+            return [setup]
+        return [setup,
+                (str(self.steered_state(replica)), "steered"),
+                (str(self.window_pdb(replica, window)), "steered")]
+
     def required_files(self, stage: str, replica: int | None = None, window: int | None = None,
                        n_windows: int | None = None) -> list[str]:
         """Entries a pod copies from the bucket before it starts.
 
-        Directories end in ``/``. Outputs of earlier pods of the same Job are
-        included so that a restarted pod resumes; they are absent for the
-        first pod, which the copy step tolerates. A restarted steered-MD pod
-        needs the window structures already saved (give ``n_windows``): the
-        pull resumes past their crossings and would not save them again.
+        Its inputs (:meth:`stage_inputs`) and its own earlier outputs, so that
+        a restarted pod resumes; those are absent for the first pod, which the
+        copy step tolerates. A restarted steered-MD pod needs the window
+        structures already saved (give ``n_windows``): the pull resumes past
+        their crossings and would not save them again.
         """
-        _check_stage(stage)
-        setup = f"{self.setup_dir}/"
+        inputs = [path for path, _producer in self.stage_inputs(stage, replica, window)]
         if stage == "setup":
-            return [setup]
+            return [f"{self.setup_dir}/"]
         if stage == "steered":
-            return [setup] + self.output_files("steered", replica, n_windows=n_windows)
-        return [
-            setup,
-            str(self.steered_state(replica)),
-            str(self.window_pdb(replica, window)),
-            f"{self.window_dir(replica, window)}/",
-        ]
+            return inputs + self.output_files("steered", replica, n_windows=n_windows)
+        return inputs + [f"{self.window_dir(replica, window)}/"]
 
     def output_files(self, stage: str, replica: int | None = None, window: int | None = None,
                      n_windows: int | None = None) -> list[str]:

@@ -29,10 +29,9 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping
 
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
-from .layout import Campaign
+from .layout import BUCKET_PREFIX, Campaign
 
 #: Everything of a campaign lives under this prefix of the bucket.
-BUCKET_PREFIX = "results"
 
 #: Bounded network behaviour: an unreachable endpoint fails in seconds, not minutes.
 CONNECT_TIMEOUT_S = 5
@@ -200,14 +199,8 @@ def _env_endpoint(environ: Mapping[str, str]) -> str | None:
 
 def required_inputs(job: JobSpec, campaign: Campaign) -> list[MissingInput]:
     """The inputs a Job reads that an earlier stage writes (as candidates for "missing")."""
-    setup = MissingInput(f"{campaign.setup_dir}/", "setup")
-    if job.stage == "setup":
-        return []
-    if job.stage == "steered":
-        return [setup]
-    return [setup,
-            MissingInput(str(campaign.steered_state(job.replica)), "steered", job.replica),
-            MissingInput(str(campaign.window_pdb(job.replica, job.window)), "steered", job.replica)]
+    return [MissingInput(path, producer, None if producer == "setup" else job.replica)
+            for path, producer in campaign.stage_inputs(job.stage, job.replica, job.window)]
 
 
 class _Bucket:
@@ -323,4 +316,4 @@ def _first_line(error: BaseException) -> str:
 
 
 __all__ = ["PreflightError", "MissingInput", "S3Access", "preflight", "find_missing",
-           "required_inputs", "s3_access", "rclone_config_path", "read_rclone_remote", "BUCKET_PREFIX"]
+           "required_inputs", "s3_access", "rclone_config_path", "read_rclone_remote"]

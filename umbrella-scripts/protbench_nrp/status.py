@@ -32,8 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from . import science
 from .jobs import CampaignConfig, JobSpec
-from .layout import LABEL_PREFIX, Campaign, job_labels, window_tag
-from .preflight import BUCKET_PREFIX
+from .layout import BUCKET_PREFIX, LABEL_PREFIX, Campaign, job_labels, window_tag
 from .records import Progress, record_from_dict
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
