@@ -187,6 +187,16 @@ def launcher_repo(tmp_path) -> LauncherRepo:
     return LauncherRepo(tmp_path)
 
 
+def assert_refused_untouched(repo, result, *needles: str) -> None:
+    """Refused with every needle in the message, and nothing written or applied."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    for needle in needles:
+        assert needle in result.stderr, f"{needle!r} not in:\n{result.stderr}"
+    assert "Nothing was applied" in result.stderr
+    assert repo.kubectl_calls() == []
+    assert not repo.results.exists()
+
+
 def documents(stream: str) -> list[dict]:
     """The documents of a YAML stream."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

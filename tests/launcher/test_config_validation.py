@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import assert_refused_untouched
+
 CASES = {
     "empty initials": ({"INITIALS": ""}, "INITIALS '' must be your initials, letters only"),
     "initials with a dot": ({"INITIALS": "j.m"}, "INITIALS 'j.m' must be your initials"),
@@ -51,12 +53,7 @@ CASES = {
 @pytest.mark.parametrize("constants, message", CASES.values(), ids=CASES.keys())
 def test_bad_constant_is_refused_before_any_side_effect(launcher_repo, constants, message):
     launcher_repo.set_constants(**constants)
-    result = launcher_repo.run()
-    assert result.returncode == 1
-    assert message in result.stderr, result.stderr
-    assert "Nothing was applied" in result.stderr
-    assert launcher_repo.kubectl_calls() == []
-    assert not launcher_repo.results.exists()
+    assert_refused_untouched(launcher_repo, launcher_repo.run(), message)
 
 
 def test_a_dry_run_refuses_too_and_prints_no_manifest(launcher_repo):

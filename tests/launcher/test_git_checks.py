@@ -10,17 +10,7 @@ import pytest
 from protbench_nrp.gitcheck import normalize_url
 from protbench_nrp.jobs import STAGE_SCRIPTS
 
-from .conftest import WINDOW_SCRIPT, git
-
-
-def assert_refused_untouched(repo, result, *needles: str) -> None:
-    """Refused with every needle in the message, and nothing written or applied."""
-    assert result.returncode == 1, result.stdout + result.stderr
-    for needle in needles:
-        assert needle in result.stderr, f"{needle!r} not in:\n{result.stderr}"
-    assert "Nothing was applied" in result.stderr
-    assert repo.kubectl_calls() == []
-    assert not repo.results.exists()
+from .conftest import WINDOW_SCRIPT, assert_refused_untouched, git
 
 
 def launch_one(repo, *extra: str):

@@ -11,7 +11,7 @@ import yaml
 from protbench_nrp import policy
 from protbench_nrp.manifest import load_template
 
-from .conftest import REPO_ROOT, TEMPLATE
+from .conftest import REPO_ROOT, TEMPLATE, assert_refused_untouched
 
 
 def container(template: dict, name: str) -> dict:
@@ -108,12 +108,7 @@ def test_template_violation_is_refused_before_any_side_effect(launcher_repo, edi
     edit(template)
     (launcher_repo.dir / "bad-template.yaml").write_text(yaml.safe_dump(template, sort_keys=False))
     launcher_repo.set_constants(TEMPLATE_PATH="bad-template.yaml")
-    result = launcher_repo.run()
-    assert result.returncode == 1
-    assert message in result.stderr, result.stderr
-    assert "Nothing was applied" in result.stderr
-    assert launcher_repo.kubectl_calls() == []
-    assert not launcher_repo.results.exists()
+    assert_refused_untouched(launcher_repo, launcher_repo.run(), message)
 
 
 def test_missing_template_is_refused(launcher_repo):
