@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from protbench_nrp import status
+from protbench_nrp.contacts import add_umbrella_bias
 from protbench_nrp.jobs import CampaignConfig, JobSpec
 from protbench_nrp.layout import Campaign, job_name
 from protbench_nrp.science import KJ_PER_KCAL, window_centre
@@ -60,11 +61,8 @@ def toy_system():
     system.addForce(well)
     cv = openmm.CustomExternalForce("x")
     cv.addParticle(0, [])
-    bias = openmm.CustomCVForce("k*(cv-Q0)^2")
-    bias.addGlobalParameter("k", 0.0)
-    bias.addGlobalParameter("Q0", 0.0)
-    bias.addCollectiveVariable("cv", cv)
-    system.addForce(bias)
+    # Named "cv", not "Q": the window script must find the bias by its globals alone.
+    add_umbrella_bias(system, cv, k_kj_per_mol=0.0, centre=0.0, cv_name="cv")
     return system
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protbench_nrp.contacts import add_umbrella_bias
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "umbrella-scripts" / "run-umbrella-window.py"
 
@@ -32,11 +34,7 @@ def toy_system():
     system.addForce(well)
     cv = openmm.CustomExternalForce("x")
     cv.addParticle(0, [])
-    bias = openmm.CustomCVForce("k*(Q-Q0)^2")
-    bias.addGlobalParameter("k", 100.0)
-    bias.addGlobalParameter("Q0", 0.5)
-    bias.addCollectiveVariable("Q", cv)
-    system.addForce(bias)
+    add_umbrella_bias(system, cv, k_kj_per_mol=100.0, centre=0.5)
     return system
 
 
