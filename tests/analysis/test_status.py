@@ -120,12 +120,14 @@ def test_each_window_gets_its_state_from_its_progress(local_campaign):
     assert totals.ns_per_day == pytest.approx(100.0 + 50.0 + 2.0)
 
 
-@pytest.mark.parametrize("step, state", [(1000, "finished"), (1200, "finished"), (999, "stalled")])
-def test_production_with_every_step_done_is_finished_though_never_marked_so(tmp_path, step, state):
-    # Killed between its final checkpoint and its "finished" record, a window finds itself
-    # done on restart and exits, leaving "production" at the last step for good.
+@pytest.mark.parametrize("phase, step, state", [("finished", 1000, "finished"),
+                                                ("production", 1000, "stalled"),
+                                                ("production", 999, "stalled")])
+def test_only_a_finished_record_finishes_a_window(tmp_path, phase, step, state):
+    # The window script writes "finished" after its final checkpoint (and restores it if a
+    # kill lost it); a "production" record, even of the last step, still needs its pod.
     config = make_config(tmp_path)
-    write_progress(tmp_path, config, 1, 0, "production", step, 1000, 100.0, 5 * HOUR)
+    write_progress(tmp_path, config, 1, 0, phase, step, 1000, 100.0, 5 * HOUR)
     job = window_job(config, 1, 0)
     reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
     row = status.window_status(job, reading, status.ClusterView(None), NOW)

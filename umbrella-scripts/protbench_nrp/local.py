@@ -180,8 +180,6 @@ class LocalJob:
             return steered_products_exist(root, campaign, self.spec.replica, self.n_windows)
         from .status import production_done
 
-        # "production" with every step done counts too: a window killed between its last
-        # checkpoint and its "finished" record never rewrites the record (see production_done).
         record = self.progress()
         return (record is not None and production_done(record)
                 and record.total_steps == _production_steps(self.spec.env))

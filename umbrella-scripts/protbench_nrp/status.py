@@ -428,14 +428,11 @@ class WindowStatus:
 def production_done(progress: Progress) -> bool:
     """Whether a window's progress record shows its production done.
 
-    Either the record says ``finished``, or it says ``production`` with every
-    step done: a window killed between its final checkpoint and its last
-    progress record finds itself done when it restarts and exits without
-    rewriting the record, which then stays at ``production`` for good.
+    Only a ``finished`` record counts: the engine writes no record of the last
+    step before the final checkpoint, and a restarted window that finds itself
+    done restores a ``finished`` record lost to a kill (window.py).
     """
-    return progress.phase == "finished" or (
-        progress.phase == "production" and progress.total_steps > 0
-        and progress.step >= progress.total_steps)
+    return progress.phase == "finished"
 
 
 def window_status(job: JobSpec, reading: ProgressReading | None, cluster: ClusterView,
