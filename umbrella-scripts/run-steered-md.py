@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import click  # noqa: E402
 
 from protbench_nrp import science, steered  # noqa: E402
-from protbench_nrp.cli import (env_option, equilibration_options, platform_options,  # noqa: E402
-                               results_option, run_options, run_stage, window_centre_options)
+from protbench_nrp.cli import (blowup_options, env_option, equilibration_options,  # noqa: E402
+                               platform_options, results_option, run_options, run_stage,
+                               window_centre_options)
 from protbench_nrp.systems import SetupError  # noqa: E402
 
 
@@ -42,6 +43,7 @@ from protbench_nrp.systems import SetupError  # noqa: E402
 @env_option("--checkpoint-minutes", "PROTBENCH_CHECKPOINT_MINUTES", float, science.CHECKPOINT_MINUTES,
             "Wall-clock minutes between checkpoints.")
 @platform_options
+@blowup_options
 def main(output_directory, umbrella_k, steered_k, **settings):
     """Run, or resume, the steered MD of one replica."""
     settings["k_kcal_per_mol"] = umbrella_k if steered_k is None else steered_k

@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import click  # noqa: E402
 
 from protbench_nrp import science  # noqa: E402
-from protbench_nrp.cli import (env_option, equilibration_options, platform_options,  # noqa: E402
-                               results_option, run_options, run_stage, window_centre_options)
+from protbench_nrp.cli import (blowup_options, env_option, equilibration_options,  # noqa: E402
+                               platform_options, results_option, run_options, run_stage,
+                               window_centre_options)
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -41,6 +42,7 @@ from protbench_nrp.cli import (env_option, equilibration_options, platform_optio
 @env_option("--checkpoint-minutes", "PROTBENCH_CHECKPOINT_MINUTES", float, science.CHECKPOINT_MINUTES,
             "Wall-clock minutes between extra checkpoints.")
 @platform_options
+@blowup_options
 def main(output_directory, **settings):
     """Run, or resume, one umbrella window."""
     from protbench_nrp.window import UmbrellaWindow, WindowSettings
