@@ -52,8 +52,10 @@ class AtomIdentity:
     @classmethod
     def of(cls, atom) -> "AtomIdentity":
         """The identity of an ``openmm.app.topology.Atom``."""
-        return cls(atom.residue.chain.id or _NO_ID, str(atom.residue.id).strip() or _NO_ID,
-                   atom.name)
+        def field(text) -> str:  # one whitespace-free column of the contacts file
+            return "_".join(str(text or "").split()) or _NO_ID
+
+        return cls(field(atom.residue.chain.id), field(atom.residue.id), field(atom.name))
 
     def fields(self) -> list[str]:
         return [self.chain, self.residue, self.name]
