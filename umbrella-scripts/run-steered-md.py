@@ -7,7 +7,8 @@ pulls Q from the first window centre past the last, saving
 ``S/replica-{R}/S-window-{WW}.pdb`` as Q crosses each centre. SIGTERM or
 SIGINT stop it at the next frame with a checkpoint written (exit 143 or 130);
 a finished replica exits 0 and touches nothing; a pull that ends before Q
-crossed every centre exits 1 naming the Q it reached.
+crossed every centre exits 1 naming the Q it reached; a blow-up it could not
+recover from in ``PROTBENCH_MAX_BLOWUPS`` attempts exits 65 (engine.EXIT_BLOWN_UP).
 """
 
 import sys

@@ -5,7 +5,8 @@ Every option also reads the ``PROTBENCH_*`` variable named in its help, which
 is how a Job configures it. The window resumes from wherever the previous pod
 stopped, on whatever platform this one has; SIGTERM or SIGINT stop it at the
 next frame with a checkpoint written (exit 143 or 130, so the Job restarts it);
-a finished window exits 0 and touches nothing.
+a finished window exits 0 and touches nothing; a blow-up it could not recover
+from in ``PROTBENCH_MAX_BLOWUPS`` attempts exits 65 (engine.EXIT_BLOWN_UP).
 """
 
 import sys
