@@ -115,6 +115,7 @@ def test_no_recovery_is_tried_with_max_blowups_zero(tmp_path):
     with pytest.raises(BlownUpError) as error:
         stage.run()
     assert error.value.recoveries == 0 and error.value.good_step % 50 == 0
+    assert f"no recovery was tried from step {error.value.good_step}" in str(error.value)
     assert not [line for line in toy.lines if line.startswith("recovery ")]
 
 

@@ -773,7 +773,7 @@ class ResumableStage:
             self.context.getIntegrator().step(steps)
             state = self.context.getState(enforcePeriodicBox=self._periodic, **self._state_args)
         except openmm.OpenMMException as error:
-            if "nan" not in str(error).lower():
+            if not _NAN_ERROR.search(str(error)):
                 raise
             return None, _first_line(error)
         return state, non_finite(state)
@@ -810,9 +810,11 @@ class ResumableStage:
         if self.progress is not None:
             self.progress.blew_up(good_step, self.recoveries)
         advice = f": {self.advice}" if self.advice else ""
+        tried = (f"{attempts} recovery attempt(s) from step {good_step} ({q_text} at the last good "
+                 f"frame) all blew up again" if attempts else
+                 f"no recovery was tried from step {good_step} ({q_text} at the last good frame)")
         return BlownUpError(
-            f"{self.name} blew up at step {step} ({problem}) and {attempts} recovery attempt(s) "
-            f"from step {good_step} ({q_text} at the last good frame) all blew up again "
+            f"{self.name} blew up at step {step} ({problem}) and {tried} "
             f"(PROTBENCH_MAX_BLOWUPS={self.max_blowups}). Its outputs end at step {good_step}, "
             f"finite, and it resumes from there. Try a smaller timestep, or check the starting "
             f"structure{advice}", step, good_step, self.recoveries)
@@ -821,10 +823,10 @@ class ResumableStage:
         from .contacts import MissingUmbrellaForceError, find_umbrella_force
 
         try:
-            _index, _ = find_umbrella_force(self.context.getSystem())
+            index, _ = find_umbrella_force(self.context.getSystem())
         except MissingUmbrellaForceError:
             return None
-        force = self.context.getSystem().getForce(_index)
+        force = self.context.getSystem().getForce(index)  # the Context's own copy
         return float(force.getCollectiveVariableValues(self.context)[0])
 
     def _report(self, index: int, step: int, speed: float, state) -> None:
@@ -841,6 +843,10 @@ class ResumableStage:
             save_state_xml(self.context,
                            self.checkpoint.saved_state(save_frame // self.schedule.save_state_frames))
         self.checkpoint.write(self.context)
+
+
+#: OpenMM's own blow-up errors ("Particle coordinate is NaN", "Energy is NaN", ...).
+_NAN_ERROR = re.compile(r"\bnan\b", re.IGNORECASE)
 
 
 def non_finite(state) -> str | None:
