@@ -260,3 +260,34 @@ def test_bias_is_periodic_where_the_system_is():
     shifted[half] += np.array(box[0])
     assert collective_variable(umbrella.system, shifted) == pytest.approx(1.0, abs=0.02)
     assert umbrella.contacts.fraction(shifted) < 0.9  # the non-periodic formula sees them broken
+
+
+def test_contacts_found_on_one_topology_follow_atom_identity_onto_another():
+    """As for proteinbenchmark's protonated structure and its solvated System: matched by name."""
+    from protbench_nrp.contacts import find_native_contacts
+    from protbench_nrp.systems import parametrize_local_villin
+
+    villin = parametrize_local_villin()
+    contacts = find_native_contacts(villin.topology, villin.positions_nm)
+    # the same protein with its residues in reverse order: every index changes
+    reordered = app.Topology()
+    chain = reordered.addChain(id=next(villin.topology.chains()).id)
+    order = []
+    for residue in reversed(list(villin.topology.residues())):
+        copy = reordered.addResidue(residue.name, chain, id=residue.id)
+        for atom in residue.atoms():
+            reordered.addAtom(atom.name, atom.element, copy)
+            order.append(atom.index)
+    moved = contacts.on(reordered)
+    new_index = {old: new for new, old in enumerate(order)}
+    assert moved.atom_i.tolist() == [new_index[i] for i in contacts.atom_i]
+    assert moved.atom_j.tolist() == [new_index[j] for j in contacts.atom_j]
+    np.testing.assert_array_equal(moved.r0_nm, contacts.r0_nm)
+    positions = villin.positions_nm[order]
+    assert moved.fraction(positions) == pytest.approx(contacts.fraction(villin.positions_nm))
+    # a protein that lacks an atom of a contact is refused by name
+    other = app.Topology()
+    residue = other.addResidue("ALA", other.addChain(id="A"), id="1")
+    other.addAtom("CA", app.element.carbon, residue)
+    with pytest.raises(ValueError, match="not in the System's topology"):
+        contacts.on(other)

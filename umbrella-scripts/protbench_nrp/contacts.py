@@ -122,6 +122,30 @@ class NativeContacts:
         return cls(np.array(atom_i, dtype=int), np.array(atom_j, dtype=int), np.array(r0),
                    tuple(identities) or None)
 
+    def on(self, topology) -> "NativeContacts":
+        """The same contacts with the atom indices of ``topology``, matched by atom identity.
+
+        For contacts found on one structure (the experimental one) and used
+        with a System built from another topology (protonated, solvated).
+
+        Raises
+        ------
+        ValueError
+            When the contacts carry no identities, or an atom is not in ``topology``.
+        """
+        if self.identities is None:
+            raise ValueError("these native contacts carry no atom identities (a three-column "
+                             "contacts file); rerun setup-umbrella-system.py")
+        index = {AtomIdentity.of(atom): atom.index for atom in topology.atoms()}
+        missing = sorted({str(who) for pair in self.identities for who in pair if who not in index})
+        if missing:
+            raise ValueError(f"{len(missing)} native-contact atom(s) are not in the System's "
+                             f"topology, e.g. {missing[0]}: the native structure and the System "
+                             f"describe different proteins")
+        atom_i = np.array([index[who_i] for who_i, _ in self.identities], dtype=int)
+        atom_j = np.array([index[who_j] for _, who_j in self.identities], dtype=int)
+        return NativeContacts(atom_i, atom_j, self.r0_nm, self.identities)
+
     def fraction(self, positions_nm: np.ndarray) -> float:
         """Q of one set of positions (nm), without periodic images."""
         positions_nm = np.asarray(positions_nm, dtype=float)

@@ -216,6 +216,7 @@ class ProteinbenchmarkBuilder:
     def __init__(self, target: str, ff: str):
         self.target = target
         self.ff = ff
+        self._native_pdb: Path | None = None
 
     @staticmethod
     def module():
@@ -259,6 +260,9 @@ class ProteinbenchmarkBuilder:
             water_model_file=ff_entry.get("water_model_file"),
         )
         benchmark.setup()
+        # Protonated but neither solvated nor minimized: the experimental heavy-atom coordinates.
+        protonated = getattr(benchmark, "protonated_pdb", None)
+        self._native_pdb = Path(protonated) if protonated and Path(protonated).is_file() else None
         # The attribute names changed between proteinbenchmark releases.
         system_xml = getattr(benchmark, "parametrized_system", None) or benchmark.openmm_system
         minimized = getattr(benchmark, "minimized_coords", None) or benchmark.minimized_pdb
@@ -266,6 +270,21 @@ class ProteinbenchmarkBuilder:
         pdb = app.PDBFile(str(minimized))
         positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         return ParametrizedSystem(pdb.topology, system, positions)
+
+    def native_contacts(self, built: ParametrizedSystem) -> NativeContacts | None:
+        """Contacts of the structure before solvation and minimization, on ``built``'s atoms.
+
+        ``None`` when :meth:`build` found no such structure (the caller then
+        takes them from ``built``'s own, minimized, structure).
+        """
+        import openmm.app as app
+        import openmm.unit as unit
+
+        if self._native_pdb is None:
+            return None
+        pdb = app.PDBFile(str(self._native_pdb))
+        positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        return find_native_contacts(pdb.topology, positions).on(built.topology)
 
 
 class SetupFiles:
@@ -378,9 +397,9 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
         builder = "openmm"
     else:
         target_conditions(target)  # unknown targets fail here, naming the known ones
-        parametrized = ProteinbenchmarkBuilder(target, ff).build(Path(root))
-        # proteinbenchmark hands back its minimized structure only (see ProteinbenchmarkBuilder).
-        contacts = None
+        pb_builder = ProteinbenchmarkBuilder(target, ff)
+        parametrized = pb_builder.build(Path(root))
+        contacts = pb_builder.native_contacts(parametrized)
         builder = "proteinbenchmark"
     umbrella = add_native_contact_bias(parametrized, contacts)
     files.write(umbrella)
