@@ -590,7 +590,9 @@ class ResumableStage:
     -----
     Every frame is checked before any reporter sees it: a non-finite
     potential or kinetic energy, position or box is a blow-up, and so is an
-    ``OpenMMException`` about a NaN. Write order at a checkpoint: reporters are flushed and fsync-ed, then the
+    ``OpenMMException`` about a NaN.
+
+    Write order at a checkpoint: reporters are flushed and fsync-ed, then the
     saved State (when due), then the checkpoint and its portable twin, each
     atomically. A checkpoint therefore never claims a frame the reporters do
     not hold, whatever instant a kill strikes.
