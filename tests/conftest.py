@@ -80,6 +80,30 @@ def villin_results(villin_inputs, tmp_path) -> CampaignInputs:
     return villin_inputs.copy_to(tmp_path / "results")
 
 
+def opencl_available() -> bool:
+    import openmm
+
+    return any(openmm.Platform.getPlatform(i).getName() == "OpenCL"
+               for i in range(openmm.Platform.getNumPlatforms()))
+
+
+@pytest.fixture
+def opencl():
+    """Use before any OpenCL test: OpenMM's GPU code path, run on the CPU by pocl.
+
+    Under ``CI=true`` a missing OpenCL platform fails the test loudly (``make
+    test`` installs pocl as root, so it can only be missing by a broken
+    install); elsewhere the test is skipped with the packages to install.
+    """
+    if opencl_available():
+        return "OpenCL"
+    message = ("OpenMM lists no OpenCL platform: install pocl-opencl-icd and ocl-icd-libopencl1 "
+               "(make test does so as root with apt)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(autouse=True)
 def _git_identity(monkeypatch):
     """Tests that commit in temporary repositories need an identity CI may lack."""

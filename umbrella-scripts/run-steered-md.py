@@ -7,7 +7,8 @@ pulls Q from the first window centre past the last, saving
 ``S/replica-{R}/S-window-{WW}.pdb`` as Q crosses each centre. SIGTERM or
 SIGINT stop it at the next frame with a checkpoint written (exit 143 or 130);
 a finished replica exits 0 and touches nothing; a pull that ends before Q
-crossed every centre exits 1 naming the Q it reached.
+crossed every centre exits 1 naming the Q it reached; a blow-up it could not
+recover from in ``PROTBENCH_MAX_BLOWUPS`` attempts exits 65 (engine.EXIT_BLOWN_UP).
 """
 
 import sys
@@ -18,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import click  # noqa: E402
 
 from protbench_nrp import science, steered  # noqa: E402
-from protbench_nrp.cli import (env_option, equilibration_options, platform_options,  # noqa: E402
-                               results_option, run_options, run_stage, window_centre_options)
+from protbench_nrp.cli import (blowup_options, env_option, equilibration_options,  # noqa: E402
+                               platform_options, results_option, run_options, run_stage,
+                               window_centre_options)
 from protbench_nrp.systems import SetupError  # noqa: E402
 
 
@@ -42,6 +44,7 @@ from protbench_nrp.systems import SetupError  # noqa: E402
 @env_option("--checkpoint-minutes", "PROTBENCH_CHECKPOINT_MINUTES", float, science.CHECKPOINT_MINUTES,
             "Wall-clock minutes between checkpoints.")
 @platform_options
+@blowup_options
 def main(output_directory, umbrella_k, steered_k, **settings):
     """Run, or resume, the steered MD of one replica."""
     settings["k_kcal_per_mol"] = umbrella_k if steered_k is None else steered_k

@@ -5,7 +5,8 @@ Every option also reads the ``PROTBENCH_*`` variable named in its help, which
 is how a Job configures it. The window resumes from wherever the previous pod
 stopped, on whatever platform this one has; SIGTERM or SIGINT stop it at the
 next frame with a checkpoint written (exit 143 or 130, so the Job restarts it);
-a finished window exits 0 and touches nothing.
+a finished window exits 0 and touches nothing; a blow-up it could not recover
+from in ``PROTBENCH_MAX_BLOWUPS`` attempts exits 65 (engine.EXIT_BLOWN_UP).
 """
 
 import sys
@@ -16,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import click  # noqa: E402
 
 from protbench_nrp import science  # noqa: E402
-from protbench_nrp.cli import (env_option, equilibration_options, platform_options,  # noqa: E402
-                               results_option, run_options, run_stage, window_centre_options)
+from protbench_nrp.cli import (blowup_options, env_option, equilibration_options,  # noqa: E402
+                               platform_options, results_option, run_options, run_stage,
+                               window_centre_options)
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -41,6 +43,7 @@ from protbench_nrp.cli import (env_option, equilibration_options, platform_optio
 @env_option("--checkpoint-minutes", "PROTBENCH_CHECKPOINT_MINUTES", float, science.CHECKPOINT_MINUTES,
             "Wall-clock minutes between extra checkpoints.")
 @platform_options
+@blowup_options
 def main(output_directory, **settings):
     """Run, or resume, one umbrella window."""
     from protbench_nrp.window import UmbrellaWindow, WindowSettings

@@ -71,14 +71,73 @@ def test_contacts_file_matches_the_forces_bonds(villin_setup):
     globals_ = {cv.getGlobalParameterName(i): cv.getGlobalParameterDefaultValue(i)
                 for i in range(cv.getNumGlobalParameters())}
     assert globals_ == {"beta": BETA_PER_NM, "lambda": LAMBDA}
-    # every contact is a heavy-atom pair > 3 residues apart within 0.45 nm natively
+    # every contact is a heavy-atom pair > 3 residues apart within 0.45 nm natively: in the
+    # input (experimental) structure, before minimization, as upstream proteinbenchmark does
     atoms = list(pdb.topology.atoms())
-    xyz = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    xyz = _input_structure_nm()
     for i, j, r0 in zip(contacts.atom_i, contacts.atom_j, contacts.r0_nm):
         assert atoms[i].element.symbol != "H" and atoms[j].element.symbol != "H"
         assert abs(atoms[i].residue.index - atoms[j].residue.index) > 3
         assert r0 <= 0.45
-        assert np.linalg.norm(xyz[i] - xyz[j]) == pytest.approx(r0, abs=2e-3)
+        assert np.linalg.norm(xyz[i] - xyz[j]) == pytest.approx(r0, abs=1e-6)
+
+
+def _input_structure_nm():
+    """The protein atoms of the bundled test.pdb, in the System's order (water comes last)."""
+    pdb = app.PDBFile(str(bundled_villin_pdb()))
+    protein = [a.index for a in pdb.topology.atoms() if a.residue.name not in ("HOH", "NA", "CL")]
+    return pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[protein]
+
+
+def test_native_contacts_are_those_of_the_input_structure_not_the_minimized_one(villin_setup):
+    contacts = NativeContacts.read(villin_setup / CAMPAIGN.contacts_file)
+    _system, pdb = _load(villin_setup)
+    minimized = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    moved = np.abs(np.linalg.norm(minimized[contacts.atom_i] - minimized[contacts.atom_j], axis=1)
+                   - contacts.r0_nm)
+    assert moved.max() > 0.01  # minimization moved them: r0 is not read off the minimum
+    assert contacts.fraction(_input_structure_nm()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_contacts_file_records_chain_residue_number_and_atom_name(villin_setup):
+    contacts = NativeContacts.read(villin_setup / CAMPAIGN.contacts_file)
+    _system, pdb = _load(villin_setup)
+    atoms = list(pdb.topology.atoms())
+    assert contacts.identities is not None and len(contacts.identities) == len(contacts)
+    for i, j, (who_i, who_j) in zip(contacts.atom_i, contacts.atom_j, contacts.identities):
+        for index, who in ((i, who_i), (j, who_j)):
+            atom = atoms[index]
+            assert (who.chain, who.residue, who.name) == (atom.residue.chain.id.strip() or "-",
+                                                          atom.residue.id.strip(), atom.name)
+    first = (villin_setup / CAMPAIGN.contacts_file).read_text().splitlines()[:2]
+    assert first[0].startswith("# atom_i atom_j r0_nm chain_i resid_i name_i chain_j resid_j name_j")
+    assert len(first[1].split()) == 9
+
+
+def test_a_contacts_file_of_the_older_three_column_form_still_reads(villin_setup, tmp_path):
+    new = NativeContacts.read(villin_setup / CAMPAIGN.contacts_file)
+    old = tmp_path / "old-contacts.dat"
+    old.write_text("# atom_i atom_j r0_nm  (beta=50.0 /nm, lambda=1.8)\n" + "".join(
+        f"{i:d} {j:d} {r0:.6f}\n" for i, j, r0 in zip(new.atom_i, new.atom_j, new.r0_nm)))
+    read = NativeContacts.read(old)
+    assert read.identities is None
+    np.testing.assert_array_equal(read.atom_i, new.atom_i)
+    np.testing.assert_array_equal(read.r0_nm, new.r0_nm)
+    torn = tmp_path / "torn.dat"
+    torn.write_text("0 213 0.380648 A 1\n")
+    with pytest.raises(ValueError, match=r"torn.dat, line 1, is not a native contact \(5 columns"):
+        NativeContacts.read(torn)
+
+
+def test_system_xml_carries_the_seeds_k_and_hydrogen_masses_of_3_amu(villin_setup):
+    system, pdb = _load(villin_setup)
+    _index, bias = find_umbrella_force(system)
+    defaults = {bias.getGlobalParameterName(i): bias.getGlobalParameterDefaultValue(i)
+                for i in range(bias.getNumGlobalParameters())}
+    assert defaults["k"] == pytest.approx(5000 * 4.184)  # kcal/mol in OpenMM's kJ/mol
+    hydrogens = [a.index for a in pdb.topology.atoms() if a.element.symbol == "H"]
+    masses = {round(system.getParticleMass(i).value_in_unit(unit.amu), 6) for i in hydrogens}
+    assert masses == {3.0}
 
 
 def test_finished_setup_is_left_untouched(villin_setup, tmp_path):
@@ -201,3 +260,34 @@ def test_bias_is_periodic_where_the_system_is():
     shifted[half] += np.array(box[0])
     assert collective_variable(umbrella.system, shifted) == pytest.approx(1.0, abs=0.02)
     assert umbrella.contacts.fraction(shifted) < 0.9  # the non-periodic formula sees them broken
+
+
+def test_contacts_found_on_one_topology_follow_atom_identity_onto_another():
+    """As for proteinbenchmark's protonated structure and its solvated System: matched by name."""
+    from protbench_nrp.contacts import find_native_contacts
+    from protbench_nrp.systems import parametrize_local_villin
+
+    villin = parametrize_local_villin()
+    contacts = find_native_contacts(villin.topology, villin.positions_nm)
+    # the same protein with its residues in reverse order: every index changes
+    reordered = app.Topology()
+    chain = reordered.addChain(id=next(villin.topology.chains()).id)
+    order = []
+    for residue in reversed(list(villin.topology.residues())):
+        copy = reordered.addResidue(residue.name, chain, id=residue.id)
+        for atom in residue.atoms():
+            reordered.addAtom(atom.name, atom.element, copy)
+            order.append(atom.index)
+    moved = contacts.on(reordered)
+    new_index = {old: new for new, old in enumerate(order)}
+    assert moved.atom_i.tolist() == [new_index[i] for i in contacts.atom_i]
+    assert moved.atom_j.tolist() == [new_index[j] for j in contacts.atom_j]
+    np.testing.assert_array_equal(moved.r0_nm, contacts.r0_nm)
+    positions = villin.positions_nm[order]
+    assert moved.fraction(positions) == pytest.approx(contacts.fraction(villin.positions_nm))
+    # a protein that lacks an atom of a contact is refused by name
+    other = app.Topology()
+    residue = other.addResidue("ALA", other.addChain(id="A"), id="1")
+    other.addAtom("CA", app.element.carbon, residue)
+    with pytest.raises(ValueError, match="not in the System's topology"):
+        contacts.on(other)

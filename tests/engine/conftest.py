@@ -56,6 +56,10 @@ class ToyStage:
     platform: str = "Reference"
     controllers: list = field(default_factory=list)
     lines: list = field(default_factory=list)
+    #: Builds the System: the umbrella ``CustomCVForce`` must be its force 1, as in :func:`toy_system`.
+    system: object = toy_system
+    start_nm: tuple = (0.5, 0.0, 0.0)
+    stage_options: dict = field(default_factory=dict)
 
     def segment(self, k: int) -> Path:
         return self.directory / f"toy-segment-{k:04d}.dcd"
@@ -93,15 +97,16 @@ class ToyStage:
         from protbench_nrp.engine import ResumableStage, create_context, langevin_integrator
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        context = create_context(toy_system(), langevin_integrator(TOY_TEMPERATURE_KELVIN, 2.0),
+        context = create_context(self.system(), langevin_integrator(TOY_TEMPERATURE_KELVIN, 2.0),
                                  self.platform, "double")
         return ResumableStage(context, self.schedule, self.files, self.reporters(context),
-                              controllers=self.controllers, log=self.lines.append)
+                              controllers=self.controllers, log=self.lines.append,
+                              **self.stage_options)
 
     def fallback(self):
         from protbench_nrp.engine import InitialOrigin
 
-        return InitialOrigin([[0.5, 0.0, 0.0]], temperature_kelvin=TOY_TEMPERATURE_KELVIN)
+        return InitialOrigin([list(self.start_nm)], temperature_kelvin=TOY_TEMPERATURE_KELVIN)
 
     def resume_and_run(self, stop=None):
         stage = self.build()

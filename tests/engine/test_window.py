@@ -360,3 +360,28 @@ def test_an_unknown_target_is_accepted_with_temperature_and_pressure(villin_resu
     assert result.returncode != 0
     assert "toy-amber14-vacuum-umbrella-openmm-system.xml is missing" in result.stderr
     assert not (root / "toy-amber14-vacuum").exists()
+
+
+def test_equilibration_stopped_on_one_platform_resumes_on_another_from_its_portable_state(
+        villin_results, window_files):
+    root, files = villin_results.root, window_files
+    settings = dict(EQUIL_LENGTH="0.002")  # 2000 steps of 1 fs, 40 frames
+    process = start_window(root, **settings)
+    wait_for_step(root / files.progress, "equilibration", 400, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    process.stdout.close()
+    step = state_xml_step(root / files.equilibration_portable)
+    assert step is not None and 400 <= step < 2000
+    assert not (root / files.equilibrated_state).exists()
+
+    moved = run_window(root, PLATFORM="Reference", **settings)
+    assert moved.returncode == 0, moved.stderr
+    assert "different Platform" in moved.stdout
+    assert (f"starting from portable checkpoint villin-amber14-vacuum-equilibration-checkpoint.xml "
+            f"at step {step}" in moved.stdout)  # not a fresh start from the window structure
+    assert "window structure" not in moved.stdout
+    np.testing.assert_array_equal(data_steps(root / files.equilibration("out"), ","), 50 * np.arange(1, 41))
+    assert inspect_dcd(root / files.equilibration("dcd")).n_frames == 40
+    assert state_xml_step(root / files.equilibrated_state) == 2000
+    assert_window_exact(root, files, 10, 50, 5)

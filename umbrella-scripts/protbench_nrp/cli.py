@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 import click
 
 from . import science
-from .engine import EngineError, ResumeError, StopSignals
+from .engine import MAX_BLOWUPS, BlownUpError, EngineError, ResumeError, StopSignals
 from .reporters import ResumeMismatchError
 
 class Stage(Protocol):
@@ -117,6 +117,12 @@ platform_options = option_group(
     env_option("--precision", "PROTBENCH_PRECISION", str, science.PRECISION,
                "single, mixed or double (CUDA and OpenCL only)."))
 
+#: How many times a stage that blew up starts again from the same good state before it gives up.
+blowup_options = option_group(
+    env_option("--max-blowups", "PROTBENCH_MAX_BLOWUPS", click.IntRange(min=0), MAX_BLOWUPS,
+               "Recovery attempts from one good state after a blow-up (non-finite energy or "
+               "positions) before stopping with exit status 65.", field="max_blowups"))
+
 
 def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None:
     """Build a stage and run what is left of it with SIGTERM and SIGINT caught; exit with its code.
@@ -126,15 +132,19 @@ def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None
     ``stop.exit_code`` (143 or 130) when a signal stopped it. An engine
     error, or one of ``errors``, ends the script with exit code 1 and just
     its message: the message names the setting or file at fault and the fix,
-    which a traceback would bury.
+    which a traceback would bury. A blow-up the stage could not recover from
+    ends it with :data:`~protbench_nrp.engine.EXIT_BLOWN_UP` and its message.
     """
     with StopSignals() as stop:
         try:
             code = make_stage().run(stop)
+        except BlownUpError as error:
+            click.echo(f"Error: {error}", err=True)
+            code = error.exit_code
         except _STAGE_ERRORS + errors as error:
             raise click.ClickException(str(error)) from None
     sys.exit(code)
 
 
 __all__ = ["env_option", "option_group", "results_option", "campaign_options", "run_options", "window_centre_options",
-           "equilibration_options", "platform_options", "run_stage"]
+           "equilibration_options", "platform_options", "blowup_options", "run_stage"]

@@ -7,6 +7,18 @@ apart that lie within 0.45 nm of each other in the native structure
 (beta = 50 nm^-1, lambda = 1.8). The bias is a ``CustomCVForce``
 ``k*(Q-Q0)^2`` whose global parameters ``k`` (kJ/mol, OpenMM's unit) and
 ``Q0`` the window script sets; its first collective variable is Q.
+
+The force evaluates each term as ``Z*(1 - tanh(a*(r - lambda*r0)))`` with
+``Z = 1/(2N)`` and ``a = beta/2``, the same function (``1/(1+e^u) =
+(1 - tanh(u/2))/2``) written so float32 can evaluate it: ``exp`` overflows to
+inf in single and mixed precision once a native pair is ~1.7 nm beyond
+``lambda*r0``, and inf/inf in the derivative becomes a NaN force, while
+``tanh`` saturates to 1 with a zero derivative.
+
+The contacts file (:meth:`NativeContacts.write`) lists each contact's atom
+indices and native distance, then each atom's chain, residue number and atom
+name, so that tools following atom identity can read it; files of the older
+three-column form still read.
 """
 
 from __future__ import annotations
@@ -23,6 +35,30 @@ LAMBDA = 1.8
 CV_NAME = "Q"
 BIAS_EXPRESSION = "k*(Q-Q0)^2"
 UMBRELLA_GLOBALS = ("k", "Q0")
+#: Per-contact term of Q; ``{n_contacts}`` is filled in. Float32-safe (see the module docstring).
+CONTACT_EXPRESSION = "Z*(1 - tanh(a*(r - lambda*r0))); Z = 1/(2*{n_contacts}); a = beta/2"
+#: Written for an atom whose chain or residue has no identifier in the topology.
+_NO_ID = "-"
+
+
+@dataclass(frozen=True)
+class AtomIdentity:
+    """Who an atom is, independent of its index: chain id, residue number (PDB resSeq), atom name."""
+
+    chain: str
+    residue: str
+    name: str
+
+    @classmethod
+    def of(cls, atom) -> "AtomIdentity":
+        """The identity of an ``openmm.app.topology.Atom``."""
+        def field(text) -> str:  # one whitespace-free column of the contacts file
+            return "_".join(str(text or "").split()) or _NO_ID
+
+        return cls(field(atom.residue.chain.id), field(atom.residue.id), field(atom.name))
+
+    def fields(self) -> list[str]:
+        return [self.chain, self.residue, self.name]
 
 
 @dataclass(frozen=True)
@@ -32,21 +68,83 @@ class NativeContacts:
     atom_i: np.ndarray
     atom_j: np.ndarray
     r0_nm: np.ndarray
+    #: ``(identity of atom_i, identity of atom_j)`` per contact; ``None`` when read from a
+    #: file of the older three-column form.
+    identities: tuple[tuple[AtomIdentity, AtomIdentity], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.r0_nm)
 
-    def write(self, path: Path | str) -> None:
-        table = np.column_stack([self.atom_i, self.atom_j, self.r0_nm])
-        np.savetxt(path, table, fmt=["%d", "%d", "%.6f"],
-                   header=f"atom_i atom_j r0_nm  (beta={BETA_PER_NM} /nm, lambda={LAMBDA})")
+    def write(self, path_or_file) -> None:
+        """Write one ``atom_i atom_j r0_nm chain_i resid_i name_i chain_j resid_j name_j`` line each."""
+        lines = [f"# atom_i atom_j r0_nm chain_i resid_i name_i chain_j resid_j name_j  "
+                 f"(beta={BETA_PER_NM} /nm, lambda={LAMBDA})"]
+        for n, (i, j, r0) in enumerate(zip(self.atom_i, self.atom_j, self.r0_nm)):
+            ids = (self.identities[n][0].fields() + self.identities[n][1].fields()
+                   if self.identities is not None else [])
+            lines.append(" ".join([str(int(i)), str(int(j)), f"{float(r0):.6f}", *ids]))
+        text = "\n".join(lines) + "\n"
+        if hasattr(path_or_file, "write"):
+            path_or_file.write(text)
+        else:
+            Path(path_or_file).write_text(text)
 
     @classmethod
     def read(cls, path: Path | str) -> "NativeContacts":
-        table = np.loadtxt(path, ndmin=2)
-        if table.size == 0:
+        """Read a contacts file of either form (with or without atom identities).
+
+        Raises
+        ------
+        ValueError
+            Naming the file and the line that cannot be read.
+        """
+        atom_i, atom_j, r0, identities = [], [], [], []
+        for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = line.split()
+            try:
+                if len(fields) not in (3, 9):
+                    raise ValueError(f"{len(fields)} columns, not 3 or 9")
+                atom_i.append(int(float(fields[0])))
+                atom_j.append(int(float(fields[1])))
+                r0.append(float(fields[2]))
+            except ValueError as error:
+                raise ValueError(f"{path}, line {number}, is not a native contact ({error}): "
+                                 f"{line.strip()!r}; rerun setup-umbrella-system.py") from None
+            if len(fields) == 9:
+                identities.append((AtomIdentity(*fields[3:6]), AtomIdentity(*fields[6:9])))
+        if not r0:
             raise ValueError(f"{path} lists no native contacts; rerun setup-umbrella-system.py")
-        return cls(table[:, 0].astype(int), table[:, 1].astype(int), table[:, 2])
+        if identities and len(identities) != len(r0):
+            raise ValueError(f"{path} gives atom identities for some contacts only; rerun "
+                             f"setup-umbrella-system.py")
+        return cls(np.array(atom_i, dtype=int), np.array(atom_j, dtype=int), np.array(r0),
+                   tuple(identities) or None)
+
+    def on(self, topology) -> "NativeContacts":
+        """The same contacts with the atom indices of ``topology``, matched by atom identity.
+
+        For contacts found on one structure (the experimental one) and used
+        with a System built from another topology (protonated, solvated).
+
+        Raises
+        ------
+        ValueError
+            When the contacts carry no identities, or an atom is not in ``topology``.
+        """
+        if self.identities is None:
+            raise ValueError("these native contacts carry no atom identities (a three-column "
+                             "contacts file); rerun setup-umbrella-system.py")
+        index = {AtomIdentity.of(atom): atom.index for atom in topology.atoms()}
+        missing = sorted({str(who) for pair in self.identities for who in pair if who not in index})
+        if missing:
+            raise ValueError(f"{len(missing)} native-contact atom(s) are not in the System's "
+                             f"topology, e.g. {missing[0]}: the native structure and the System "
+                             f"describe different proteins")
+        atom_i = np.array([index[who_i] for who_i, _ in self.identities], dtype=int)
+        atom_j = np.array([index[who_j] for _, who_j in self.identities], dtype=int)
+        return NativeContacts(atom_i, atom_j, self.r0_nm, self.identities)
 
     def fraction(self, positions_nm: np.ndarray) -> float:
         """Q of one set of positions (nm), without periodic images."""
@@ -85,7 +183,9 @@ def find_native_contacts(topology, positions_nm, cutoff_nm: float = CONTACT_CUTO
             f"no heavy-atom pairs of residues {min_residue_separation} or more apart lie within "
             f"{cutoff_nm} nm: the structure is not a folded protein"
         )
-    return NativeContacts(index[i], index[j], distance[i, j])
+    identity = [AtomIdentity.of(a) for a in atoms]
+    return NativeContacts(index[i], index[j], distance[i, j],
+                          tuple((identity[a], identity[b]) for a, b in zip(i, j)))
 
 
 _NOT_PROTEIN = {"HOH", "WAT", "SOL", "NA", "CL", "K", "NA+", "CL-", "K+"}  # upper-cased names
@@ -95,9 +195,7 @@ def fraction_native_contacts_force(contacts: NativeContacts, periodic: bool):
     """A ``CustomBondForce`` whose energy is Q (dimensionless), for use as a CV."""
     import openmm
 
-    force = openmm.CustomBondForce(
-        f"(1/{len(contacts)})/(1+exp(beta*(r-lambda*r0)))"
-    )
+    force = openmm.CustomBondForce(CONTACT_EXPRESSION.format(n_contacts=len(contacts)))
     force.addGlobalParameter("beta", BETA_PER_NM)
     force.addGlobalParameter("lambda", LAMBDA)
     force.addPerBondParameter("r0")

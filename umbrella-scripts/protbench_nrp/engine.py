@@ -13,7 +13,14 @@ by :class:`ResumableStage`, which turns every interruption into a short pause:
 * on restart, :meth:`ResumableStage.resume` picks the newest starting point
   that loads here and that the reporters hold every frame of (checkpoint,
   portable checkpoint, saved states newest first, then the caller's
-  fallbacks), and cuts every reporter back to exactly that frame.
+  fallbacks), and cuts every reporter back to exactly that frame;
+* a blow-up (a non-finite energy or position, or OpenMM's "Particle
+  coordinate is NaN") is caught before any reporter sees the frame: the stage
+  goes back to its newest good starting point, cuts every output back to it,
+  draws new velocities from a new seed and carries on; after ``max_blowups``
+  such attempts that fail to get past the same point it raises
+  :class:`BlownUpError`, which scripts turn into exit status
+  :data:`EXIT_BLOWN_UP`.
 
 The building blocks are small and usable alone: :func:`select_platform`,
 :func:`langevin_integrator`, :func:`set_barostat`, :class:`StopSignals`,
@@ -27,6 +34,7 @@ Units are explicit at every boundary: ``_fs``, ``_ps``, ``_ns``, ``_kelvin``,
 from __future__ import annotations
 
 import math
+import random
 import re
 import signal
 import time
@@ -43,6 +51,11 @@ from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, PLATFORMS
 
 PRECISIONS = ("single", "mixed", "double")
 
+#: Exit status of a stage that blew up and could not be recovered (no other failure uses it).
+EXIT_BLOWN_UP = 65
+#: Default of ``PROTBENCH_MAX_BLOWUPS``: recovery attempts from one point before giving up.
+MAX_BLOWUPS = 3
+
 
 class EngineError(ValueError):
     """Bad settings or inputs, reported before anything is written."""
@@ -50,6 +63,28 @@ class EngineError(ValueError):
 
 class ResumeError(RuntimeError):
     """No starting point of a stage could be loaded."""
+
+
+class BlownUpError(RuntimeError):
+    """A stage kept blowing up from the same point; its outputs end at that good point.
+
+    Attributes
+    ----------
+    exit_code : int
+        :data:`EXIT_BLOWN_UP`.
+    step : int
+        Where the last attempt blew up.
+    good_step : int
+        The point every attempt started from, where the outputs now end.
+    recoveries : int
+        Recoveries the stage made before giving up.
+    """
+
+    exit_code = EXIT_BLOWN_UP
+
+    def __init__(self, message: str, step: int, good_step: int, recoveries: int):
+        super().__init__(message)
+        self.step, self.good_step, self.recoveries = step, good_step, recoveries
 
 
 # -- platform, integrator, barostat ------------------------------------------------
@@ -517,6 +552,8 @@ class StageOutcome:
     finished: bool
     signal: int | None
     ns_per_day: float
+    #: Blow-ups the stage recovered from.
+    recoveries: int = 0
 
     @property
     def stopped(self) -> bool:
@@ -541,9 +578,20 @@ class ResumableStage:
         resumed run does what the uninterrupted one would have.
     log : callable, optional
         Receives one line per notable event; defaults to printing to stdout.
+    name : str, optional
+        What the stage is (e.g. ``"window 03 production"``), named in a blow-up's message.
+    max_blowups : int, optional
+        Recovery attempts from one point before :meth:`run` raises :class:`BlownUpError`.
+    advice : str, optional
+        What to try after an unrecoverable blow-up (the timestep variable, the
+        starting structure), appended to the message.
 
     Notes
     -----
+    Every frame is checked before any reporter sees it: a non-finite
+    potential or kinetic energy, position or box is a blow-up, and so is an
+    ``OpenMMException`` about a NaN.
+
     Write order at a checkpoint: reporters are flushed and fsync-ed, then the
     saved State (when due), then the checkpoint and its portable twin, each
     atomically. A checkpoint therefore never claims a frame the reporters do
@@ -552,7 +600,11 @@ class ResumableStage:
 
     def __init__(self, context, schedule: Schedule, checkpoint: CheckpointFiles,
                  reporters: Sequence[FrameReporter] = (), progress: ProgressRecorder | None = None,
-                 controllers: Sequence = (), log: Callable[[str], None] | None = None):
+                 controllers: Sequence = (), log: Callable[[str], None] | None = None,
+                 name: str = "stage", max_blowups: int = MAX_BLOWUPS, advice: str = ""):
+        if int(max_blowups) != max_blowups or max_blowups < 0:
+            raise EngineError(f"max_blowups {max_blowups} must be a whole number >= 0; set "
+                              f"PROTBENCH_MAX_BLOWUPS")
         self.context = context
         self.schedule = schedule
         self.checkpoint = checkpoint
@@ -560,11 +612,14 @@ class ResumableStage:
         self.progress = progress
         self.controllers = list(controllers)
         self.log = log or _print_line
+        self.name, self.max_blowups, self.advice = name, int(max_blowups), advice
+        self.recoveries = 0
         self._resumed: Resumed | None = None
+        self._fallbacks: list[Origin] = []
         needs = set().union(*(r.needs for r in self.reporters)) if self.reporters else set()
-        self._state_args = {"getPositions": "positions" in needs,
-                            "getVelocities": "velocities" in needs,
-                            "getEnergy": "energy" in needs}
+        # Energy and positions are always read: every frame is checked before it is written.
+        self._state_args = {"getPositions": True, "getVelocities": "velocities" in needs,
+                            "getEnergy": True}
         self._periodic = context.getSystem().usesPeriodicBoundaryConditions()
 
     # -- inspection -------------------------------------------------------------
@@ -596,9 +651,10 @@ class ResumableStage:
         """
         for reporter in self.reporters:
             reporter.close()
+        self._fallbacks = list(fallbacks)
         held = self.frames_held()
         skipped = []
-        for origin in self.checkpoint.origins(self.schedule) + list(fallbacks):
+        for origin in self.checkpoint.origins(self.schedule) + self._fallbacks:
             if isinstance(origin, (CheckpointOrigin, StateOrigin)) and not origin.path.exists():
                 continue
             try:
@@ -653,22 +709,40 @@ class ResumableStage:
         last_checkpoint = started
         speed = 0.0
         minutes = schedule.checkpoint_minutes
+        # The parameters the caller set (k, Q0, ...): put back after a recovery loads an
+        # origin that lacks them (an unbiased equilibrated state, a fresh start).
+        parameters = dict(context.getParameters())
+        blowups_here, blowup_point = 0, None
         try:
             while step < schedule.total_steps:
                 if stop is not None and stop.requested:
                     break
                 for controller in self.controllers:
                     controller.update(context, step)
-                integrator.step(schedule.frame_steps - step % schedule.frame_steps)
+                target = step + schedule.frame_steps - step % schedule.frame_steps
+                state, problem = self._advance(target - step)
+                if problem is not None:
+                    good = self._recover(target, problem, parameters)
+                    blowups_here = blowups_here + 1 if good == blowup_point else 1
+                    blowup_point = good
+                    if blowups_here > self.max_blowups:
+                        raise self._give_up(target, good, problem, blowups_here - 1)
+                    self.recoveries += 1
+                    self._start_over(good)
+                    step = good
+                    for reporter in self.reporters:
+                        reporter.open(step // schedule.frame_steps)
+                    started, first_step = time.monotonic(), step
+                    continue
                 step = context.getStepCount()
                 frame = step // schedule.frame_steps
                 elapsed = time.monotonic() - started
                 speed = _ns_per_day(step - first_step, timestep_ps, elapsed)
-                self._report(frame - 1, step, speed)
+                self._report(frame - 1, step, speed, state)
                 # The last frame's record waits for the final checkpoint: a record
                 # saying "all steps done" must never precede the state that proves it.
                 if self.progress is not None and step < schedule.total_steps:
-                    self.progress.update(step, speed)
+                    self.progress.update(step, speed, self.recoveries)
                 save_due = bool(schedule.save_state_frames) and frame % schedule.save_state_frames == 0
                 checkpoint_due = (
                     (schedule.checkpoint_frames and frame % schedule.checkpoint_frames == 0)
@@ -689,10 +763,75 @@ class ResumableStage:
         finished = step >= schedule.total_steps
         if not finished:
             self.log(f"stopped by signal {stop.requested} at step {step}; checkpoint written")
-        return StageOutcome(step, finished, None if finished else stop.requested, speed)
+        return StageOutcome(step, finished, None if finished else stop.requested, speed,
+                            self.recoveries)
 
-    def _report(self, index: int, step: int, speed: float) -> None:
-        state = self.context.getState(enforcePeriodicBox=self._periodic, **self._state_args)
+    # -- blow-ups -------------------------------------------------------------------
+    def _advance(self, steps: int):
+        """Integrate ``steps``; return ``(state, None)``, or ``(None, what blew up)``."""
+        import openmm
+
+        try:
+            self.context.getIntegrator().step(steps)
+            state = self.context.getState(enforcePeriodicBox=self._periodic, **self._state_args)
+        except openmm.OpenMMException as error:
+            if not _NAN_ERROR.search(str(error)):
+                raise
+            return None, _first_line(error)
+        return state, non_finite(state)
+
+    def _recover(self, step: int, problem: str, parameters: dict) -> int:
+        """Go back to the newest good starting point, outputs cut to it; return its step."""
+        self.log(f"{self.name} blew up at step {step} ({problem}); going back to the newest "
+                 f"good state")
+        resumed = self.resume(self._fallbacks)
+        for name, value in parameters.items():
+            self.context.setParameter(name, value)
+        return resumed.step
+
+    def _start_over(self, good_step: int) -> None:
+        """New velocities from a new seed, so the next attempt takes another path."""
+        import openmm.unit as unit
+
+        integrator = self.context.getIntegrator()
+        seed = random.SystemRandom().randrange(1, 2**31 - 1)
+        # Takes effect in the next Context; this one keeps the checkpoint's random stream,
+        # which the new velocities send down another path (reseeding it would mean
+        # reinitializing the Context: recompiling every GPU kernel).
+        integrator.setRandomNumberSeed(seed)
+        if hasattr(integrator, "getTemperature"):
+            self.context.setVelocitiesToTemperature(integrator.getTemperature(), seed)
+        else:
+            positions = self.context.getState(getPositions=True).getPositions(asNumpy=True)
+            self.context.setVelocities(0 * positions / unit.picosecond)
+        self.log(f"recovery {self.recoveries}: new velocities (seed {seed}) from step {good_step}")
+
+    def _give_up(self, step: int, good_step: int, problem: str, attempts: int) -> BlownUpError:
+        q = self._collective_variable()
+        q_text = f"Q = {q:.4f}" if q is not None else "Q unknown"
+        if self.progress is not None:
+            self.progress.blew_up(good_step, self.recoveries)
+        advice = f": {self.advice}" if self.advice else ""
+        tried = (f"{attempts} recovery attempt(s) from step {good_step} ({q_text} at the last good "
+                 f"frame) all blew up again" if attempts else
+                 f"no recovery was tried from step {good_step} ({q_text} at the last good frame)")
+        return BlownUpError(
+            f"{self.name} blew up at step {step} ({problem}) and {tried} "
+            f"(PROTBENCH_MAX_BLOWUPS={self.max_blowups}). Its outputs end at step {good_step}, "
+            f"finite, and it resumes from there. Try a smaller timestep, or check the starting "
+            f"structure{advice}", step, good_step, self.recoveries)
+
+    def _collective_variable(self) -> float | None:
+        from .contacts import MissingUmbrellaForceError, find_umbrella_force
+
+        try:
+            index, _ = find_umbrella_force(self.context.getSystem())
+        except MissingUmbrellaForceError:
+            return None
+        force = self.context.getSystem().getForce(index)  # the Context's own copy
+        return float(force.getCollectiveVariableValues(self.context)[0])
+
+    def _report(self, index: int, step: int, speed: float, state) -> None:
         frame = Frame(index, step, state, self.context, speed)
         for reporter in self.reporters:
             reporter.report(frame)
@@ -706,6 +845,34 @@ class ResumableStage:
             save_state_xml(self.context,
                            self.checkpoint.saved_state(save_frame // self.schedule.save_state_frames))
         self.checkpoint.write(self.context)
+
+
+#: OpenMM's own blow-up errors ("Particle coordinate is NaN", "Energy is NaN", ...).
+_NAN_ERROR = re.compile(r"\bnan\b", re.IGNORECASE)
+
+
+def non_finite(state) -> str | None:
+    """What in ``state`` is not finite (energies, positions, box), or ``None`` when all is."""
+    import openmm.unit as unit
+
+    for what, get in (("potential energy", state.getPotentialEnergy),
+                      ("kinetic energy", state.getKineticEnergy)):
+        try:
+            value = get().value_in_unit(unit.kilojoule_per_mole)
+        except Exception:  # not requested
+            continue
+        if not math.isfinite(value):
+            return f"{what} is {value}"
+    try:
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    except Exception:
+        positions = None
+    if positions is not None and not np.all(np.isfinite(positions)):
+        return f"{int(np.sum(~np.isfinite(positions).all(axis=1)))} particle position(s) are not finite"
+    box = np.array(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+    if not np.all(np.isfinite(box)):
+        return "the periodic box is not finite"
+    return None
 
 
 def _picoseconds(quantity) -> float:
@@ -803,7 +970,7 @@ def read_production_frames(results_root: Path | str, files):
 
 
 __all__ = [
-    "EngineError", "ResumeError", "ResumeMismatchError", "select_platform", "langevin_integrator",
+    "EXIT_BLOWN_UP", "MAX_BLOWUPS", "BlownUpError", "non_finite", "EngineError", "ResumeError", "ResumeMismatchError", "select_platform", "langevin_integrator",
     "set_barostat", "create_context", "StopSignals", "atomic_write", "remove_stale_temporaries",
     "state_xml", "save_state_xml", "load_state_xml", "state_xml_step", "Schedule", "Origin",
     "CheckpointOrigin", "StateOrigin", "InitialOrigin", "CheckpointFiles", "Resumed",

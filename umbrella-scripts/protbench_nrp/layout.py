@@ -254,6 +254,11 @@ class WindowFiles:
         return self._file(f"equilibration.{ext}")
 
     @property
+    def equilibration_portable(self) -> PurePosixPath:
+        """Platform-independent State XML beside equilibration's checkpoint (any GPU resumes it)."""
+        return self._file("equilibration-checkpoint.xml")
+
+    @property
     def equilibrated_state(self) -> PurePosixPath:
         """Final state of equilibration; its presence means equilibration is done."""
         return self._file("equilibration-1.xml")

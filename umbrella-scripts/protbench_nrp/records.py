@@ -84,11 +84,13 @@ class Progress:
     with the present to spot a stalled window.
     """
 
-    phase: str  # "equilibration", "production" or "finished"
+    phase: str  # "equilibration", "production", "pulling", "finished" or "blew-up"
     step: int
     total_steps: int
     ns_per_day: float
     updated_unix: float
+    #: Blow-ups the stage recovered from (see engine.ResumableStage); absent in older records.
+    recoveries: int = 0
 
     @property
     def fraction_done(self) -> float:
@@ -99,8 +101,15 @@ class Progress:
 
     @classmethod
     def read(cls, path: Path | str) -> "Progress":
-        return record_from_dict(cls, json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
     @classmethod
-    def now(cls, phase: str, step: int, total_steps: int, ns_per_day: float) -> "Progress":
-        return cls(phase, int(step), int(total_steps), float(ns_per_day), time.time())
+    def from_dict(cls, payload: dict) -> "Progress":
+        """Build from a parsed record; one written before ``recoveries`` existed has none."""
+        return record_from_dict(cls, {"recoveries": 0, **payload})
+
+    @classmethod
+    def now(cls, phase: str, step: int, total_steps: int, ns_per_day: float,
+            recoveries: int = 0) -> "Progress":
+        return cls(phase, int(step), int(total_steps), float(ns_per_day), time.time(),
+                   int(recoveries))

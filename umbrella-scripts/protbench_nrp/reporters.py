@@ -442,13 +442,23 @@ class ProgressRecorder:
     total_steps : int
     """
 
-    def __init__(self, path: Path | str, phase: str, total_steps: int):
+    def __init__(self, path: Path | str, phase: str, total_steps: int, recoveries: int = 0):
         self.path = Path(path)
         self.phase = phase
         self.total_steps = int(total_steps)
+        self.recoveries = int(recoveries)
 
-    def update(self, step: int, ns_per_day: float) -> None:
-        Progress.now(self.phase, step, self.total_steps, ns_per_day).write(self.path)
+    def update(self, step: int, ns_per_day: float, recoveries: int | None = None) -> None:
+        if recoveries is not None:
+            self.recoveries = int(recoveries)
+        Progress.now(self.phase, step, self.total_steps, ns_per_day,
+                     self.recoveries).write(self.path)
 
     def finish(self, step: int, ns_per_day: float) -> None:
-        Progress.now("finished", step, self.total_steps, ns_per_day).write(self.path)
+        Progress.now("finished", step, self.total_steps, ns_per_day,
+                     self.recoveries).write(self.path)
+
+    def blew_up(self, step: int, recoveries: int) -> None:
+        """Record a stage stopped by a blow-up it could not recover from, at its last good step."""
+        self.recoveries = int(recoveries)
+        Progress.now("blew-up", step, self.total_steps, 0.0, self.recoveries).write(self.path)

@@ -23,7 +23,7 @@ class StageSettings:
     ``temperature_kelvin``, ``pressure_atm``, ``equil_length_ns``,
     ``equil_timestep_fs``, ``equil_frame_ps``, ``equil_friction_per_ps``,
     ``equil_barostat_frequency``, ``friction_per_ps``, ``barostat_frequency``,
-    ``checkpoint_minutes``, ``platform`` and ``precision``, and sets
+    ``checkpoint_minutes``, ``max_blowups``, ``platform`` and ``precision``, and sets
     :attr:`input_error`. Equilibration uses the ``equil_*`` friction and
     barostat interval, production and pulling the others (as the seed does).
     """
@@ -101,6 +101,13 @@ class StageSettings:
             if int(value) != value or value < 1:
                 raise self.input_error(f"barostat interval {name} = {value} must be a whole number "
                                        f"of steps >= 1; {where}")
+
+    def check_blowups(self) -> None:
+        """Raise :attr:`input_error` unless ``max_blowups`` is a whole number >= 0."""
+        value = self.max_blowups
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise self.input_error(f"max_blowups {value} must be a whole number >= 0 (recovery "
+                                   f"attempts after a blow-up); set PROTBENCH_MAX_BLOWUPS")
 
     def check_platform(self) -> None:
         """Raise :attr:`input_error` when this machine has no such platform or precision."""

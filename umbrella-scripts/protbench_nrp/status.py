@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from . import science
 from .jobs import CampaignConfig, JobSpec
 from .layout import BUCKET_PREFIX, LABEL_PREFIX, Campaign, job_labels, window_tag
-from .records import Progress, record_from_dict
+from .records import Progress
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
 STALL_AFTER_S = 30 * 60.0
@@ -45,9 +45,11 @@ POD_SYNC_MINUTES = 30.0
 KUBECTL_TIMEOUT_S = 60
 
 #: Window states, in the order the totals list them.
-STATES = ("finished", "running", "starting", "stalled", "pending", "failed", "missing", "unreadable")
+STATES = ("finished", "running", "starting", "stalled", "pending", "failed", "blew-up", "missing",
+          "unreadable")
 _STYLES = {"finished": "green", "running": "cyan", "starting": "cyan", "stalled": "bold red",
-           "pending": "yellow", "failed": "bold red", "missing": "dim", "unreadable": "bold red"}
+           "pending": "yellow", "failed": "bold red", "blew-up": "bold red", "missing": "dim",
+           "unreadable": "bold red"}
 
 #: Where show_status reads progress when its caller does not say: "local" or "bucket".
 SOURCE_ENV = "PROTBENCH_STATUS_SOURCE"
@@ -241,7 +243,7 @@ def _parse_progress(text: str, where: str) -> ProgressReading:
         payload = json.loads(text)
         if not isinstance(payload, dict):
             raise ValueError("not a JSON object")
-        return ProgressReading(record_from_dict(Progress, payload))
+        return ProgressReading(Progress.from_dict(payload))
     except (ValueError, TypeError) as error:
         return ProgressReading(None, f"{where}: {error}")
 
@@ -469,12 +471,19 @@ def window_status(job: JobSpec, reading: ProgressReading | None, cluster: Cluste
                    ns_per_day=progress.ns_per_day, age_s=age, stall_after_s=threshold)
     if finished:
         return WindowStatus(state="finished", eta_s=0.0, **details, **base)
+    if progress.phase == "blew-up":
+        # engine.EXIT_BLOWN_UP: the Job fails and is not restarted; the log says what to try.
+        return WindowStatus(state="blew-up", note=f"blew up after {progress.recoveries} "
+                            f"recoveries; outputs end at step {progress.step} (see its log)",
+                            **details, **base)
     if kube is not None and kube.state == "Failed":
         return WindowStatus(state="failed", **details, **base)
     if kube is not None and kube.state in ("Pending", "Waiting", "Suspended"):
         # Not running now, whatever the last pod managed: waiting for a node or a restart.
         return WindowStatus(state="pending", **details, **base)
     note = "Job Complete but its progress is not finished" if kube and kube.state == "Complete" else ""
+    if progress.recoveries:
+        note = "; ".join(filter(None, [note, f"recovered from {progress.recoveries} blow-up(s)"]))
     if age > threshold:
         note = note or f"no progress for {format_duration(age)}"
         if known and kube is None:

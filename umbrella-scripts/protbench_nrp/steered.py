@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from . import science
-from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
+from .engine import (MAX_BLOWUPS, CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
                      StateOrigin, StopSignals, create_context, finished_on_disk,
                      langevin_integrator, remove_stale_temporaries, save_state_xml, set_barostat,
                      state_xml_step)
@@ -88,6 +88,7 @@ class SteeredSettings(StageSettings):
     checkpoint_minutes: float = science.CHECKPOINT_MINUTES
     platform: str = science.PLATFORM
     precision: str = science.PRECISION
+    max_blowups: int = MAX_BLOWUPS
 
     @classmethod
     def resolve(cls, target: str, ff: str, replica: int, temperature_kelvin: float | None = None,
@@ -121,6 +122,7 @@ class SteeredSettings(StageSettings):
         self.check_conditions("pulling force constant", "PROTBENCH_STEERED_K (or PROTBENCH_UMBRELLA_K)")
         self.equilibration_schedule()
         self.pull_schedule()
+        self.check_blowups()
         self.check_platform()
 
     def pull_schedule(self) -> Schedule:
@@ -342,6 +344,13 @@ class SteeredMD:
         integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps)
         return create_context(system, integrator, settings.platform, settings.precision)
 
+    def _blowup_settings(self, phase: str, timestep_variable: str, timestep_fs: float,
+                         start: str) -> dict:
+        """The keywords of :class:`ResumableStage` that name this phase after a blow-up."""
+        return dict(name=f"steered MD (replica {self.settings.replica}) {phase}",
+                    max_blowups=self.settings.max_blowups,
+                    advice=f"set {timestep_variable} below its {timestep_fs:g} fs, or look at {start}")
+
     def _equilibrate(self, system, setup, stop):
         settings, files = self.settings, self.files
         schedule = settings.equilibration_schedule()
@@ -353,7 +362,9 @@ class SteeredMD:
                             self.path(files.equilibration_portable)),
             [StateDataReporter(self.path(files.equilibration("out")), system)],
             ProgressRecorder(self.path(files.progress), "equilibration", schedule.total_steps),
-            log=self.log)
+            log=self.log, **self._blowup_settings("equilibration", "PROTBENCH_EQUIL_TIMESTEP",
+                                                  settings.equil_timestep_fs,
+                                                  "the minimized structure of the setup stage"))
         kind = "NPT" if settings.pressure_atm > 0 else "NVT"
         self.log(f"{kind} equilibration: {schedule.total_steps} steps of "
                  f"{settings.equil_timestep_fs} fs at {settings.temperature_kelvin} K")
@@ -389,7 +400,9 @@ class SteeredMD:
             ProgressRecorder(self.path(files.progress), "pulling", schedule.total_steps),
             controllers=[ParameterRamp("Q0", settings.cv_start, settings.pull_end,
                                        schedule.total_steps)],
-            log=self.log)
+            log=self.log, **self._blowup_settings("pull", "PROTBENCH_PULL_TIMESTEP",
+                                                  settings.pull_timestep_fs,
+                                                  f"the equilibrated state {self.steered_state}"))
         self.log(f"pulling Q0 {settings.cv_start:.4f} -> {settings.pull_end:.4f} over "
                  f"{settings.pull_length_ns} ns ({schedule.total_steps} steps of "
                  f"{settings.pull_timestep_fs} fs), k = {settings.k_kcal_per_mol} kcal/mol")

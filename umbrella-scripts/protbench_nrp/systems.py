@@ -7,9 +7,11 @@ on a laptop and in the tests. proteinbenchmark targets are built by
 proteinbenchmark, which exists only in the cluster image (see
 :class:`ProteinbenchmarkBuilder`).
 
-Whichever builds it, setup ends the same way: the structure is minimized, the
-native contacts are taken from the minimized structure, the umbrella bias
-``k*(Q-Q0)^2`` is added, and :class:`SetupFiles` writes the System XML, the
+Whichever builds it, setup ends the same way: the native contacts are taken
+from the input (experimental) structure before minimization, as upstream
+proteinbenchmark does, the structure is minimized, the umbrella bias
+``k*(Q-Q0)^2`` is added (default ``k`` the seed's 5000 kcal/mol, so a tool that
+takes k from the XML pulls with it), and :class:`SetupFiles` writes the System XML, the
 minimized PDB and the contacts file, each atomically, the System last: its
 presence means setup is finished.
 """
@@ -39,7 +41,7 @@ LOCAL_FORCE_FIELDS = {
     "amber14-vacuum": (("amber14-all.xml",), False),
     "amber14-obc2": (("amber14-all.xml", "implicit/obc2.xml"), True),
 }
-HYDROGEN_MASS_AMU = 1.5  # repartitioned so 4 fs steps are stable
+HYDROGEN_MASS_AMU = 3.0  # repartitioned (upstream proteinbenchmark's choice) so 4 fs steps are stable
 NONBONDED_CUTOFF_NM = 1.0
 MINIMIZE_TOLERANCE_KJ_PER_MOL_NM = 10.0
 _IONS = ("NA", "CL", "K")
@@ -137,21 +139,27 @@ def parametrize_local_villin(ff: str = "amber14-vacuum",
     return ParametrizedSystem(modeller.topology, system, positions)
 
 
-def add_native_contact_bias(parametrized: ParametrizedSystem) -> UmbrellaSystem:
-    """Take the native contacts of ``parametrized``'s structure and add the Q bias (k = 0).
+def add_native_contact_bias(parametrized: ParametrizedSystem,
+                            contacts: NativeContacts | None = None) -> UmbrellaSystem:
+    """Add the Q bias to ``parametrized`` with the seed's default k (5000 kcal/mol, in kJ/mol).
 
-    The bias is periodic exactly when the System is, so a solvated protein
-    that crosses the box edge keeps its contacts.
+    ``contacts`` are those of the native structure; by default they are found
+    on ``parametrized``'s own structure. The bias is periodic exactly when the
+    System is, so a solvated protein that crosses the box edge keeps its
+    contacts. Every stage sets ``k`` and ``Q0`` in its Context itself.
     """
-    contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
+    from .science import KJ_PER_KCAL, UMBRELLA_K_KCAL_PER_MOL
+
+    if contacts is None:
+        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
     cv = fraction_native_contacts_force(contacts, periodic=parametrized.periodic)
-    add_umbrella_bias(parametrized.system, cv)
+    add_umbrella_bias(parametrized.system, cv, k_kj_per_mol=UMBRELLA_K_KCAL_PER_MOL * KJ_PER_KCAL)
     return UmbrellaSystem(parametrized.topology, parametrized.system,
                           parametrized.positions_nm, contacts)
 
 
 def build_local_villin(ff: str = "amber14-vacuum", pdb_path: Path | str | None = None) -> UmbrellaSystem:
-    """Build villin with the Q bias (k = 0 until a window sets it), without minimizing."""
+    """Build villin with the Q bias, without minimizing."""
     return add_native_contact_bias(parametrize_local_villin(ff, pdb_path))
 
 
@@ -208,6 +216,7 @@ class ProteinbenchmarkBuilder:
     def __init__(self, target: str, ff: str):
         self.target = target
         self.ff = ff
+        self._native_pdb: Path | None = None
 
     @staticmethod
     def module():
@@ -251,6 +260,9 @@ class ProteinbenchmarkBuilder:
             water_model_file=ff_entry.get("water_model_file"),
         )
         benchmark.setup()
+        # Protonated but neither solvated nor minimized: the experimental heavy-atom coordinates.
+        protonated = getattr(benchmark, "protonated_pdb", None)
+        self._native_pdb = Path(protonated) if protonated and Path(protonated).is_file() else None
         # The attribute names changed between proteinbenchmark releases.
         system_xml = getattr(benchmark, "parametrized_system", None) or benchmark.openmm_system
         minimized = getattr(benchmark, "minimized_coords", None) or benchmark.minimized_pdb
@@ -258,6 +270,21 @@ class ProteinbenchmarkBuilder:
         pdb = app.PDBFile(str(minimized))
         positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         return ParametrizedSystem(pdb.topology, system, positions)
+
+    def native_contacts(self, built: ParametrizedSystem) -> NativeContacts | None:
+        """Contacts of the structure before solvation and minimization, on ``built``'s atoms.
+
+        ``None`` when :meth:`build` found no such structure (the caller then
+        takes them from ``built``'s own, minimized, structure).
+        """
+        import openmm.app as app
+        import openmm.unit as unit
+
+        if self._native_pdb is None:
+            return None
+        pdb = app.PDBFile(str(self._native_pdb))
+        positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        return find_native_contacts(pdb.topology, positions).on(built.topology)
 
 
 class SetupFiles:
@@ -364,12 +391,16 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
         return SetupReport(True, len(done.contacts), done.native_fraction(platform), "existing")
     if target == LOCAL_TARGET:
         parametrized = parametrize_local_villin(ff, initial_pdb)
+        # Upstream takes the native contacts from the experimental coordinates, not the minimum.
+        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
         parametrized = minimize(parametrized, platform, properties)
         builder = "openmm"
     else:
         target_conditions(target)  # unknown targets fail here, naming the known ones
-        parametrized = ProteinbenchmarkBuilder(target, ff).build(Path(root))
+        pb_builder = ProteinbenchmarkBuilder(target, ff)
+        parametrized = pb_builder.build(Path(root))
+        contacts = pb_builder.native_contacts(parametrized)
         builder = "proteinbenchmark"
-    umbrella = add_native_contact_bias(parametrized)
+    umbrella = add_native_contact_bias(parametrized, contacts)
     files.write(umbrella)
     return SetupReport(False, len(umbrella.contacts), umbrella.native_fraction(platform), builder)

@@ -17,7 +17,7 @@ from typing import Callable
 
 from . import science
 from .contacts import CV_NAME, MissingUmbrellaForceError, find_umbrella_force
-from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
+from .engine import (MAX_BLOWUPS, CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
                      StateOrigin, StopSignals, create_context, finished_on_disk, langevin_integrator,
                      load_state_xml, remove_stale_temporaries, save_state_xml, set_barostat)
 from .layout import Campaign, WindowFiles
@@ -75,6 +75,7 @@ class WindowSettings(StageSettings):
     checkpoint_minutes: float = science.CHECKPOINT_MINUTES
     platform: str = science.PLATFORM
     precision: str = science.PRECISION
+    max_blowups: int = MAX_BLOWUPS
 
     @classmethod
     def resolve(cls, target: str, ff: str, replica: int, window: int,
@@ -114,6 +115,7 @@ class WindowSettings(StageSettings):
         self.check_conditions("force constant", "PROTBENCH_UMBRELLA_K")
         self.equilibration_schedule()
         self.production_schedule()
+        self.check_blowups()
         self.check_platform()
 
     def production_schedule(self) -> Schedule:
@@ -270,8 +272,8 @@ class UmbrellaWindow:
         if outcome.stopped:
             return stop.exit_code
         ProgressRecorder(self.path(self.files.progress), "production",
-                         self.settings.production_schedule().total_steps).finish(
-            outcome.step, outcome.ns_per_day)
+                         self.settings.production_schedule().total_steps,
+                         outcome.recoveries).finish(outcome.step, outcome.ns_per_day)
         self.log(f"production finished at step {outcome.step}")
         return 0
 
@@ -357,12 +359,14 @@ class UmbrellaWindow:
         """
         files, settings = self.files, self.settings
         schedule = settings.equilibration_schedule()
-        # Equilibration keeps no portable checkpoint: on another GPU it simply starts again.
+        # A portable twin beside the checkpoint: a pod on another GPU model resumes it too.
         stage = self._stage(inputs, "equilibration", schedule,
                             (settings.equil_timestep_fs, settings.equil_friction_per_ps,
                              settings.equil_barostat_frequency),
-                            CheckpointFiles(self.path(files.equilibration("chk"))),
-                            lambda _context: self._equilibration_reporters(inputs, schedule))
+                            CheckpointFiles(self.path(files.equilibration("chk")),
+                                            self.path(files.equilibration_portable)),
+                            lambda _context: self._equilibration_reporters(inputs, schedule),
+                            "PROTBENCH_EQUIL_TIMESTEP", settings.equil_timestep_fs)
         fallbacks = [InitialOrigin(inputs.positions_nm, inputs.box_vectors_nm,
                                    settings.temperature_kelvin, "window structure")]
         return stage, fallbacks
@@ -378,24 +382,32 @@ class UmbrellaWindow:
                             self._production_checkpoint(),
                             lambda context: self._production_reporters(
                                 inputs.topology, inputs.system,
-                                context.getSystem().getForce(inputs.umbrella_index)))
+                                context.getSystem().getForce(inputs.umbrella_index)),
+                            "PROTBENCH_TIMESTEP", settings.timestep_fs)
         fallbacks = [StateOrigin(self.path(self.files.equilibrated_state), step=0,
                                  description="equilibrated state")]
         return stage, fallbacks
 
     def _stage(self, inputs: WindowInputs, phase: str, schedule: Schedule, dynamics: tuple,
-               checkpoint: CheckpointFiles, reporters: Callable[[object], list]) -> ResumableStage:
+               checkpoint: CheckpointFiles, reporters: Callable[[object], list],
+               timestep_variable: str, timestep_fs: float) -> ResumableStage:
         """A stage on a new Context; ``reporters(context)`` makes its reporters.
 
-        ``dynamics`` is ``(timestep_fs, friction_per_ps, barostat_frequency)``.
+        ``dynamics`` is ``(timestep_fs, friction_per_ps, barostat_frequency)``;
+        ``timestep_variable`` is named in the advice of a blow-up.
 
         The reporters get the Context because production reads Q through the
         umbrella force of the Context's System, which exists only once it does.
         """
         context, _ = self.new_context(inputs, *dynamics)
-        return ResumableStage(context, schedule, checkpoint, reporters(context),
-                              ProgressRecorder(self.path(self.files.progress), phase,
-                                               schedule.total_steps), log=self.log)
+        settings = self.settings
+        return ResumableStage(
+            context, schedule, checkpoint, reporters(context),
+            ProgressRecorder(self.path(self.files.progress), phase, schedule.total_steps),
+            log=self.log, name=f"window {settings.window:02d} (replica {settings.replica}) {phase}",
+            max_blowups=settings.max_blowups,
+            advice=(f"set {timestep_variable} below its {timestep_fs:g} fs, or look at the "
+                    f"window's starting structure {self.path(self.files.start_pdb)}"))
 
     def apply_bias(self, context) -> None:
         """Set the umbrella's ``k`` (kJ/mol) and ``Q0`` of this window in ``context``."""
