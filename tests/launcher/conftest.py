@@ -234,4 +234,5 @@ def all_containers(manifest: dict) -> list[dict]:
 
 
 def env_of(container: dict) -> dict[str, str]:
-    return {entry["name"]: entry["value"] for entry in container.get("env") or []}
+    # Downward API entries (valueFrom) have their value only in the pod.
+    return {entry["name"]: entry["value"] for entry in container.get("env") or [] if "value" in entry}
