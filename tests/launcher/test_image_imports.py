@@ -152,7 +152,7 @@ def test_the_walk_follows_relative_and_package_imports_into_the_library():
 
 
 @pytest.mark.parametrize("removed, expected", [
-    ("click", "click (imported by umbrella-scripts/run-umbrella-window.py"),
+    ("click", "umbrella-scripts/run-umbrella-window.py, umbrella-scripts/setup-umbrella-system.py) comes from click"),
     ("openmm", "comes from openmm, which the Dockerfile's POD_PACKAGES does not name"),
     ("openff-nagl", "openff-nagl is not in POD_PACKAGES: NAGL force fields"),
 ])
@@ -178,3 +178,83 @@ def test_an_import_without_a_known_package_is_caught(tmp_path):
 def test_the_install_uses_the_named_packages():
     text = DOCKERFILE.read_text()
     assert re.search(r"micromamba install[^\n]*(\n[^\n]*)*\$\{POD_PACKAGES\}", text)
+
+
+# -- the rebuild workflow tests the image before it pushes it --------------------------------
+
+REBUILD = REPO_ROOT / ".github" / "workflows" / "rebuild-docker.yaml"
+SMOKE_SCRIPT = REPO_ROOT / ".github" / "image-smoke-test.sh"
+
+
+def _steps() -> list[dict]:
+    import yaml
+
+    return yaml.safe_load(REBUILD.read_text())["jobs"]["build"]["steps"]
+
+
+def _index(steps: list[dict], predicate, what: str) -> int:
+    found = [i for i, step in enumerate(steps) if predicate(step)]
+    assert len(found) == 1, f"rebuild-docker.yaml has {len(found)} steps that {what}"
+    return found[0]
+
+
+def test_the_workflow_builds_smoke_tests_then_pushes_the_image():
+    steps = _steps()
+    build = _index(steps, lambda s: "docker buildx build --load" in s.get("run", ""), "build for the smoke test")
+    smoke = _index(steps, lambda s: ".github/image-smoke-test.sh" in s.get("run", ""), "run the smoke test")
+    push = _index(steps, lambda s: s.get("with", {}).get("push") is True, "push")
+    assert build < smoke < push
+    tag = "$SMOKE_TAG"
+    assert f'--tag "{tag}"' in steps[build]["run"] and f'"{tag}"' in steps[smoke]["run"]
+    assert "--user 57439:57439" in steps[smoke]["run"]  # as the pods run
+
+
+def test_the_smoke_build_and_the_push_get_the_same_build_arguments():
+    steps = _steps()
+    (push,) = [s for s in steps if s.get("with", {}).get("push") is True]
+    (build,) = [s for s in steps if "docker buildx build --load" in s.get("run", "")]
+    pushed = dict(line.split("=", 1) for line in push["with"]["build-args"].splitlines() if "=" in line)
+    passed = dict(re.findall(r'--build-arg (\w+)="\$(\w+)"', build["run"]))
+    assert set(passed) == set(pushed)
+    for name, variable in passed.items():
+        assert build["env"][variable] == pushed[name], name
+
+
+def test_the_smoke_script_passes_shellcheck():
+    import shutil
+    import subprocess
+
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not on PATH; run the tests with .venv/bin on PATH (make test)"
+    result = subprocess.run([shellcheck, "--severity", "style", str(SMOKE_SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_smoke_script_runs_a_toy_campaign_with_the_project_environment_standing_in_for_the_image(tmp_path):
+    import os
+    import subprocess
+
+    # openff.nagl and OpenMM's CUDA plugin exist only in the image.
+    env = {**os.environ, "SMOKE_SKIP_MODULES": "openff.nagl", "SMOKE_REQUIRE_CUDA_PLUGIN": "0",
+           "TMPDIR": str(tmp_path), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(SMOKE_SCRIPT), str(REPO_ROOT)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "import protbench_nrp.window: ok" in result.stdout
+    assert "platforms" in result.stdout and "CPU" in result.stdout
+    assert "toy window finished" in result.stdout and '"phase": "finished"' in result.stdout
+    assert list(tmp_path.iterdir()) == []  # its work directory is removed
+
+
+def test_the_smoke_script_fails_when_a_module_is_missing(tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TMPDIR": str(tmp_path)}
+    result = subprocess.run(["bash", str(SMOKE_SCRIPT), str(REPO_ROOT)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    # openff.nagl is not installed here, as in an image built without it
+    assert result.returncode == 1
+    assert "cannot import openff.nagl" in result.stderr and "POD_PACKAGES" in result.stderr
