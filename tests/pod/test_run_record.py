@@ -18,6 +18,7 @@ from pathlib import Path
 import openmm
 import pytest
 
+from protbench_nrp import status, usage
 from protbench_nrp.layout import Campaign
 
 from tests.conftest import REPO_ROOT, VILLIN_FF
@@ -124,7 +125,7 @@ def test_a_finished_pod_leaves_a_complete_run_record_in_the_bucket(record_pod, b
         assert record["peak_memory_bytes"] is None
 
 
-def test_a_stopped_pod_and_its_replacement_leave_two_records_showing_the_work_done_again(record_pod, bucket):
+def test_a_stopped_pod_and_its_replacement_leave_two_records_showing_the_work_done_again(record_pod, bucket, s3):
     first = record_pod("first")
     main = first.start("main", **_env(first, FAKE_FRAME_SECONDS="0.1", FAKE_TOTAL_STEPS="100000"))
     progress = first.results / first.output_files[0] / Campaign("villin", VILLIN_FF).window_files(1, 3).progress.name
@@ -148,7 +149,16 @@ def test_a_stopped_pod_and_its_replacement_leave_two_records_showing_the_work_do
     resumed = _record(bucket, second)
     assert resumed["first_step"] == {"phase": "production", "step": 600}
     assert stopped["last_step"]["step"] > resumed["first_step"]["step"]  # done again by the second pod
-    assert bucket.read(f"results/{Campaign('villin', VILLIN_FF).run_record('window', 1, 3, first.pod_name)}")
+
+    # --status reads both from the bucket: two pods, and GPU-hours lost to the steps done again
+    reader = status.BucketProgress(s3.client(), bucket.name)
+    records, errors = reader.run_records(Campaign("villin", VILLIN_FF).run_records_dir("window", 1, 3))
+    assert errors == []
+    summed = usage.window_usage(records)
+    assert summed.pods == 2
+    assert [pod.pod for pod in summed.per_pod] == [first.pod_name, second.pod_name]
+    assert 0 < summed.lost_gpu_hours < summed.per_pod[1].gpu_hours
+    assert summed.gpu_hours == pytest.approx(sum(pod.gpu_hours for pod in summed.per_pod))
 
 
 def test_gpu_model_driver_and_mean_utilisation_come_from_nvidia_smi(record_pod, bucket, tmp_path):
