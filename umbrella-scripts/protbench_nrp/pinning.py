@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import urllib.error
@@ -259,8 +260,6 @@ def resolve_git_ref(repo: str, ref: str, timeout_s: float = NETWORK_TIMEOUT_S) -
 
 
 def _git_env() -> dict[str, str]:
-    import os
-
     # Never wait for a password prompt: a public repository needs none.
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
 

@@ -203,8 +203,15 @@ def peak_memory_bytes(cgroup_root: Path) -> int | None:
     return None
 
 
-def read_step(progress_path: Path | None, since_unix: float | None = None) -> dict | None:
-    """``{"phase", "step"}`` of the progress record, if it exists (and was written after ``since_unix``)."""
+def read_step(progress_path: Path | None, inherited_unix: float | None = None) -> dict | None:
+    """``{"phase", "step", "updated_unix"}`` of the progress record, if it exists.
+
+    With ``inherited_unix`` (the ``updated_unix`` of the record the pod found
+    at its start, which an earlier pod wrote), that record is not this pod's
+    and counts as absent. Comparing with the pod's own clock instead would
+    take an earlier pod's record for this one's after a node whose clock ran
+    ahead.
+    """
     if progress_path is None:
         return None
     try:
@@ -213,9 +220,9 @@ def read_step(progress_path: Path | None, since_unix: float | None = None) -> di
         updated = float(payload["updated_unix"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if since_unix is not None and updated < since_unix:
+    if inherited_unix is not None and updated == inherited_unix:
         return None
-    return {**step, "ns_per_day": float(payload.get("ns_per_day") or 0.0), "updated_unix": updated}
+    return {**step, "updated_unix": updated}
 
 
 # -- the record -------------------------------------------------------------------------------
@@ -253,6 +260,8 @@ def start(context: PodContext, now: float | None = None) -> dict:
         "peak_memory_bytes": None,
         "memory_request_bytes": int(request) if request.isdigit() else None,
         "gpu_utilization_mean_percent": None, "gpu_utilization_samples": 0,
+        # The progress record copy-in brought from the bucket: an earlier pod's, not this one's.
+        "inherited_progress_unix": (read_step(context.progress_path) or {}).get("updated_unix"),
     }
     record["updated_unix"] = record["started_unix"]
     context.monitor_path.unlink(missing_ok=True)
@@ -266,11 +275,10 @@ def update(context: PodContext, status: int | None = None, finished: bool = Fals
     record = _read(context.record_path) or start(context, now)
     now = time.time() if now is None else now
     found = _read(context.monitor_path) or {}
-    first = record.get("first_step") or found.get("first_step") or read_step(context.progress_path,
-                                                                              record["started_unix"])
+    inherited = record.get("inherited_progress_unix")
+    first = record.get("first_step") or found.get("first_step") or read_step(context.progress_path, inherited)
     record["first_step"] = _step_only(first)
-    record["last_step"] = _step_only(read_step(context.progress_path, record["started_unix"])
-                                     or record.get("last_step"))
+    record["last_step"] = _step_only(read_step(context.progress_path, inherited) or record.get("last_step"))
     samples = int(found.get("samples") or 0)
     if samples:
         record["gpu_utilization_mean_percent"] = round(float(found["utilization_sum"]) / samples, 2)
@@ -294,12 +302,12 @@ def monitor(context: PodContext, interval_s: float = MONITOR_SECONDS, poll_s: fl
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     record = _read(context.record_path) or {}
-    since = float(record.get("started_unix") or time.time())
+    inherited = record.get("inherited_progress_unix")
     found = {"first_step": None, "utilization_sum": 0.0, "samples": 0}
     next_sample = time.monotonic()
     while not stop:
         if found["first_step"] is None:
-            found["first_step"] = _step_only(read_step(context.progress_path, since))
+            found["first_step"] = _step_only(read_step(context.progress_path, inherited))
         if time.monotonic() >= next_sample:
             utilization = gpu_utilization_percent()
             if utilization is not None:
