@@ -39,7 +39,7 @@ class Registry:
         self.repositories.setdefault(name, {})[tag] = (media_type, body)
         return "sha256:" + hashlib.sha256(body).hexdigest()
 
-    def start(self) -> "Registry":
+    def start(self) -> Registry:
         registry = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -115,7 +115,7 @@ def third_party_imports(scripts: list[Path]) -> dict[str, set[str]]:
 
 def dockerfile_packages(text: str) -> set[str]:
     """The package names of ``ARG POD_PACKAGES="..."`` (version pins dropped)."""
-    match = re.search(r'^ARG POD_PACKAGES="([^"]*)"', text, flags=re.M)
+    match = re.search(r'^ARG POD_PACKAGES="([^"]*)"', text, flags=re.MULTILINE)
     assert match, "the Dockerfile has no ARG POD_PACKAGES=\"...\" line naming the pods' packages"
     return {re.split(r"[=<>!~ ]", item, maxsplit=1)[0] for item in match.group(1).split()}
 
@@ -158,7 +158,7 @@ def test_the_walk_follows_relative_and_package_imports_into_the_library():
 ])
 def test_a_package_missing_from_the_dockerfile_is_caught(removed, expected):
     text = DOCKERFILE.read_text()
-    line = re.search(r'^ARG POD_PACKAGES="([^"]*)"', text, flags=re.M).group(1)
+    line = re.search(r'^ARG POD_PACKAGES="([^"]*)"', text, flags=re.MULTILINE).group(1)
     kept = " ".join(item for item in line.split() if re.split(r"[=<>!~]", item)[0] != removed)
     assert kept != line, f"{removed} is not in POD_PACKAGES"
     problems = missing_from_image(third_party_imports(pod_scripts()),
@@ -258,3 +258,26 @@ def test_the_smoke_script_fails_when_a_module_is_missing(tmp_path):
     # openff.nagl is not installed here, as in an image built without it
     assert result.returncode == 1
     assert "cannot import openff.nagl" in result.stderr and "POD_PACKAGES" in result.stderr
+
+
+def test_every_run_step_of_the_workflows_passes_shellcheck():
+    import shutil
+    import subprocess
+
+    import yaml
+
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not on PATH; run the tests with .venv/bin on PATH (make test)"
+    checked = 0
+    for workflow in sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml")):
+        for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+            for step in job["steps"]:
+                if "run" not in step:
+                    continue
+                # GitHub substitutes ${{ ... }} before the shell sees the script
+                script = re.sub(r"\$\{\{[^}]*\}\}", "github-expression", step["run"])
+                result = subprocess.run([shellcheck, "--shell", "bash", "--severity", "style", "-"], input=script,
+                                        capture_output=True, text=True, check=False)
+                assert result.returncode == 0, f"{workflow.name}: {step.get('name', step['run'][:40])}:\n{result.stdout}"
+                checked += 1
+    assert checked >= 3  # the CUDA reader, the smoke build and the smoke test at least

@@ -68,7 +68,7 @@ class ImageReference:
     digest: str = ""
 
     @classmethod
-    def parse(cls, image: str) -> "ImageReference":
+    def parse(cls, image: str) -> ImageReference:
         """Split an image reference as Docker reads it (``ubuntu`` is ``docker.io/library/ubuntu:latest``)."""
         rest, _, digest = image.partition("@")
         if digest and not _DIGEST.match(digest):
@@ -234,8 +234,7 @@ def resolve_git_ref(repo: str, ref: str, timeout_s: float = NETWORK_TIMEOUT_S) -
         return ref
     try:
         done = subprocess.run(["git", "ls-remote", "--", repo, ref, f"{ref}^{{}}"], capture_output=True,
-                              text=True, timeout=timeout_s,
-                              env=_git_env())
+                              text=True, timeout=timeout_s, env=_git_env(), check=False)
     except subprocess.TimeoutExpired:
         raise PinningError(f"git ls-remote {repo} gave no answer in {timeout_s:g} s; PROTEINBENCHMARK_REPO "
                            f"must be reachable to pin PROTEINBENCHMARK_REF {ref!r} to a commit") from None

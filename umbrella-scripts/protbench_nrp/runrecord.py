@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The run record of one pod: who ran a Job's script, where, with what, and how it ended.
 
 run-job.sh (PID 1 of the main container) runs this file:
@@ -151,7 +150,8 @@ def gpu_utilization_percent(timeout_s: float = NVIDIA_SMI_TIMEOUT_S) -> float | 
 
 def _nvidia_smi(arguments: list[str], timeout_s: float) -> list[list[str]] | None:
     try:
-        done = subprocess.run(["nvidia-smi", *arguments], capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(["nvidia-smi", *arguments], capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:
