@@ -19,6 +19,13 @@ ARG CUDA_VERSION
 # copy that drifts; pin PROTEINBENCHMARK_REF to a tag or commit for a
 # reproducible image. Pods pip-install proteinbenchmark itself at run time.
 ARG PROTEINBENCHMARK_REF=main
+# The packages the pods' own scripts import (each stage's script and the
+# protbench_nrp modules it uses, run-job.sh's run-record helper), named here
+# rather than left to proteinbenchmark's environment, which lists no click;
+# and openff-nagl, which assigns the charges of NAGL force fields such as
+# null-0.0.3-pair-opc3. tests/launcher/test_image_imports.py follows the
+# scripts' imports and fails when a package is missing here.
+ARG POD_PACKAGES="click numpy openmm openff-nagl"
 ADD --chown=mambauser:mambauser \
     https://raw.githubusercontent.com/openforcefield/proteinbenchmark/${PROTEINBENCHMARK_REF}/devtools/conda-envs/proteinbenchmark-simulation.yaml \
     /tmp/environment.yaml
@@ -27,7 +34,7 @@ ADD --chown=mambauser:mambauser \
 # provide; otherwise it would pick CPU-only builds of OpenMM.
 RUN CONDA_OVERRIDE_CUDA="${CUDA_VERSION%.*}" micromamba install --yes --name base \
         --file /tmp/environment.yaml \
-        "cuda-version=${CUDA_VERSION%.*}" "rclone=1.75" git pip \
+        "cuda-version=${CUDA_VERSION%.*}" "rclone=1.75" git pip ${POD_PACKAGES} \
     && micromamba clean --all --yes \
     && rm /tmp/environment.yaml
 

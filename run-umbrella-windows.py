@@ -26,6 +26,7 @@ IMAGE = "ghcr.io/openforcefield/proteinbenchmark-nrp:latest"
 CUDA_VERSION = "12.4"  # MAJOR.MINOR of the image's CUDA: must match the Dockerfile (a test checks)
 REPO_URL = "https://github.com/openforcefield/proteinbenchmark-nrp.git"  # what the pods clone
 PROTEINBENCHMARK_REF = "main"  # branch, tag or commit of proteinbenchmark the pods pip install
+PROTEINBENCHMARK_REPO = "https://github.com/openforcefield/proteinbenchmark.git"  # where that ref is
 BUCKET = "proteinbenchmark-jm-bucket"
 RCLONE_REMOTE = "nrp"
 RCLONE_SECRET = "jm-rclone-config"  # Kubernetes secret holding rclone.conf
@@ -73,7 +74,8 @@ def campaign_config():
         windows=None if WINDOWS is None else tuple(WINDOWS),
         bucket=BUCKET, rclone_remote=RCLONE_REMOTE, rclone_secret=RCLONE_SECRET,
         openeye_secret=OPENEYE_SECRET, image=IMAGE, repo_url=REPO_URL,
-        proteinbenchmark_ref=PROTEINBENCHMARK_REF, cuda_version=CUDA_VERSION, extra_env=dict(EXTRA_ENV),
+        proteinbenchmark_ref=PROTEINBENCHMARK_REF, proteinbenchmark_repo=PROTEINBENCHMARK_REPO,
+        cuda_version=CUDA_VERSION, extra_env=dict(EXTRA_ENV),
     )
 
 

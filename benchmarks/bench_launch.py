@@ -13,6 +13,7 @@ when the launcher's own time exceeds BUDGET_S.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -23,6 +24,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "umbrella-scripts"))
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.registry import Registry  # noqa: E402  (the launch pins IMAGE against it, on loopback)
 
 ROUNDS = 5
 BUDGET_S = 2.0
@@ -39,8 +43,12 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_repository(root: Path) -> Path:
-    """A clone of the launcher's files, committed and pushed to a bare remote."""
+def make_repository(root: Path, registry: Registry) -> Path:
+    """A clone of the launcher's files, committed and pushed to a bare remote.
+
+    IMAGE names an image of ``registry`` and PROTEINBENCHMARK_REPO a local bare
+    repository, so the launch pins both without the internet.
+    """
     work, remote = root / "work", root / "remote.git"
     work.mkdir()
     for name in (LAUNCHER, "k8s_template.yaml", ".gitignore"):
@@ -50,10 +58,19 @@ def make_repository(root: Path) -> Path:
     window_script = work / "umbrella-scripts" / "run-umbrella-window.py"
     if not window_script.exists():
         window_script.write_text("print('window')\n")
-    launcher = work / LAUNCHER
-    launcher.write_text(launcher.read_text().replace(
-        'REPO_URL = "https://github.com/openforcefield/proteinbenchmark-nrp.git"', f"REPO_URL = {str(remote)!r}"))
     identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
+    upstream, proteinbenchmark = root / "proteinbenchmark-work", root / "proteinbenchmark.git"
+    upstream.mkdir()
+    git(upstream, "init", "--quiet", "-b", "main")
+    git(upstream, *identity, "commit", "--quiet", "--allow-empty", "-m", "proteinbenchmark")
+    git(root, "clone", "--quiet", "--bare", str(upstream), str(proteinbenchmark))
+    registry.push("openforcefield/proteinbenchmark-nrp", "latest")
+    launcher = work / LAUNCHER
+    text = launcher.read_text()
+    for name, value in (("REPO_URL", str(remote)), ("PROTEINBENCHMARK_REPO", str(proteinbenchmark)),
+                        ("IMAGE", f"{registry.host}/openforcefield/proteinbenchmark-nrp:latest")):
+        text = re.sub(rf"^{name} = .*$", f"{name} = {value!r}", text, count=1, flags=re.M)
+    launcher.write_text(text)
     git(root, "init", "--quiet", "--bare", str(remote))
     git(work, "init", "--quiet", "-b", "main")
     git(work, "add", "-A")
@@ -115,7 +132,8 @@ def time_in_process(work: Path) -> float:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        work = make_repository(root)
+        registry = Registry().start()
+        work = make_repository(root, registry)
         log = root / "log"
         bin_dir = install_stand_in(root, log)
         env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}

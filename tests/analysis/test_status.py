@@ -465,3 +465,156 @@ def test_the_launchers_status_option_shows_the_table(tmp_path):
     assert "missing" in line_of(out, "pb-jm-synthetic-double-well-1-02")
     assert "3 windows: 1 finished, 1 running, 0 stalled, 1 missing; 90.0 ns/day in all" in out
     assert "kubectl is not on PATH" in out
+
+
+# -- run records: pods, GPUs, GPU-hours and NRP's usage rule ---------------------------------------
+
+GIB = 2**30
+
+
+def write_run_record(root: Path, config: CampaignConfig, replica: int, window: int, pod: str, *,
+                     started: float, ended: float, finished: bool = True, first=None, last=None,
+                     gpu="NVIDIA A100-SXM4-80GB", gpus: int = 1, utilization=None, samples: int = 0,
+                     peak_memory=None, memory_request=8 * GIB, exit_status=0):
+    path = root / config.campaign.run_record("window", replica, window, pod)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"kind": "run-record", "version": 1, "pod": pod, "node": "node-1", "stage": "window",
+              "replica": replica, "window": window, "started_unix": started, "updated_unix": ended,
+              "finished_unix": ended if finished else None,
+              "gpu": {"model": gpu, "driver": "550.54", "count": gpus, "uuids": []} if gpu else None,
+              "first_step": first and {"phase": first[0], "step": first[1]},
+              "last_step": last and {"phase": last[0], "step": last[1]},
+              "exit_status": exit_status if finished else None,
+              "gpu_utilization_mean_percent": utilization, "gpu_utilization_samples": samples,
+              "peak_memory_bytes": peak_memory, "memory_request_bytes": memory_request}
+    path.write_text(json.dumps(record))
+    return path
+
+
+def usage_rows(root: Path, config: CampaignConfig, jobs: list[JobSpec]):
+    reader = status.LocalProgress(root)
+    progress = status.read_all_progress(reader, config.campaign, jobs)
+    rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW)
+    return status.with_usage(rows, status.read_all_run_records(reader, config.campaign, jobs))
+
+
+@pytest.fixture
+def recorded_campaign(tmp_path):
+    """Window 1-00: preempted after 600k steps, resumed from its checkpoint at 500k on another GPU.
+    Window 1-01: one pod, idling its GPU and using a tenth of its memory. Window 1-02: lost with
+    its node (no final record). The rest: no records."""
+    root = tmp_path / "results"
+    config = make_config(root)
+    write_progress(root, config, 1, 0, "finished", 1_000_000, 1_000_000, 100.0, 60.0)
+    write_run_record(root, config, 1, 0, "pod-a", started=NOW - 5 * HOUR, ended=NOW - 3 * HOUR,
+                     first=("production", 0), last=("production", 600_000), exit_status=143,
+                     utilization=92.0, samples=240, peak_memory=3 * GIB)
+    write_run_record(root, config, 1, 0, "pod-b", started=NOW - 3 * HOUR, ended=NOW - 1 * HOUR,
+                     gpu="NVIDIA L40", first=("production", 500_000), last=("finished", 1_000_000),
+                     utilization=88.0, samples=240, peak_memory=4 * GIB)
+    write_progress(root, config, 1, 1, "production", 500_000, 1_000_000, 100.0, 20.0)
+    write_run_record(root, config, 1, 1, "pod-c", started=NOW - 2 * HOUR, ended=NOW - 60, finished=False,
+                     first=("production", 0), last=("production", 400_000), utilization=23.0, samples=100,
+                     peak_memory=0.8 * GIB)
+    write_run_record(root, config, 1, 2, "pod-d", started=NOW - 4 * HOUR, ended=NOW - 2 * HOUR,
+                     finished=False, gpu=None, first=("production", 0), last=("production", 100_000))
+    return root, config
+
+
+def test_run_records_give_each_window_its_pods_current_gpu_and_gpu_hours(recorded_campaign):
+    root, config = recorded_campaign
+    rows = rows_by_window(usage_rows(root, config, all_jobs(config)))
+
+    assert (rows[1, 0].pods, rows[1, 0].gpu) == (2, "NVIDIA L40")  # the newest pod's GPU
+    assert rows[1, 0].gpu_hours == pytest.approx(4.0)
+    # pod-b redid 500k..600k at what a step cost pod-a: 100k steps * (2 h / 600k steps)
+    assert rows[1, 0].lost_gpu_hours == pytest.approx(2.0 / 6)
+    assert (rows[1, 1].pods, rows[1, 1].gpu, rows[1, 1].lost_gpu_hours) == (1, "NVIDIA A100-SXM4-80GB", 0.0)
+    assert rows[1, 1].gpu_hours == pytest.approx(2 - 60 / HOUR)  # a running pod: up to its last update
+    assert rows[1, 2].gpu_hours == pytest.approx(2.0) and rows[1, 2].gpu == ""  # lost node: no nvidia-smi
+    assert rows[1, 3].pods is None and rows[1, 3].gpu_hours is None  # no record at all
+
+    totals = status.campaign_totals(list(rows.values()))
+    assert totals.gpu_hours == pytest.approx(4.0 + 2 - 60 / HOUR + 2.0)
+    text = render(list(rows.values()))
+    assert "GPU-hours spent, 0.3 of them lost to work done again after restarts" in text
+    assert f"{totals.gpu_hours:.1f} GPU-hours spent" in text
+    assert "NVIDIA L40" in line_of(text, "pb-jm-synthetic-double-well-1-00")
+
+
+def test_windows_breaking_nrps_usage_rule_are_flagged_and_others_not(recorded_campaign):
+    root, config = recorded_campaign
+    rows = rows_by_window(usage_rows(root, config, all_jobs(config)))
+
+    assert rows[1, 1].usage_flags == ("GPU 23% < 40%", "memory 10% of request < 20%")
+    assert "NRP usage: GPU 23% < 40%; NRP usage: memory 10% of request < 20%" in rows[1, 1].note
+    assert rows[1, 0].usage_flags == ()  # 90 % busy, half its memory
+    assert rows[1, 2].usage_flags == ()  # nothing measured: no flag, no guess
+
+
+def test_show_status_notes_the_windows_to_resize_and_sums_the_gpu_hours(recorded_campaign, monkeypatch,
+                                                                       capsys):
+    root, config = recorded_campaign
+    monkeypatch.setattr(status.time, "time", lambda: NOW)
+    assert status.show_status(all_jobs(config), config, use_kubectl=False) == 0
+    out = capsys.readouterr().out
+    assert "1 windows break NRP's usage rule" in out and "'Sizing the requests'" in out
+    assert "NRP usage: GPU 23%" in " ".join(out.split())  # the note column may wrap
+    assert "lost to work done again after restarts" in out
+
+
+@pytest.mark.parametrize("previous_last, resumed_first, lost", [
+    (("production", 600), ("production", 500), 100 * 2.0 / 600),  # resumed from an older checkpoint
+    (("production", 600), ("production", 600), 0.0),                 # from the very last step
+    (("production", 600), ("production", 700), 0.0),                 # ahead (a later checkpoint)
+    (("equilibration", 600), ("production", 100), 0.0),              # another phase: nothing redone
+    (("finished", 600), ("production", 500), 100 * 2.0 / 600),      # a finished record is production
+    (None, ("production", 500), 0.0),                                 # unknown: never guessed
+], ids=["older checkpoint", "same step", "ahead", "other phase", "finished", "unknown"])
+def test_gpu_hours_lost_count_only_steps_simulated_twice(previous_last, resumed_first, lost):
+    from protbench_nrp.usage import window_usage
+
+    def record(name, started, first, last):
+        return {"pod": name, "started_unix": started, "finished_unix": started + 2 * HOUR, "gpu": None,
+                "first_step": first and {"phase": first[0], "step": first[1]},
+                "last_step": last and {"phase": last[0], "step": last[1]}}
+
+    records = [record("b", 3 * HOUR, resumed_first, ("production", 900)),
+               record("a", 0.0, ("production", 0) if previous_last else None, previous_last)]
+    summed = window_usage(records)  # any order: sorted by start
+    assert [pod.pod for pod in summed.per_pod] == ["a", "b"]
+    assert summed.lost_gpu_hours == pytest.approx(lost)
+    assert summed.gpu_hours == pytest.approx(4.0)
+
+
+def test_gpu_hours_count_every_gpu_a_pod_held():
+    from protbench_nrp.usage import window_usage
+
+    summed = window_usage([{"pod": "a", "started_unix": 0.0, "finished_unix": HOUR,
+                            "gpu": {"model": "NVIDIA A10", "count": 2}}])
+    assert summed.gpu_hours == pytest.approx(2.0)
+
+
+def test_run_records_are_read_from_the_bucket_and_a_broken_one_is_reported(s3_server, tmp_path, capsys):
+    root = tmp_path / "results"
+    config = make_config(tmp_path / "nowhere")
+    write_run_record(root, config, 1, 0, "pod-a", started=NOW - 2 * HOUR, ended=NOW - HOUR,
+                     first=("production", 0), last=("production", 1000))
+    broken = root / config.campaign.run_record("window", 1, 1, "pod-x")
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text("{not json")
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=config.bucket)
+    for path in root.rglob("*.json"):
+        client.upload_file(str(path), config.bucket, f"results/{path.relative_to(root).as_posix()}")
+    reader = status.BucketProgress(client, config.bucket)
+
+    records, errors = reader.run_records(config.campaign.run_records_dir("window", 1, 0))
+    assert [r["pod"] for r in records] == ["pod-a"] and errors == []
+    records, errors = reader.run_records(config.campaign.run_records_dir("window", 1, 1))
+    assert records == [] and len(errors) == 1 and "pod-x.json: not JSON" in errors[0]
+
+    assert status.show_status(all_jobs(config)[:2], config, use_kubectl=False, source="bucket") == 0
+    out = capsys.readouterr().out
+    assert "1.0 GPU-hours spent" in out
+    assert "pod-x.json: not JSON" in out

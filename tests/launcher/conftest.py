@@ -8,7 +8,9 @@ stand-in is ``kubectl``: a shell script first on PATH that records each call
 and a copy of the file it was asked to apply, and fails (or sends the launcher
 a Ctrl-C) on request. The launcher runs with an empty HOME and RCLONE_CONFIG
 pointing into the test's directory, so nothing of this machine's setup
-reaches it.
+reaches it. IMAGE names an image of a registry on loopback that speaks the
+real protocol (tests/registry.py) and PROTEINBENCHMARK_REPO a local bare
+repository, so a launch pins both without the internet.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ LAUNCHER = "run-umbrella-windows.py"
 TEMPLATE = "k8s_template.yaml"
 
 from protbench_nrp.jobs import STAGE_SCRIPTS  # noqa: E402  (umbrella-scripts is on pytest's pythonpath)
+
+from tests.registry import Registry  # noqa: E402
+
+#: The image the test launcher's IMAGE names, in the loopback registry.
+IMAGE_NAME = "openforcefield/proteinbenchmark-nrp"
 
 WINDOW_SCRIPT = "umbrella-scripts/run-umbrella-window.py"
 
@@ -63,8 +70,12 @@ def git(cwd: Path, *args: str) -> str:
 class LauncherRepo:
     """A clone of the launcher's files in a git repository whose origin is a local bare repository."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, registry: Registry | None = None):
         self.root = root
+        self.registry = registry or Registry().start()
+        self.image_digest = self.registry.push(IMAGE_NAME, "latest")
+        self.image = f"{self.registry.host}/{IMAGE_NAME}:latest"
+        self.proteinbenchmark = root / "proteinbenchmark.git"  # PROTEINBENCHMARK_REPO
         self.dir = root / "work"
         self.remote = root / "remote.git"
         self.log = root / "kubectl-log"
@@ -90,9 +101,21 @@ class LauncherRepo:
         git(self.root, "init", "--quiet", "--bare", str(self.remote))
         git(self.dir, "init", "--quiet", "-b", "main")
         git(self.dir, "remote", "add", "origin", str(self.remote))
-        self.set_constants(REPO_URL=str(self.remote), INITIALS="tst")
+        self.proteinbenchmark_commit = self._make_proteinbenchmark()
+        self.set_constants(REPO_URL=str(self.remote), INITIALS="tst", IMAGE=self.image,
+                           PROTEINBENCHMARK_REPO=str(self.proteinbenchmark))
         self.commit("initial")
         git(self.dir, "push", "--quiet", "-u", "origin", "main")
+
+    def _make_proteinbenchmark(self) -> str:
+        """A bare repository standing for proteinbenchmark's, with a branch main; its commit."""
+        work = self.root / "proteinbenchmark-work"
+        work.mkdir()
+        git(work, "init", "--quiet", "-b", "main")
+        git(work, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "--quiet",
+            "--allow-empty", "-m", "proteinbenchmark")
+        git(self.root, "clone", "--quiet", "--bare", str(work), str(self.proteinbenchmark))
+        return git(work, "rev-parse", "HEAD")
 
     def _install_kubectl(self) -> None:
         self.home.mkdir()
@@ -184,7 +207,9 @@ class LauncherRepo:
 
 @pytest.fixture
 def launcher_repo(tmp_path) -> LauncherRepo:
-    return LauncherRepo(tmp_path)
+    repo = LauncherRepo(tmp_path)
+    yield repo
+    repo.registry.stop()
 
 
 def assert_refused_untouched(repo, result, *needles: str) -> None:
@@ -209,4 +234,5 @@ def all_containers(manifest: dict) -> list[dict]:
 
 
 def env_of(container: dict) -> dict[str, str]:
-    return {entry["name"]: entry["value"] for entry in container.get("env") or []}
+    # Downward API entries (valueFrom) have their value only in the pod.
+    return {entry["name"]: entry["value"] for entry in container.get("env") or [] if "value" in entry}

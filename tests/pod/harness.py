@@ -27,6 +27,18 @@ VENV_BIN = Path(sys.executable).parent
 POD_UID = 57439
 REMOTE = "podtest"
 POD_SCRIPTS = Path("umbrella-scripts") / "pod"
+#: The node every simulated pod runs on (downward API spec.nodeName).
+NODE_NAME = "test-node-1"
+_QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
+                      "T": 10**12, "m": 1e-3}
+
+
+def parse_quantity(text: str) -> float:
+    """A Kubernetes quantity (``8Gi``, ``2400m``, ``1``) as a number."""
+    for suffix in sorted(_QUANTITY_SUFFIXES, key=len, reverse=True):
+        if str(text).endswith(suffix):
+            return float(str(text)[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    return float(text)
 
 #: Environment of the real window script in tests: seconds of MD on the CPU.
 #: 10 frames of 50 steps, a checkpoint (and DCD segment) every 5 frames.
@@ -118,6 +130,7 @@ class Pod:
     rclone_config: Path
     home: Path
     transcript: list = field(default_factory=list)
+    pod_suffix: str = "x7k2p"
 
     # -- the manifest -------------------------------------------------------
     @property
@@ -145,11 +158,29 @@ class Pod:
         """The container's environment, with the volumes pointed at this pod's directories."""
         env = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
                "HOME": str(self.home), "LANG": "C.UTF-8", "TMPDIR": str(self.home)}
-        env.update({item["name"]: item["value"] for item in self.container(name).get("env", [])})
+        env.update({item["name"]: self._env_value(name, item) for item in self.container(name).get("env", [])})
         env.update(PROTBENCH_RESULTS_DIR=str(self.results), PROTBENCH_REPO_DIR=str(self.repo),
                    RCLONE_CONFIG=str(self.rclone_config), PROTBENCH_PROTEINBENCHMARK_REF="")
         env.update(extra)
         return env
+
+    def _env_value(self, container: str, item: dict) -> str:
+        """An env entry's value; downward API references resolved as the kubelet would."""
+        if "value" in item:
+            return item["value"]
+        source = item["valueFrom"]
+        if "fieldRef" in source:
+            return {"metadata.name": self.pod_name, "spec.nodeName": NODE_NAME,
+                    "metadata.namespace": "default"}[source["fieldRef"]["fieldPath"]]
+        resource = source["resourceFieldRef"]
+        kind, _, quantity = resource["resource"].partition(".")
+        value = self.container(resource.get("containerName", container))["resources"][kind][quantity]
+        return str(int(parse_quantity(value) / parse_quantity(resource.get("divisor", "1"))))
+
+    @property
+    def pod_name(self) -> str:
+        """The name Kubernetes gives a Job's pod: the Job's name and a random suffix."""
+        return f"{self.job.name}-{self.pod_suffix}"
 
     # -- running ------------------------------------------------------------
     def run(self, name: str, *, timeout: float = 180, prefix: tuple = (), **extra: str):

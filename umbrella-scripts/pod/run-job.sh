@@ -13,6 +13,10 @@
 #   5. when the child has exited, upload what changed (copy-out.sh final), then
 #      exit with the child's status: non-zero makes the Job restart the pod
 #
+# Throughout, the pod's run record (protbench_nrp/runrecord.py) is written at
+# the start, brought up to date before every sync and completed before the
+# final upload, which carries it to the bucket; it never stops the run.
+#
 # Kubernetes delivers SIGTERM to PID 1 only; a `sh -c` wrapper would swallow
 # it and the window would be SIGKILLed at the end of the grace period without
 # a checkpoint. This script is exec'ed by the container command, so it is PID 1.
@@ -23,9 +27,13 @@
 #   PROTBENCH_SCRIPT_PATH            script to run, relative to the repository
 #   PROTBENCH_REPO_DIR               repository checkout (default /opt/repo)
 #   PROTBENCH_RESULTS_DIR            results volume (default /results)
-#   PROTBENCH_PROTEINBENCHMARK_REF   branch, tag or commit of proteinbenchmark, or
-#                                    a pip requirement of its own (URL, git+...,
-#                                    /path, ./path, *.whl); empty: the image's
+#   PROTBENCH_PROTEINBENCHMARK_REF   branch, tag or commit of proteinbenchmark (a
+#                                    launch always gives the full commit it
+#                                    resolved), or a pip requirement of its own
+#                                    (URL, git+..., /path, ./path, *.whl); empty:
+#                                    the image's
+#   PROTBENCH_PROTEINBENCHMARK_REPO  the repository that commit is of (default
+#                                    proteinbenchmark's on GitHub)
 #   PROTBENCH_SYNC_MINUTES           minutes between uploads (default 30,
 #                                    fractions allowed, 0 = only the final upload)
 #
@@ -67,6 +75,7 @@ child=""
 stopping=""
 sync_pid=""
 run_id=""
+monitor_pid=""
 
 check_environment() {
     [[ -n $script_path ]] || die 2 "PROTBENCH_SCRIPT_PATH is empty; the launcher sets it (SCRIPT_PATH in run-umbrella-windows.py)"
@@ -133,7 +142,7 @@ install_proteinbenchmark() {
     # a pip requirement of its own: a URL, a VCS URL, a local path or a wheel.
     case "$ref" in
         *://* | git+* | /* | ./* | ../* | *.whl) requirement=$ref ;;
-        *) requirement="git+$PROTEINBENCHMARK_GIT@$ref" ;;
+        *) requirement="git+${PROTBENCH_PROTEINBENCHMARK_REPO:-$PROTEINBENCHMARK_GIT}@$ref" ;;
     esac
     log "installing proteinbenchmark from $requirement"
     # --no-deps: the image carries proteinbenchmark's environment; resolving it
@@ -153,6 +162,35 @@ log_proteinbenchmark() {
     fi
 }
 
+# -- the run record ------------------------------------------------------------
+run_record_helper=$repo/umbrella-scripts/protbench_nrp/runrecord.py
+
+run_record() {
+    [[ -f $run_record_helper ]] || return 0
+    python "$run_record_helper" "$@" || log "run record: '$1' failed; the run goes on"
+}
+
+start_run_record() {
+    if [[ ! -f $run_record_helper ]]; then
+        log "no $run_record_helper in this checkout: no run record kept"
+        return 0
+    fi
+    run_record start
+    python "$run_record_helper" monitor &
+    monitor_pid=$!
+}
+
+# The monitor writes its findings at every poll; stop it before they are read.
+stop_run_record_monitor() {
+    [[ -n $monitor_pid ]] || return 0
+    kill -TERM "$monitor_pid" 2>/dev/null
+    local tries=0
+    while kill -0 "$monitor_pid" 2>/dev/null && ((tries++ < 50)); do
+        sleep 0.1
+    done
+    monitor_pid=""
+}
+
 sync_loop() {
     local seconds sleeper
     seconds=$(awk -v m="$sync_minutes" 'BEGIN { printf "%.3f", m * 60 }')
@@ -161,6 +199,7 @@ sync_loop() {
         sleep "$seconds" &
         sleeper=$!
         wait "$sleeper"
+        run_record update
         bash "$here/copy-out.sh" sync || log "periodic upload failed; the next one retries"
     done
 }
@@ -184,6 +223,8 @@ stop_sync() {
 finish() {
     local status=$1 upload_status
     stop_sync
+    stop_run_record_monitor
+    run_record finish "$status"
     bash "$here/copy-out.sh" final
     upload_status=$?
     printf '%s %s %s\n' "$run_id" "$status" "$upload_status" >"$done_marker"
@@ -245,6 +286,7 @@ main() {
     log_proteinbenchmark
     finish_if_stopping
 
+    start_run_record
     start_sync
     log "starting $repo/$script_path -o $results"
     run_child "$repo/$script_path" -o "$results"

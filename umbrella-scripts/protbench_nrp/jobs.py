@@ -42,8 +42,12 @@ class CampaignConfig:
     image: str = ""
     repo_url: str = ""
     proteinbenchmark_ref: str = ""
+    proteinbenchmark_repo: str = ""
     cuda_version: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: What a launch resolved IMAGE and PROTEINBENCHMARK_REF to (pinning.PinnedSoftware);
+    #: None for a dry run, --local and --status, which ask no registry.
+    pinned: object = None
 
     @property
     def campaign(self) -> Campaign:

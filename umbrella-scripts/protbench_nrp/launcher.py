@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import click
 
-from . import gitcheck, policy, preflight
+from . import gitcheck, pinning, policy, preflight
 from .files import write_new_file
 from .gitcheck import GitCheckError
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
@@ -54,6 +54,7 @@ LAUNCHER_ENV = (
     "PROTBENCH_N_WINDOWS", "PROTBENCH_SCRIPT_COMMIT", "PROTBENCH_SCRIPT_PATH", "PROTBENCH_REPO_URL",
     "PROTBENCH_REQUIRED_FILES", "PROTBENCH_OUTPUT_FILES", "PROTBENCH_BUCKET",
     "PROTBENCH_RCLONE_REMOTE", "PROTBENCH_PROTEINBENCHMARK_REF",
+    "PROTBENCH_PROTEINBENCHMARK_REPO", "PROTBENCH_IMAGE",
 )
 
 _INITIALS = re.compile(r"^[A-Za-z]+$")
@@ -224,6 +225,9 @@ def job_env(config: CampaignConfig, stage: str, replica: int | None, window: int
         "PROTBENCH_BUCKET": config.bucket,
         "PROTBENCH_RCLONE_REMOTE": config.rclone_remote,
         "PROTBENCH_PROTEINBENCHMARK_REF": config.proteinbenchmark_ref,
+        "PROTBENCH_PROTEINBENCHMARK_REPO": config.proteinbenchmark_repo,
+        # The pod cannot see which image it runs; its run record reads it from here.
+        "PROTBENCH_IMAGE": config.image,
     })
     env.update(config.extra_env)
     return env
@@ -336,6 +340,34 @@ def check_repository(config: CampaignConfig, repo_dir: Path, commit: str) -> git
     gitcheck.check_tree_committed(repo_dir)
     gitcheck.check_executable(repo_dir, script)
     return gitcheck.check_pushed(repo_dir, config.repo_url, commit)
+
+
+def pin_software(config: CampaignConfig) -> CampaignConfig:
+    """``config`` running IMAGE by its digest and proteinbenchmark at a full commit, resolved now.
+
+    A tag or branch that moves during a two-week campaign would change the
+    software within one trajectory; the Jobs run what this resolves, the
+    names as given are kept in their annotations.
+    """
+    if not config.proteinbenchmark_repo:
+        raise ConfigError("PROTEINBENCHMARK_REPO is empty; set it in run-umbrella-windows.py to the "
+                          "repository PROTEINBENCHMARK_REF belongs to (e.g. "
+                          "'https://github.com/openforcefield/proteinbenchmark.git')")
+    try:
+        pinned = pinning.pin_software(config.image, config.proteinbenchmark_repo, config.proteinbenchmark_ref)
+    except pinning.PinningError as error:
+        raise LaunchRefused(str(error)) from None
+    click.echo(f"Pinned IMAGE {pinned.image.tag_reference} to {pinned.image.digest}; proteinbenchmark "
+               f"{pinned.proteinbenchmark_ref} to {pinned.proteinbenchmark_commit}")
+    return dataclasses.replace(config, image=pinned.image.pinned_reference,
+                               proteinbenchmark_ref=pinned.proteinbenchmark_commit, pinned=pinned)
+
+
+def unpinned_note(config: CampaignConfig) -> str:
+    """What a dry run says instead of asking the registry and the repository."""
+    return (f"note: IMAGE {config.image} and PROTEINBENCHMARK_REF {config.proteinbenchmark_ref} are shown "
+            f"unresolved (--dry-run asks no registry and no repository); a launch pins them to the image's "
+            f"digest and a full commit")
 
 
 def find_kubectl() -> str:
@@ -451,11 +483,13 @@ def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = 
         commit = gitcheck.head_commit(settings.repo_dir) or gitcheck.NO_COMMIT
     else:
         commit = gitcheck.require_head_commit(settings.repo_dir)
+        config = pin_software(config)
     jobs = build_jobs(config, commit)
     manifests = [render_manifest(job, config, template) for job in jobs]
     check_manifests(jobs, manifests, settings.template_path)
     if dry_run:
         click.echo(yaml_stream(manifests), nl=False)
+        click.echo(unpinned_note(config), err=True)
         return EXIT_OK
     refuse_existing_provenance(jobs, config)
     remote = check_repository(config, settings.repo_dir, commit)

@@ -22,6 +22,7 @@ The layout, with ``S = {target}-{ff}``::
     S/replica-{R}/S-{R}-steered.yaml          provenance of the steered-MD Job
     S/replica-{R}/S-{R}-{WW}.yaml             provenance of a window Job
     S/replica-{R}/window-{WW}/...             a window's outputs
+    <a Job's output directory>/run-records/POD.json   one run record per pod
     S/analysis/...                            PMF and plots
 """
 
@@ -171,6 +172,37 @@ class Campaign:
         if stage == "steered":
             return self._file(self.steered_dir(replica), "steered.log")
         return self._file(self.window_dir(replica, window), "window.log")
+
+    # -- run records ------------------------------------------------------------
+    def output_dir(self, stage: str, replica: int | None = None, window: int | None = None) -> PurePosixPath:
+        """The directory a Job's pods write their own outputs to (and upload)."""
+        _check_stage(stage)
+        if stage == "setup":
+            return self.setup_dir
+        if stage == "steered":
+            return self.steered_dir(replica)
+        return self.window_dir(replica, window)
+
+    def run_records_dir(self, stage: str, replica: int | None = None,
+                        window: int | None = None) -> PurePosixPath:
+        """Where the run records of a Job's pods lie: one JSON per pod, inside its outputs."""
+        return self.output_dir(stage, replica, window) / "run-records"
+
+    def run_record(self, stage: str, replica: int | None, window: int | None, pod: str) -> PurePosixPath:
+        """The run record of pod ``pod`` (its Kubernetes name, a DNS label) of a Job."""
+        if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", pod or ""):
+            raise ValueError(f"pod name {pod!r} cannot name a run record: expected a Kubernetes pod name")
+        return self.run_records_dir(stage, replica, window) / f"{pod}.json"
+
+    def progress_file(self, stage: str, replica: int | None = None,
+                      window: int | None = None) -> PurePosixPath | None:
+        """The progress record a Job's script rewrites as it runs; ``None`` for setup, which keeps none."""
+        _check_stage(stage)
+        if stage == "setup":
+            return None
+        if stage == "steered":
+            return self.steered_files(replica).progress
+        return self.window_files(replica, window).progress
 
     # -- what a Job reads and writes -------------------------------------------
     def stage_inputs(self, stage: str, replica: int | None = None,

@@ -125,12 +125,17 @@ def render_manifest(job: JobSpec, config: CampaignConfig, template: dict) -> dic
 
 def provenance_annotations(job: JobSpec, config: CampaignConfig) -> dict[str, str]:
     """What a Job ran, kept on the Job so the manifest alone can reproduce it."""
+    pinned = config.pinned  # pinning.PinnedSoftware of a launch; None for a dry run
     return {
         f"{LABEL_PREFIX}/script-commit": job.env["PROTBENCH_SCRIPT_COMMIT"],
         f"{LABEL_PREFIX}/script-path": job.script_path,
         f"{LABEL_PREFIX}/repo-url": config.repo_url,
         f"{LABEL_PREFIX}/image": config.image,
+        f"{LABEL_PREFIX}/image-tag": pinned.image.tag_reference if pinned else config.image,
         f"{LABEL_PREFIX}/proteinbenchmark-ref": config.proteinbenchmark_ref,
+        f"{LABEL_PREFIX}/proteinbenchmark-requested-ref":
+            pinned.proteinbenchmark_ref if pinned else config.proteinbenchmark_ref,
+        f"{LABEL_PREFIX}/proteinbenchmark-repo": config.proteinbenchmark_repo,
         f"{LABEL_PREFIX}/results": f"{config.rclone_remote}:{config.bucket}",
         f"{LABEL_PREFIX}/provenance-path": str(job.provenance_path),
     }

@@ -10,6 +10,9 @@ Gathering and rendering are apart so each can be checked on its own:
   S3 bucket (that small JSON object only, never a trajectory).
 * :func:`gather_status` combines both into a :class:`WindowStatus` per Job,
   :func:`campaign_totals` sums them up, :func:`render_status` draws the table.
+* :func:`read_all_run_records` reads the run record each pod leaves
+  (:mod:`~protbench_nrp.runrecord`); :mod:`~protbench_nrp.usage` turns them
+  into pods, GPU, GPU-hours spent and lost, and NRP usage flags per window.
 * :func:`show_status` is what ``run-umbrella-windows.py --status`` calls.
 
 A window is *stalled* when its progress record is older than
@@ -20,6 +23,7 @@ reaches the bucket with the pod's periodic uploads).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import science
+from . import science, usage
 from .jobs import CampaignConfig, JobSpec
 from .layout import BUCKET_PREFIX, LABEL_PREFIX, Campaign, job_labels, window_tag
 from .records import Progress
@@ -271,6 +275,16 @@ class LocalProgress:
     def exists(self, relative: PurePosixPath) -> bool:
         return (self.root / relative).is_file()
 
+    def run_records(self, directory: PurePosixPath) -> tuple[list[dict], list[str]]:
+        """The run records in ``directory``, and why any could not be read."""
+        found = []
+        for path in sorted((self.root / directory).glob("*.json")):
+            try:
+                found.append((str(path), path.read_text()))
+            except OSError as error:
+                found.append((str(path), error))
+        return _parse_run_records(found)
+
     def steered_done(self, campaign: Campaign, replica: int, n_windows: int) -> bool:
         """Whether steered MD left the equilibrated state and every window's structure."""
         from .steered import steered_products_exist
@@ -312,6 +326,24 @@ class BucketProgress:
             return False
         return True
 
+    def run_records(self, directory: PurePosixPath) -> tuple[list[dict], list[str]]:
+        """The run records under ``directory`` in the bucket: one listing, one GET each."""
+        prefix = f"{self.prefix}/{directory}/" if self.prefix else f"{directory}/"
+        found = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            keys = [item["Key"] for page in pages for item in page.get("Contents", []) or []
+                    if item["Key"].endswith(".json") and "/" not in item["Key"][len(prefix):]]
+        except Exception as error:  # endpoint unreachable, no credentials, ...
+            return [], [f"s3://{self.bucket}/{prefix}: {error}"]
+        for key in sorted(keys):
+            try:
+                found.append((f"s3://{self.bucket}/{key}",
+                              self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()))
+            except Exception as error:
+                found.append((f"s3://{self.bucket}/{key}", error))
+        return _parse_run_records(found)
+
     def steered_done(self, campaign: Campaign, replica: int, n_windows: int) -> bool:
         """Whether steered MD left its equilibrated state and the last window's structure.
 
@@ -341,6 +373,50 @@ def read_all_progress(reader, campaign: Campaign, jobs: list[JobSpec]) -> dict[s
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(zip((job.name for job in jobs), pool.map(one, jobs)))
+
+
+def _parse_run_records(found: list[tuple[str, object]]) -> tuple[list[dict], list[str]]:
+    records, errors = [], []
+    for where, text in found:
+        if isinstance(text, Exception):
+            errors.append(f"{where}: {text}")
+            continue
+        try:
+            payload = json.loads(text)
+        except ValueError as error:
+            errors.append(f"{where}: not JSON ({error})")
+            continue
+        if isinstance(payload, dict) and payload.get("kind") == "run-record":
+            records.append(payload)
+        else:
+            errors.append(f"{where}: not a run record")
+    return records, errors
+
+
+def read_all_run_records(reader, campaign: Campaign, jobs: list[JobSpec]) -> dict[str, tuple[list[dict], list[str]]]:
+    """Each Job's pods' run records (and read errors) by Job name, a few Jobs at a time."""
+    def one(job: JobSpec):
+        return reader.run_records(campaign.run_records_dir(job.stage, job.replica, job.window))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip((job.name for job in jobs), pool.map(one, jobs)))
+
+
+def with_usage(rows: list["WindowStatus"], records: dict[str, tuple[list[dict], list[str]]]) -> list["WindowStatus"]:
+    """``rows`` with each Job's pods, current GPU, GPU-hours and NRP usage flags from its run records."""
+    updated = []
+    for row in rows:
+        found, errors = records.get(row.name, ([], []))
+        if not found and not errors:
+            updated.append(row)
+            continue
+        summed = usage.window_usage(found)
+        note = "; ".join(part for part in (row.note, *(f"NRP usage: {flag}" for flag in summed.flags)) if part)
+        error = "; ".join(part for part in (row.error, *errors) if part)
+        updated.append(dataclasses.replace(
+            row, pods=summed.pods, gpu=summed.current_gpu or "", usage_flags=summed.flags,
+            gpu_hours=summed.gpu_hours, lost_gpu_hours=summed.lost_gpu_hours, note=note, error=error))
+    return updated
 
 
 # -- one row per Job ----------------------------------------------------------------------------
@@ -425,6 +501,12 @@ class WindowStatus:
     restarts: int | None = None
     note: str = ""
     error: str = ""  # full text of a read error, printed under the table
+    # From the pods' run records (with_usage); None/empty when none was read.
+    pods: int | None = None
+    gpu: str = ""
+    usage_flags: tuple[str, ...] = ()
+    gpu_hours: float | None = None
+    lost_gpu_hours: float | None = None
 
 
 def production_done(progress: Progress) -> bool:
@@ -506,12 +588,18 @@ class CampaignTotals:
     ns_per_day: float
     total: int
     what: str = "windows"
+    gpu_hours: float | None = None       # None: no run record was read
+    lost_gpu_hours: float | None = None
 
     def line(self) -> str:
         always = ("finished", "running", "stalled", "missing")
         parts = [f"{self.counts.get(s, 0)} {s}" for s in always]
         parts += [f"{self.counts[s]} {s}" for s in STATES if s not in always and self.counts.get(s)]
-        return f"{self.total} {self.what}: {', '.join(parts)}; {self.ns_per_day:.1f} ns/day in all"
+        text = f"{self.total} {self.what}: {', '.join(parts)}; {self.ns_per_day:.1f} ns/day in all"
+        if self.gpu_hours is not None:
+            text += (f"; {self.gpu_hours:.1f} GPU-hours spent, {self.lost_gpu_hours:.1f} of them lost to "
+                     f"work done again after restarts")
+        return text
 
 
 def campaign_totals(rows: list[WindowStatus]) -> CampaignTotals:
@@ -521,7 +609,11 @@ def campaign_totals(rows: list[WindowStatus]) -> CampaignTotals:
         counts["running" if row.state == "starting" else row.state] += 1
     speed = sum(row.ns_per_day or 0.0 for row in rows if row.state == "running")
     what = "windows" if all(row.stage == "window" for row in rows) else "Jobs"
-    return CampaignTotals(counts, speed, len(rows), what)
+    recorded = [row for row in rows if row.gpu_hours is not None]
+    if not recorded:
+        return CampaignTotals(counts, speed, len(rows), what)
+    return CampaignTotals(counts, speed, len(rows), what, sum(row.gpu_hours for row in recorded),
+                          sum(row.lost_gpu_hours or 0.0 for row in recorded))
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -554,7 +646,8 @@ def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
     for header, justify in (("Job", "left"), ("R", "right"), ("W", "right"), ("state", "left"),
                             ("Kubernetes", "left"), ("phase", "left"), ("steps", "right"),
                             ("done", "right"), ("ns/day", "right"), ("ETA", "right"),
-                            ("updated", "right"), ("restarts", "right"), ("note", "left")):
+                            ("updated", "right"), ("restarts", "right"), ("pods", "right"),
+                            ("GPU", "left"), ("note", "left")):
         table.add_column(header, justify=justify, no_wrap=header != "note")
     for row in rows:
         style = _STYLES.get(row.state, "")
@@ -570,7 +663,8 @@ def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
             steps, done, f"{row.ns_per_day:.1f}" if row.ns_per_day is not None else "",
             "done" if row.state == "finished" else format_duration(row.eta_s),
             f"[bold red]{updated}[/]" if row.state == "stalled" else updated,
-            "" if row.restarts is None else str(row.restarts), escape(row.note))
+            "" if row.restarts is None else str(row.restarts),
+            "" if row.pods is None else str(row.pods), escape(row.gpu), escape(row.note))
     console.print(table)
     console.print(escape(totals.line()))
     for note in notes:
@@ -652,11 +746,18 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
         notes.append(cluster.note)
     progress = read_all_progress(reader, campaign, jobs)
     rows = gather_status(jobs, campaign, progress, cluster, time.time(), bucket=source == "bucket")
+    rows = with_usage(rows, read_all_run_records(reader, campaign, jobs))
     totals = campaign_totals(rows)
     stalled = [r for r in rows if r.state == "stalled"]
     if stalled:
         notes.append(f"{len(stalled)} stalled windows (no progress for longer than "
                      f"{format_duration(min(r.stall_after_s for r in stalled))}): look at their "
                      f"pods with kubectl logs --previous, or relaunch them with WINDOWS")
+    wasteful = [r for r in rows if r.usage_flags]
+    if wasteful:
+        notes.append(f"{len(wasteful)} windows break NRP's usage rule (GPU utilisation above "
+                     f"{usage.MIN_GPU_UTILIZATION_PERCENT:.0f}%, memory at least "
+                     f"{100 * usage.MIN_MEMORY_FRACTION:.0f}% of the request): size the requests from a "
+                     f"pilot window (README, 'Sizing the requests')")
     render_status(rows, totals, f"{campaign.name}: {reader.description}", notes, console)
     return EXIT_OK
