@@ -1,12 +1,11 @@
 """Command-line pieces shared by the stage scripts in ``umbrella-scripts/``.
 
 Every option of a stage also reads the ``PROTBENCH_*`` variable shown in its
-help, which is how a Job configures it. The options that steered MD and the
-windows share are defined here once, grouped into decorators, so that a
-variable means the same, with the same default, in every stage; a script
-lists only its own options. Each option is named after the settings field it
-feeds, so a script can pass what it gets straight to its settings'
-``resolve``.
+help, which is how a Job configures it. Each option is made from that
+variable's entry in :mod:`protbench_nrp.variables`, so a variable means the
+same, with the same default, in every stage. Each option is named after the
+settings field it feeds, so a script can pass what it gets straight to
+:func:`~protbench_nrp.variables.stage_settings`.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ from typing import Callable, Protocol
 
 import click
 
-from . import science
 from .engine import EngineError, ResumeError, StopSignals
 from .reporters import ResumeMismatchError
+from .variables import SCRIPT_VARIABLES, options
 
 class Stage(Protocol):
     """What :func:`run_stage` runs: an umbrella window, steered MD."""
@@ -78,44 +77,25 @@ def results_option(help: str):
 
 
 #: Which campaign: target and force field (the setup stage needs no more).
-campaign_options = option_group(
-    env_option("--target", "PROTBENCH_TARGET", str, help="Benchmark target, e.g. villin or gb3.",
-               required=True),
-    env_option("--ff", "PROTBENCH_FF", str, help="Force field name.", required=True))
+campaign_options = options("PROTBENCH_TARGET", "PROTBENCH_FF")
 
 #: Which run of the campaign: target, force field and replica.
-run_options = option_group(
-    campaign_options,
-    env_option("--replica", "PROTBENCH_REPLICA", int, help="Replica, from 1.", required=True))
+run_options = options("PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA")
 
 #: Where the windows lie along Q; steered MD pulls through the same centres.
-window_centre_options = option_group(
-    env_option("--n-windows", "PROTBENCH_N_WINDOWS", int, science.N_WINDOWS, "Number of windows."),
-    env_option("--cv-start", "PROTBENCH_CV_START", float, science.CV_START, "Centre of window 0."),
-    env_option("--cv-end", "PROTBENCH_CV_END", float, science.CV_END, "Centre of the last window."))
+window_centre_options = options("PROTBENCH_N_WINDOWS", "PROTBENCH_CV_START", "PROTBENCH_CV_END")
 
 #: Thermodynamic conditions and equilibration, which steered MD shares with every window.
-equilibration_options = option_group(
-    env_option("--temperature", "PROTBENCH_TEMPERATURE", float, None,
-               "Temperature, K [default: target's].", field="temperature_kelvin"),
-    env_option("--pressure", "PROTBENCH_PRESSURE", float, None,
-               "Pressure, atm; 0 = no barostat [default: target's].", field="pressure_atm"),
-    env_option("--equil-length", "PROTBENCH_EQUIL_LENGTH", float, None,
-               f"Equilibration length, ns [default: target's, else {science.EQUIL_LENGTH_NS}].",
-               field="equil_length_ns"),
-    env_option("--equil-timestep", "PROTBENCH_EQUIL_TIMESTEP", float, None,
-               f"Equilibration timestep, fs [default: target's, else {science.EQUIL_TIMESTEP_FS}].",
-               field="equil_timestep_fs"),
-    env_option("--equil-frame", "PROTBENCH_EQUIL_FRAME", float, None,
-               f"Equilibration frame interval, ps [default: target's, else {science.EQUIL_FRAME_PS}].",
-               field="equil_frame_ps"))
+equilibration_options = options("PROTBENCH_TEMPERATURE", "PROTBENCH_PRESSURE", "PROTBENCH_EQUIL_LENGTH",
+                                "PROTBENCH_EQUIL_TIMESTEP", "PROTBENCH_EQUIL_FRAME")
 
 #: The OpenMM platform; a resumed stage may get another one.
-platform_options = option_group(
-    env_option("--platform", "PROTBENCH_PLATFORM", str, science.PLATFORM,
-               "CUDA, OpenCL, CPU or Reference."),
-    env_option("--precision", "PROTBENCH_PRECISION", str, science.PRECISION,
-               "single, mixed or double (CUDA and OpenCL only)."))
+platform_options = options("PROTBENCH_PLATFORM", "PROTBENCH_PRECISION")
+
+
+def stage_options(stage: str):
+    """Every option of ``stage``'s script but ``-o``, from :data:`variables.SCRIPT_VARIABLES`."""
+    return options(*SCRIPT_VARIABLES[stage])
 
 
 def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None:
@@ -137,4 +117,4 @@ def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None
 
 
 __all__ = ["env_option", "option_group", "results_option", "campaign_options", "run_options", "window_centre_options",
-           "equilibration_options", "platform_options", "run_stage"]
+           "equilibration_options", "platform_options", "stage_options", "run_stage"]

@@ -54,6 +54,21 @@ class ResumeError(RuntimeError):
 
 # -- platform, integrator, barostat ------------------------------------------------
 
+def check_platform_name(name: str, precision: str = "mixed") -> str:
+    """The canonical name of platform ``name``; :class:`EngineError` for an unknown platform or precision.
+
+    Needs no OpenMM: the launcher checks a Job's settings with it.
+    """
+    canonical = {p.lower(): p for p in PLATFORMS}.get(str(name).lower())
+    if canonical is None:
+        raise EngineError(f"unknown platform {name!r}; set PROTBENCH_PLATFORM to one of "
+                          f"{', '.join(PLATFORMS)}")
+    if str(precision).lower() not in PRECISIONS:
+        raise EngineError(f"unknown precision {precision!r}; set PROTBENCH_PRECISION to one of "
+                          f"{', '.join(PRECISIONS)}")
+    return canonical
+
+
 def select_platform(name: str, precision: str = "mixed"):
     """Find an OpenMM platform by name and the properties that set its precision.
 
@@ -77,13 +92,7 @@ def select_platform(name: str, precision: str = "mixed"):
     """
     import openmm
 
-    canonical = {p.lower(): p for p in PLATFORMS}.get(str(name).lower())
-    if canonical is None:
-        raise EngineError(f"unknown platform {name!r}; set PROTBENCH_PLATFORM to one of "
-                          f"{', '.join(PLATFORMS)}")
-    if str(precision).lower() not in PRECISIONS:
-        raise EngineError(f"unknown precision {precision!r}; set PROTBENCH_PRECISION to one of "
-                          f"{', '.join(PRECISIONS)}")
+    canonical = check_platform_name(name, precision)
     available = [openmm.Platform.getPlatform(i).getName()
                  for i in range(openmm.Platform.getNumPlatforms())]
     if canonical not in available:
@@ -803,7 +812,8 @@ def read_production_frames(results_root: Path | str, files):
 
 
 __all__ = [
-    "EngineError", "ResumeError", "ResumeMismatchError", "select_platform", "langevin_integrator",
+    "EngineError", "ResumeError", "ResumeMismatchError", "check_platform_name", "select_platform",
+    "langevin_integrator",
     "set_barostat", "create_context", "StopSignals", "atomic_write", "remove_stale_temporaries",
     "state_xml", "save_state_xml", "load_state_xml", "state_xml_step", "Schedule", "Origin",
     "CheckpointOrigin", "StateOrigin", "InitialOrigin", "CheckpointFiles", "Resumed",

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import science
+from . import science, variables
 from .engine import Schedule
 from .jobs import CampaignConfig, JobSpec
 from .layout import STAGES, Campaign
@@ -54,23 +54,23 @@ EXIT_FAILED = 1
 
 # -- the demo campaign ------------------------------------------------------------
 
-#: Shortened lengths of the demo, in the scripts' own variables and units.
-DEMO_ENV = {
-    "PROTBENCH_CV_START": "1.0",
-    "PROTBENCH_CV_END": "0.4",
-    "PROTBENCH_UMBRELLA_K": "300",        # kcal/mol: windows 0.04 apart overlap at 300 K
-    "PROTBENCH_STEERED_K": "5000",        # kcal/mol: a 100 ps pull keeps Q close to Q0
-    "PROTBENCH_PULL_LENGTH": "0.1",       # ns
-    "PROTBENCH_PULL_FRAME": "0.2",        # ps
-    "PROTBENCH_PULL_TIMESTEP": "4",       # fs (the seed pulls at 1 fs; HMR allows 4)
-    "PROTBENCH_EQUIL_LENGTH": "0.004",    # ns
-    "PROTBENCH_EQUIL_TIMESTEP": "2",      # fs
-    "PROTBENCH_EQUIL_FRAME": "0.4",       # ps
-    "PROTBENCH_PRODUCTION_LENGTH": "0.03",  # ns
-    "PROTBENCH_FRAME": "0.2",             # ps
-    "PROTBENCH_CHECKPOINT": "10",         # ps
-    "PROTBENCH_SAVE_STATE": "30",         # ps
-}
+#: Shortened lengths of the demo, in the scripts' own variables and units (variables.py's).
+DEMO_ENV = variables.settings_env(
+    PROTBENCH_CV_START=1.0,
+    PROTBENCH_CV_END=0.4,
+    PROTBENCH_UMBRELLA_K=300,        # kcal/mol: windows 0.04 apart overlap at 300 K
+    PROTBENCH_STEERED_K=5000,        # kcal/mol: a 100 ps pull keeps Q close to Q0
+    PROTBENCH_PULL_LENGTH=0.1,       # ns
+    PROTBENCH_PULL_FRAME=0.2,        # ps
+    PROTBENCH_PULL_TIMESTEP=4,       # fs (the seed pulls at 1 fs; HMR allows 4)
+    PROTBENCH_EQUIL_LENGTH=0.004,    # ns
+    PROTBENCH_EQUIL_TIMESTEP=2,      # fs
+    PROTBENCH_EQUIL_FRAME=0.4,       # ps
+    PROTBENCH_PRODUCTION_LENGTH=0.03,  # ns
+    PROTBENCH_FRAME=0.2,             # ps
+    PROTBENCH_CHECKPOINT=10,         # ps
+    PROTBENCH_SAVE_STATE=30,         # ps
+)
 
 
 def demo_config(base: CampaignConfig) -> CampaignConfig:

@@ -50,31 +50,13 @@ class WindowSettings(StageSettings):
 
     input_error = WindowInputError
 
-    target: str
-    ff: str
-    replica: int
+    # target, ff, replica, conditions, equilibration and platform: StageSettings
     window: int
-    n_windows: int = science.N_WINDOWS
-    cv_start: float = science.CV_START
-    cv_end: float = science.CV_END
-    k_kcal_per_mol: float = science.UMBRELLA_K_KCAL_PER_MOL
-    temperature_kelvin: float = 300.0
-    pressure_atm: float = 0.0
-    equil_length_ns: float = science.EQUIL_LENGTH_NS
-    equil_timestep_fs: float = science.EQUIL_TIMESTEP_FS
-    equil_frame_ps: float = science.EQUIL_FRAME_PS
-    equil_friction_per_ps: float = science.EQUIL_FRICTION_PER_PS
-    equil_barostat_frequency: int = science.EQUIL_BAROSTAT_FREQUENCY
-    friction_per_ps: float = science.FRICTION_PER_PS
-    barostat_frequency: int = science.BAROSTAT_FREQUENCY
     production_length_ns: float = science.PRODUCTION_LENGTH_NS
     timestep_fs: float = science.TIMESTEP_FS
     frame_ps: float = science.FRAME_PS
     checkpoint_ps: float = science.CHECKPOINT_PS
     save_state_ps: float = science.SAVE_STATE_PS
-    checkpoint_minutes: float = science.CHECKPOINT_MINUTES
-    platform: str = science.PLATFORM
-    precision: str = science.PRECISION
 
     @classmethod
     def resolve(cls, target: str, ff: str, replica: int, window: int,
