@@ -440,15 +440,19 @@ class ProgressRecorder:
         ``"equilibration"`` or ``"production"`` (``"finished"`` is written by
         :meth:`finish`).
     total_steps : int
+    **ran_with
+        ``timestep_fs``, ``frame_ps`` and ``steps_after_phase`` of the
+        record (:class:`~protbench_nrp.records.Progress`).
     """
 
-    def __init__(self, path: Path | str, phase: str, total_steps: int):
+    def __init__(self, path: Path | str, phase: str, total_steps: int, **ran_with):
         self.path = Path(path)
         self.phase = phase
         self.total_steps = int(total_steps)
+        self.ran_with = ran_with
 
     def update(self, step: int, ns_per_day: float) -> None:
-        Progress.now(self.phase, step, self.total_steps, ns_per_day).write(self.path)
+        Progress.now(self.phase, step, self.total_steps, ns_per_day, **self.ran_with).write(self.path)
 
     def finish(self, step: int, ns_per_day: float) -> None:
-        Progress.now("finished", step, self.total_steps, ns_per_day).write(self.path)
+        Progress.now("finished", step, self.total_steps, ns_per_day, **self.ran_with).write(self.path)

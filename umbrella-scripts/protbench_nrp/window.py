@@ -251,9 +251,7 @@ class UmbrellaWindow:
         outcome = self._produce(inputs, stop)
         if outcome.stopped:
             return stop.exit_code
-        ProgressRecorder(self.path(self.files.progress), "production",
-                         self.settings.production_schedule().total_steps).finish(
-            outcome.step, outcome.ns_per_day)
+        self._progress_recorder("production").finish(outcome.step, outcome.ns_per_day)
         self.log(f"production finished at step {outcome.step}")
         return 0
 
@@ -266,8 +264,8 @@ class UmbrellaWindow:
                 return
         except (OSError, ValueError):
             pass
-        total = self.settings.production_schedule().total_steps
-        ProgressRecorder(path, "production", total).finish(total, 0.0)
+        recorder = self._progress_recorder("production")
+        recorder.finish(recorder.total_steps, 0.0)
         self.log("restored the progress record of the finished window")
 
     def check_recorded_parameters(self) -> None:
@@ -376,8 +374,19 @@ class UmbrellaWindow:
         """
         context, _ = self.new_context(inputs, *dynamics)
         return ResumableStage(context, schedule, checkpoint, reporters(context),
-                              ProgressRecorder(self.path(self.files.progress), phase,
-                                               schedule.total_steps), log=self.log)
+                              self._progress_recorder(phase), log=self.log)
+
+    def _progress_recorder(self, phase: str) -> ProgressRecorder:
+        """The recorder of ``phase``, stamping each record with the timestep and frame it runs with."""
+        settings = self.settings
+        production = settings.production_schedule()
+        if phase == "equilibration":
+            schedule, timestep_fs, after = settings.equilibration_schedule(), settings.equil_timestep_fs, production
+        else:
+            schedule, timestep_fs, after = production, settings.timestep_fs, None
+        return ProgressRecorder(self.path(self.files.progress), phase, schedule.total_steps,
+                                timestep_fs=timestep_fs, frame_ps=schedule.frame_steps * timestep_fs / 1000.0,
+                                steps_after_phase=after.total_steps if after else 0)
 
     def apply_bias(self, context) -> None:
         """Set the umbrella's ``k`` (kJ/mol) and ``Q0`` of this window in ``context``."""
