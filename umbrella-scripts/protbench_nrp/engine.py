@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .dcd import DCDFormatError, read_dcd
+from .errors import ProtbenchError
 from .files import TEMP_SUFFIX, atomic_write
 from .reporters import Frame, FrameReporter, ProgressRecorder, ResumeMismatchError
 from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, PLATFORMS
@@ -44,11 +45,11 @@ from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, PLATFORMS
 PRECISIONS = ("single", "mixed", "double")
 
 
-class EngineError(ValueError):
+class EngineError(ProtbenchError, ValueError):
     """Bad settings or inputs, reported before anything is written."""
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ProtbenchError, RuntimeError):
     """No starting point of a stage could be loaded."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 import click
 
 from . import gitcheck, policy, preflight, variables
+from .errors import ProtbenchError
 from .files import write_new_file
 from .gitcheck import GitCheckError
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
@@ -59,7 +60,7 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _RCLONE_REMOTE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.+@ ]*$")
 
 
-class LaunchRefused(Exception):
+class LaunchRefused(ProtbenchError):
     """A check failed before anything was written or applied."""
 
 

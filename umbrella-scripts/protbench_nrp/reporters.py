@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .dcd import DCDFormatError, inspect_dcd, truncate_dcd
+from .errors import ProtbenchError
 from .records import Progress
 from .science import MOLAR_GAS_CONSTANT_KJ_PER_MOL_K
 
@@ -267,7 +268,7 @@ class SegmentedDCDReporter(FrameReporter):
         self._handle = self._dcd = self._segment = None
 
 
-class ResumeMismatchError(RuntimeError):
+class ResumeMismatchError(ProtbenchError, RuntimeError):
     """Outputs on disk were written with settings that differ from the present ones."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ProtbenchError
+
 KJ_PER_KCAL = 4.184
 #: Molar gas (Boltzmann) constant R = N_A k_B, as OpenMM's ``unit.MOLAR_GAS_CONSTANT_R``.
 MOLAR_GAS_CONSTANT_KJ_PER_MOL_K = 8.31446261815324e-3
@@ -91,7 +93,7 @@ LOCAL_TARGETS = {
 }
 
 
-class UnknownTargetError(LookupError):
+class UnknownTargetError(ProtbenchError, LookupError):
     """Raised for a target known neither to proteinbenchmark nor to this project."""
 
 

@@ -33,6 +33,7 @@ from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage
                      StateOrigin, StopSignals, create_context, finished_on_disk,
                      langevin_integrator, remove_stale_temporaries, save_state_xml, set_barostat,
                      state_xml_step)
+from .errors import ProtbenchError
 from .files import atomic_write
 from .layout import Campaign, SteeredFiles
 from .reporters import CVReporter, Frame, FrameReporter, ProgressRecorder, StateDataReporter, read_cv_file
@@ -52,7 +53,7 @@ class SteeredInputError(EngineError):
     """A setting or input of steered MD is wrong; the message names it and the fix."""
 
 
-class PullIncompleteError(RuntimeError):
+class PullIncompleteError(ProtbenchError, RuntimeError):
     """The pull ended before Q crossed every window centre."""
 
 
