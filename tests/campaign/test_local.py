@@ -26,7 +26,8 @@ CAMPAIGN = Campaign(*VILLIN)
 SHORT_ENV = {
     "PROTBENCH_CV_START": "1.0", "PROTBENCH_CV_END": "0.9", "PROTBENCH_UMBRELLA_K": "300",
     "PROTBENCH_STEERED_K": "5000", "PROTBENCH_PULL_LENGTH": "0.02", "PROTBENCH_PULL_FRAME": "0.2",
-    "PROTBENCH_PULL_TIMESTEP": "4", "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2", "PROTBENCH_EQUIL_FRAME": "0.2",
+    "PROTBENCH_PULL_TIMESTEP": "4", "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2",
+    "PROTBENCH_EQUIL_FRAME": "0.2",
     "PROTBENCH_PRODUCTION_LENGTH": "0.004", "PROTBENCH_FRAME": "0.2", "PROTBENCH_CHECKPOINT": "2",
     "PROTBENCH_SAVE_STATE": "4",
 }
@@ -60,7 +61,7 @@ def _dry_run_env(config: dict, stage: str) -> dict[str, dict[str, str]]:
 
 
 def _logged_env(log: Path) -> dict[str, str]:
-    lines = [l for l in log.read_text().splitlines() if l.startswith("# environment: ")]
+    lines = [line for line in log.read_text().splitlines() if line.startswith("# environment: ")]
     assert lines, f"{log} has no environment record"
     return json.loads(lines[-1][len("# environment: "):])
 

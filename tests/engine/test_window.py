@@ -215,7 +215,8 @@ def test_a_checkpoint_from_another_platform_resumes_from_the_portable_state(vill
     moved = run_window(root, PLATFORM="Reference", **length)
     assert moved.returncode == 0, moved.stderr
     assert "different Platform" in moved.stdout
-    assert f"starting from portable checkpoint villin-amber14-vacuum-production-checkpoint.xml at step {step}" in moved.stdout
+    assert (f"starting from portable checkpoint villin-amber14-vacuum-production-checkpoint.xml at step {step}"
+            in moved.stdout)
     assert_window_exact(root, files, 20, 50, 5)
 
 
