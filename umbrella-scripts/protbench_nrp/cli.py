@@ -20,6 +20,7 @@ from .engine import EngineError, ResumeError, StopSignals
 from .reporters import ResumeMismatchError
 from .variables import SCRIPT_VARIABLES, options
 
+
 class Stage(Protocol):
     """What :func:`run_stage` runs: an umbrella window, steered MD."""
 
@@ -30,67 +31,11 @@ class Stage(Protocol):
 _STAGE_ERRORS = (EngineError, ResumeError, ResumeMismatchError)
 
 
-def env_option(flag: str, variable: str, kind, default=None, help: str = "", field: str | None = None,
-               **extra):
-    """A click option that also reads ``variable``; ``--help`` shows both it and the default.
-
-    Parameters
-    ----------
-    flag : str
-        The option, e.g. ``"--timestep"``.
-    variable : str
-        The environment variable read when the option is not given.
-    kind : type
-        Its click type.
-    default : optional
-        Written into the help text rather than shown by click, so that the
-        options whose default comes from the target can say so instead.
-    help : str
-    field : str, optional
-        The parameter name passed to the command, when not the flag's.
-    **extra
-        Passed to :func:`click.option`.
-    """
-    shown = f" [default: {default}]" if default is not None else ""
-    names = (flag,) if field is None else (flag, field)
-    if default is not None:
-        # An explicit default=None would make click drop required=True.
-        extra["default"] = default
-    return click.option(*names, envvar=variable, type=kind, show_envvar=True,
-                        help=f"{help}{shown}", **extra)
-
-
-def option_group(*options):
-    """One decorator applying ``options`` in the order given, as stacked decorators would list them."""
-    def apply(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return apply
-
-
 def results_option(help: str):
     """``-o/--output_directory``, the results root (``PROTBENCH_RESULTS_DIR``, where a pod mounts it)."""
     return click.option("-o", "--output_directory", "output_directory", envvar="PROTBENCH_RESULTS_DIR",
                         type=click.Path(file_okay=False, path_type=Path), required=True,
                         show_envvar=True, help=help)
-
-
-#: Which campaign: target and force field (the setup stage needs no more).
-campaign_options = options("PROTBENCH_TARGET", "PROTBENCH_FF")
-
-#: Which run of the campaign: target, force field and replica.
-run_options = options("PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA")
-
-#: Where the windows lie along Q; steered MD pulls through the same centres.
-window_centre_options = options("PROTBENCH_N_WINDOWS", "PROTBENCH_CV_START", "PROTBENCH_CV_END")
-
-#: Thermodynamic conditions and equilibration, which steered MD shares with every window.
-equilibration_options = options("PROTBENCH_TEMPERATURE", "PROTBENCH_PRESSURE", "PROTBENCH_EQUIL_LENGTH",
-                                "PROTBENCH_EQUIL_TIMESTEP", "PROTBENCH_EQUIL_FRAME")
-
-#: The OpenMM platform; a resumed stage may get another one.
-platform_options = options("PROTBENCH_PLATFORM", "PROTBENCH_PRECISION")
 
 
 def stage_options(stage: str):
@@ -116,5 +61,4 @@ def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None
     sys.exit(code)
 
 
-__all__ = ["env_option", "option_group", "results_option", "campaign_options", "run_options", "window_centre_options",
-           "equilibration_options", "platform_options", "stage_options", "run_stage"]
+__all__ = ["results_option", "stage_options", "run_stage"]
