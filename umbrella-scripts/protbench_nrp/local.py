@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import science, variables
-from .engine import Schedule
+from .errors import ProtbenchError
 from .jobs import CampaignConfig, JobSpec
 from .layout import STAGES, Campaign
 from .records import Progress
@@ -182,7 +182,7 @@ class LocalJob:
 
         record = self.progress()
         return (record is not None and production_done(record)
-                and record.total_steps == _production_steps(self.spec.env))
+                and record.total_steps == _production_steps(self.spec))
 
     def describe(self) -> str:
         if self.spec.stage == "setup":
@@ -192,15 +192,16 @@ class LocalJob:
         return f"replica {self.spec.replica} window {self.spec.window:02d}"
 
 
-def _production_steps(env: dict[str, str]) -> int | None:
-    """Production steps a window with this environment runs, as the window script computes them."""
+def _production_steps(spec: JobSpec) -> int | None:
+    """Production steps the window of ``spec`` runs: its script's own settings, catalog included."""
+    import click
+
+    env = {"PROTBENCH_REPLICA": str(spec.replica), "PROTBENCH_WINDOW": str(spec.window), **spec.env}
     try:
-        return Schedule.from_times(
-            float(env.get("PROTBENCH_PRODUCTION_LENGTH", science.PRODUCTION_LENGTH_NS)),
-            float(env.get("PROTBENCH_TIMESTEP", science.TIMESTEP_FS)),
-            float(env.get("PROTBENCH_FRAME", science.FRAME_PS))).total_steps
-    except ValueError:
+        settings = variables.stage_settings("window", variables.env_values("window", env), check_availability=False)
+    except (click.BadParameter, ProtbenchError):
         return None  # the script itself will say what is wrong
+    return settings.production_schedule().total_steps
 
 
 # -- the whole campaign -----------------------------------------------------------------
