@@ -126,6 +126,8 @@ class Variable:
 
 
 _POSITIVE = "a number > 0"
+_DIVIDES_FRAME = "a number > 0 that divides the frame interval into whole steps"
+_DIVIDES_LENGTH = "a number > 0 that divides the length into whole frames"
 _MD = ("steered", "window")
 
 VARIABLES: tuple[Variable, ...] = (
@@ -167,7 +169,7 @@ VARIABLES: tuple[Variable, ...] = (
     # -- set by the Job template -----------------------------------------------------------------
     Variable("PROTBENCH_RESULTS_DIR", click.Path(file_okay=False, path_type=Path), "", "/results",
              JOB_STAGES + ("pod", "analysis"), "Results root, where the pod mounts its volume.",
-             "a directory", set_by="template"),
+             "a directory", set_by="template", default_text="/results (analysis: results)"),
     Variable("PROTBENCH_REPO_DIR", click.Path(file_okay=False, path_type=Path), "", "/opt/repo", ("pod",),
              "Where the pod's checkout of this repository lies.", "a directory", set_by="template"),
     # -- yours, through EXTRA_ENV: where the windows lie -------------------------------------------------
@@ -185,41 +187,41 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PROTBENCH_PRESSURE", float, "atm", None, _MD, "Pressure; 0 = no barostat.", "a number >= 0",
              flag="--pressure", field="pressure_atm", default_text="target's"),
     Variable("PROTBENCH_EQUIL_LENGTH", float, "ns", None, _MD, "Equilibration length.",
-             f"{_POSITIVE}, a whole number of frames", flag="--equil-length", field="equil_length_ns",
+             _POSITIVE, flag="--equil-length", field="equil_length_ns",
              default_text=f"target's, else {science.EQUIL_LENGTH_NS}"),
     Variable("PROTBENCH_EQUIL_TIMESTEP", float, "fs", None, _MD, "Equilibration timestep.",
-             f"{_POSITIVE} dividing the frame into whole steps", flag="--equil-timestep",
+             _DIVIDES_FRAME, flag="--equil-timestep",
              field="equil_timestep_fs", default_text=f"target's, else {science.EQUIL_TIMESTEP_FS}"),
     Variable("PROTBENCH_EQUIL_FRAME", float, "ps", None, _MD, "Equilibration frame interval.",
-             f"{_POSITIVE}, at most the length", flag="--equil-frame", field="equil_frame_ps",
+             _DIVIDES_LENGTH, flag="--equil-frame", field="equil_frame_ps",
              default_text=f"target's, else {science.EQUIL_FRAME_PS}"),
     # -- production of a window -----------------------------------------------------------------------
     Variable("PROTBENCH_PRODUCTION_LENGTH", float, "ns", science.PRODUCTION_LENGTH_NS, ("window",),
-             "Production length.", f"{_POSITIVE}, a whole number of frames", flag="--production-length",
+             "Production length.", _POSITIVE, flag="--production-length",
              field="production_length_ns"),
     Variable("PROTBENCH_TIMESTEP", float, "fs", science.TIMESTEP_FS, ("window",), "Production timestep.",
-             f"{_POSITIVE} dividing the frame into whole steps", flag="--timestep", field="timestep_fs"),
+             _DIVIDES_FRAME, flag="--timestep", field="timestep_fs"),
     Variable("PROTBENCH_FRAME", float, "ps", science.FRAME_PS, ("window",), "Production frame interval.",
-             f"{_POSITIVE}, at most the length", flag="--frame", field="frame_ps"),
+             _DIVIDES_LENGTH, flag="--frame", field="frame_ps"),
     Variable("PROTBENCH_CHECKPOINT", float, "ps", science.CHECKPOINT_PS, ("window",),
-             "Checkpoint (and trajectory segment) interval.", "a whole number of frames",
+             "Checkpoint (and trajectory segment) interval.", "a whole multiple of the frame interval",
              flag="--checkpoint", field="checkpoint_ps"),
     Variable("PROTBENCH_SAVE_STATE", float, "ps", science.SAVE_STATE_PS, ("window",),
-             "Interval of kept State XML files.", "a whole number of frames", flag="--save-state",
+             "Interval of kept State XML files.", "a whole multiple of the frame interval", flag="--save-state",
              field="save_state_ps"),
     # -- steered MD ---------------------------------------------------------------------------------------
     Variable("PROTBENCH_STEERED_K", float, "kcal/mol", None, ("steered",),
              "Force constant k of k*(Q-Q0)^2 while pulling.", _POSITIVE, flag="--steered-k",
              field="steered_k", default_text="PROTBENCH_UMBRELLA_K"),
     Variable("PROTBENCH_PULL_LENGTH", float, "ns", science.PULL_LENGTH_NS, ("steered",),
-             "Time over which Q0 moves past the last centre.", f"{_POSITIVE}, a whole number of frames",
+             "Time over which Q0 moves past the last centre.", _POSITIVE,
              flag="--pull-length", field="pull_length_ns"),
     Variable("PROTBENCH_PULL_TIMESTEP", float, "fs", science.PULL_TIMESTEP_FS, ("steered",),
-             "Pulling timestep.", f"{_POSITIVE} dividing the frame into whole steps",
+             "Pulling timestep.", _DIVIDES_FRAME,
              flag="--pull-timestep", field="pull_timestep_fs"),
     Variable("PROTBENCH_PULL_FRAME", float, "ps", science.PULL_FRAME_PS, ("steered",),
              "Interval at which Q is checked against the centres and recorded.",
-             f"{_POSITIVE}, at most the pull length", flag="--pull-frame", field="pull_frame_ps"),
+             _DIVIDES_LENGTH, flag="--pull-frame", field="pull_frame_ps"),
     # -- running ------------------------------------------------------------------------------------------
     Variable("PROTBENCH_CHECKPOINT_MINUTES", float, "min", science.CHECKPOINT_MINUTES, _MD,
              "Wall-clock time between extra checkpoints.", _POSITIVE, flag="--checkpoint-minutes",
