@@ -34,6 +34,7 @@ demo: $(STAMP)
 	@echo "PMF plot:     $(CURDIR)/demo-results/villin-amber14-vacuum/analysis/villin-amber14-vacuum-pmf.png"
 
 test: $(STAMP) opencl
+	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests
 
 bench: $(STAMP)

@@ -37,7 +37,6 @@ class CampaignInputs:
 def _write_villin_inputs(root: Path, n_windows: int, replicas=(1,)) -> CampaignInputs:
     import openmm
     import openmm.app as app
-    import openmm.unit as unit
 
     from protbench_nrp.systems import build_local_villin
 

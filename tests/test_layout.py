@@ -22,7 +22,8 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 def test_seed_layout_of_a_window():
     campaign = Campaign("gb3", "null-0.0.3-pair-opc3")
     files = campaign.window_files(2, 7)
-    assert str(campaign.system_xml) == "gb3-null-0.0.3-pair-opc3/setup/gb3-null-0.0.3-pair-opc3-umbrella-openmm-system.xml"
+    assert str(campaign.system_xml) == ("gb3-null-0.0.3-pair-opc3/setup/"
+                                        "gb3-null-0.0.3-pair-opc3-umbrella-openmm-system.xml")
     assert str(files.directory) == "gb3-null-0.0.3-pair-opc3/replica-2/window-07"
     assert str(files.production("out")) == (
         "gb3-null-0.0.3-pair-opc3/replica-2/window-07/gb3-null-0.0.3-pair-opc3-production.out"
@@ -62,7 +63,8 @@ def test_a_pod_uploads_only_its_own_outputs():
 def test_seed_job_name_is_kept_when_valid():
     assert job_name("jm", "gb3", "null-0.0.3-pair-opc3", replica=1, window=5) == "pb-jm-gb3-null-003-pair-opc3-1-05"
     assert job_name("jm", "gb3", "null-0.0.3-pair-opc3", "setup") == "pb-jm-gb3-null-003-pair-opc3-setup"
-    assert job_name("jm", "gb3", "null-0.0.3-pair-opc3", "steered", replica=2) == "pb-jm-gb3-null-003-pair-opc3-2-steered"
+    assert (job_name("jm", "gb3", "null-0.0.3-pair-opc3", "steered", replica=2)
+            == "pb-jm-gb3-null-003-pair-opc3-2-steered")
 
 
 @pytest.mark.parametrize("initials,target,ff", [

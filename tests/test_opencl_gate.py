@@ -10,7 +10,8 @@ import pytest
 
 from .conftest import REPO_ROOT
 
-FLOAT32_TEST = "tests/engine/test_bias_numerics.py::test_float32_bias_forces_stay_finite_and_agree_with_double_for_pairs_up_to_half_the_box"
+FLOAT32_TEST = ("tests/engine/test_bias_numerics.py::"
+                "test_float32_bias_forces_stay_finite_and_agree_with_double_for_pairs_up_to_half_the_box")
 
 
 def _run_without_opencl(tmp_path, ci: str | None) -> subprocess.CompletedProcess:

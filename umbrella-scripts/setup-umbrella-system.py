@@ -14,18 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import click  # noqa: E402
 
 from protbench_nrp import science  # noqa: E402
-from protbench_nrp.cli import campaign_options, platform_options, results_option  # noqa: E402
+from protbench_nrp.cli import results_option, stage_options  # noqa: E402
 from protbench_nrp.layout import Campaign  # noqa: E402
 from protbench_nrp.systems import SetupError, SetupFiles, set_up  # noqa: E402
 
 
 @click.command(context_settings={"max_content_width": 100})
 @results_option("Results root (/results in a pod); outputs go to {T}-{FF}/setup/ below it.")
-@campaign_options
-@platform_options
-@click.option("--initial-pdb", envvar="PROTBENCH_INITIAL_PDB", default=None, show_envvar=True,
-              type=click.Path(dir_okay=False),
-              help="Structure to build the local target from (default: OpenMM's test.pdb).")
+@stage_options("setup")
 def main(output_directory, target, ff, platform, precision, initial_pdb):
     from protbench_nrp.engine import EngineError, select_platform
 

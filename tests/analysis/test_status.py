@@ -618,3 +618,33 @@ def test_run_records_are_read_from_the_bucket_and_a_broken_one_is_reported(s3_se
     out = capsys.readouterr().out
     assert "1.0 GPU-hours spent" in out
     assert "pod-x.json: not JSON" in out
+# -- what the window ran with ----------------------------------------------------------------------------
+
+
+def test_eta_and_stall_threshold_use_what_the_window_recorded_not_the_jobs_environment(tmp_path):
+    config = make_config(tmp_path)
+    # The Job's environment says nothing: re-deriving would assume 1 fs, 10 ps frames and 500 ns.
+    job = window_job(config, 1, 0)
+    path = tmp_path / config.campaign.window_files(1, 0).progress
+    Progress("equilibration", 100_000, 250_000, 2.0, NOW - 5.0, timestep_fs=2.0, frame_ps=100.0,
+             steps_after_phase=1_000_000).write(path)
+    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+    row = status.window_status(job, reading, status.ClusterView(None, "not asked"), NOW)
+    # 150 000 equilibration + 1 000 000 production steps, each taking the wall time of a 2 fs step at 2 ns/day
+    assert row.eta_s == pytest.approx(1_150_000 * 2e-6 / 2.0 * 86400)
+    # a 100 ps frame at 2 ns/day is 72 minutes apart
+    assert row.stall_after_s == pytest.approx(status.STALL_UPDATES * 0.05 * 86400)
+
+
+def test_a_progress_record_written_before_it_carried_the_timestep_still_reads(tmp_path):
+    config = make_config(tmp_path)
+    job = window_job(config, 1, 0, PROTBENCH_TIMESTEP="2")
+    path = tmp_path / config.campaign.window_files(1, 0).progress
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"kind": "progress", "phase": "production", "step": 0, "total_steps": 1_000_000,
+                                "ns_per_day": 100.0, "updated_unix": NOW - 5.0}))
+    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+    assert reading.progress is not None and reading.progress.timestep_fs is None
+    row = status.window_status(job, reading, status.ClusterView(None, "not asked"), NOW)
+    assert row.state == "running"
+    assert row.eta_s == pytest.approx(1_000_000 * 2e-6 / 100.0 * 86400)

@@ -26,7 +26,8 @@ CAMPAIGN = Campaign(*VILLIN)
 SHORT_ENV = {
     "PROTBENCH_CV_START": "1.0", "PROTBENCH_CV_END": "0.9", "PROTBENCH_UMBRELLA_K": "300",
     "PROTBENCH_STEERED_K": "5000", "PROTBENCH_PULL_LENGTH": "0.02", "PROTBENCH_PULL_FRAME": "0.2",
-    "PROTBENCH_PULL_TIMESTEP": "4", "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2", "PROTBENCH_EQUIL_FRAME": "0.2",
+    "PROTBENCH_PULL_TIMESTEP": "4", "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2",
+    "PROTBENCH_EQUIL_FRAME": "0.2",
     "PROTBENCH_PRODUCTION_LENGTH": "0.004", "PROTBENCH_FRAME": "0.2", "PROTBENCH_CHECKPOINT": "2",
     "PROTBENCH_SAVE_STATE": "4",
 }
@@ -60,7 +61,7 @@ def _dry_run_env(config: dict, stage: str) -> dict[str, dict[str, str]]:
 
 
 def _logged_env(log: Path) -> dict[str, str]:
-    lines = [l for l in log.read_text().splitlines() if l.startswith("# environment: ")]
+    lines = [line for line in log.read_text().splitlines() if line.startswith("# environment: ")]
     assert lines, f"{log} has no environment record"
     return json.loads(lines[-1][len("# environment: "):])
 
@@ -147,20 +148,33 @@ def test_bad_constants_are_refused_as_by_the_cluster_launch(tmp_path, changes):
     assert not root.exists()
 
 
+def _platform_missing_here() -> str | None:
+    import openmm
+
+    here = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
+    return next((name for name in ("CUDA", "OpenCL", "CPU", "Reference") if name not in here), None)
+
+
 def test_failed_job_is_named_with_its_log(local_run, tmp_path):
     root, _config_, _dry, first = local_run
     assert first.returncode == 0
     copy = tmp_path / "results"
     shutil.copytree(root, copy)
-    # a frame interval that does not divide the production: every window refuses to start
-    config = _config(copy, extra_env={**SHORT_ENV, "PROTBENCH_FRAME": "0.3"})
+    # A setting the launcher refuses never starts a Job (tests/launcher/test_extra_env_checks.py); what
+    # only a Job can find is whether its machine has the platform. Longer windows, on a platform this
+    # machine lacks: every window refuses to start.
+    missing = _platform_missing_here()
+    if missing is None:
+        pytest.skip("this machine has every OpenMM platform")
+    config = _config(copy, extra_env={**SHORT_ENV, "PROTBENCH_PRODUCTION_LENGTH": "0.008",
+                                      "PROTBENCH_PLATFORM": missing})
     result = _launch(config, "--local")
     assert result.returncode == 1
     log = copy.resolve() / CAMPAIGN.job_log("window", 1, 0)
     assert "FAILED replica 1 window 00 (pb-jm-villin-amber14-vacuum-1-00)" in result.stdout
-    assert str(log) in result.stdout and "PROTBENCH_FRAME" in result.stdout  # the log's tail
+    assert str(log) in result.stdout and "PROTBENCH_PLATFORM" in result.stdout  # the log's tail
     assert "2 failed" in result.stdout
-    assert "PROTBENCH_FRAME" in log.read_text()
+    assert "PROTBENCH_PLATFORM" in log.read_text()
 
 
 def test_failed_steered_md_blocks_its_windows(local_run, tmp_path):

@@ -65,6 +65,8 @@ def test_a_window_writes_its_outputs_and_a_finished_window_is_left_alone(villin_
     progress = Progress.read(root / files.progress)
     assert (progress.phase, progress.step, progress.total_steps) == ("finished", 500, 500)
     assert progress.ns_per_day > 0
+    # what production really ran with, for status tools: 4 fs steps, 50 of them a frame
+    assert (progress.timestep_fs, progress.frame_ps, progress.steps_after_phase) == (4.0, 0.2, 0)
     assert not list((root / files.directory).glob(".*"))  # no temporaries left
 
     before = tree_snapshot(root)
@@ -213,7 +215,8 @@ def test_a_checkpoint_from_another_platform_resumes_from_the_portable_state(vill
     moved = run_window(root, PLATFORM="Reference", **length)
     assert moved.returncode == 0, moved.stderr
     assert "different Platform" in moved.stdout
-    assert f"starting from portable checkpoint villin-amber14-vacuum-production-checkpoint.xml at step {step}" in moved.stdout
+    assert (f"starting from portable checkpoint villin-amber14-vacuum-production-checkpoint.xml at step {step}"
+            in moved.stdout)
     assert_window_exact(root, files, 20, 50, 5)
 
 

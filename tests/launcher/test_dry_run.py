@@ -108,13 +108,13 @@ def test_window_environment_matches_the_seed(launcher_repo):
 
 
 def test_extra_env_reaches_every_container(launcher_repo):
-    launcher_repo.set_constants(EXTRA_ENV={"PROTBENCH_PRODUCTION_LENGTH_NS": "100", "OMP_NUM_THREADS": "2"})
+    launcher_repo.set_constants(EXTRA_ENV={"PROTBENCH_PRODUCTION_LENGTH": "100", "OMP_NUM_THREADS": "2"})
     result = launcher_repo.run("--dry-run", "--windows", "0")
     assert result.returncode == 0, result.stderr
     for manifest in documents(result.stdout):
         for container in all_containers(manifest):
             env = env_of(container)
-            assert env["PROTBENCH_PRODUCTION_LENGTH_NS"] == "100" and env["OMP_NUM_THREADS"] == "2"
+            assert env["PROTBENCH_PRODUCTION_LENGTH"] == "100" and env["OMP_NUM_THREADS"] == "2"
 
 
 def test_selections_from_constants_and_options(launcher_repo):

@@ -278,6 +278,7 @@ def test_every_run_step_of_the_workflows_passes_shellcheck():
                 script = re.sub(r"\$\{\{[^}]*\}\}", "github-expression", step["run"])
                 result = subprocess.run([shellcheck, "--shell", "bash", "--severity", "style", "-"], input=script,
                                         capture_output=True, text=True, check=False)
-                assert result.returncode == 0, f"{workflow.name}: {step.get('name', step['run'][:40])}:\n{result.stdout}"
+                step_name = step.get('name', step['run'][:40])
+                assert result.returncode == 0, f"{workflow.name}: {step_name}:\n{result.stdout}"
                 checked += 1
     assert checked >= 3  # the CUDA reader, the smoke build and the smoke test at least

@@ -81,9 +81,11 @@ def not_a_job(t):
 
 
 CASES = {
-    "cpu limit too high": (set_cpu_limit, "NRP policy: container 'main': cpu limit 3 is more than 20 % above its request 2"),
+    "cpu limit too high": (set_cpu_limit,
+                           "NRP policy: container 'main': cpu limit 3 is more than 20 % above its request 2"),
     "memory limit too high": (inflate_rclone_memory,
-                              "init container 'init-rclone': memory limit 1Gi is more than 20 % above its request 512Mi"),
+                              "init container 'init-rclone': memory limit 1Gi is more than 20 % above its "
+                              "request 512Mi"),
     "limit below request": (shrink_main_memory_limit, "memory limit 4Gi is below its request 8Gi"),
     "missing limit": (drop_git_cpu_limit, "init container 'init-git': no cpu limit"),
     "no gpu": (drop_gpu, "container 'main' requests no GPU"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.pod.harness import (POD_SCRIPTS, POD_UID, REMOTE, as_pod_user, fs_group_volume, requires_root,
-                               seed_inputs)
+from tests.conftest import REPO_ROOT
+from tests.pod.harness import (POD_SCRIPTS, POD_UID, REMOTE, VENV_BIN, as_pod_user, fs_group_volume,
+                               requires_root, seed_inputs)
 from tests.pod.s3server import free_port
 
 def _copied(pod, relative: str) -> Path:
@@ -91,11 +93,18 @@ def test_files_from_init_are_writable_by_the_main_container_user(make_pod, bucke
     secrets = shared_dir / "secrets"
     secrets.mkdir()
     pod.rclone_config = Path(shutil.copy(pod.rclone_config, secrets / "rclone.conf"))
+    # The image's checkout and rclone, which its user can reach wherever this checkout lies
+    # (a clone in a mode-700 directory, such as root's home or a mktemp -d folder, cannot be).
+    pod.repo = shared_dir / "repo"
+    shutil.copytree(REPO_ROOT / POD_SCRIPTS, pod.repo / POD_SCRIPTS)
+    image_bin = shared_dir / "bin"
+    image_bin.mkdir()
+    shutil.copy2(shutil.which("rclone", path=str(VENV_BIN)), image_bin / "rclone")
     user = as_pod_user()
     fs_group_volume(pod.results)
     fs_group_volume(pod.home, owner=True)  # the secret stays root's, readable, as mounted secrets are
 
-    result = pod.run("init-rclone", prefix=user)
+    result = pod.run("init-rclone", prefix=user, PATH=f"{image_bin}{os.pathsep}/usr/bin{os.pathsep}/bin")
     assert result.returncode == 0, result.stderr + result.stdout
 
     copied = pod.results / window_dir / "villin-amber14-vacuum-production.out"

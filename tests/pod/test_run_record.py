@@ -36,8 +36,10 @@ total=${FAKE_TOTAL_STEPS:-2000}
 stop=""
 trap 'stop=1' TERM
 write_progress() {
-    printf '{"kind": "progress", "phase": "%s", "step": %d, "total_steps": %d, "ns_per_day": 100.0, "updated_unix": %s}\\n' \\
-        "$1" "$step" "$total" "$(date +%s.%N)" >"$progress.tmp" && mv "$progress.tmp" "$progress"
+    printf '{"kind": "progress", "phase": "%s", "step": %d, "total_steps": %d, ' "$1" "$step" "$total" \\
+        >"$progress.tmp"
+    printf '"ns_per_day": 100.0, "updated_unix": %s}\\n' "$(date +%s.%N)" >>"$progress.tmp" \\
+        && mv "$progress.tmp" "$progress"
 }
 frame=0
 sleep "${FAKE_STARTUP_SECONDS:-1.5}"  # as OpenMM builds its context
@@ -73,7 +75,8 @@ def record_pod(make_pod, bucket, villin_inputs, tmp_path):
         repo = tmp_path / repo_name
         if not repo.exists():
             make_fake_repo(repo, pod.job.script_path, PROGRESS_SCRIPT)
-            shutil.copytree(REPO_ROOT / "umbrella-scripts" / "protbench_nrp", repo / "umbrella-scripts" / "protbench_nrp",
+            library = REPO_ROOT / "umbrella-scripts" / "protbench_nrp"
+            shutil.copytree(library, repo / "umbrella-scripts" / "protbench_nrp",
                             ignore=shutil.ignore_patterns("__pycache__"))
         pod.repo = repo
         pod.pod_suffix = suffix

@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from .errors import ProtbenchError
 from .layout import BUCKET_PREFIX, Campaign, window_tag
 from .records import UmbrellaParameters, record_from_dict
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
@@ -58,7 +59,7 @@ _WINDOW_DIR = re.compile(r"^window-(\d+)$")
 _SHARED_PARAMETERS = ("centre", "k_kcal_per_mol", "temperature_kelvin", "n_windows", "cv_name")
 
 
-class AnalysisError(Exception):
+class AnalysisError(ProtbenchError):
     """Input the analysis cannot use; the message names the file or window at fault and the fix."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ProtbenchError
+
 CONTACT_CUTOFF_NM = 0.45
 MIN_RESIDUE_SEPARATION = 4  # "more than 3 residues apart"
 BETA_PER_NM = 50.0
@@ -217,7 +219,7 @@ def add_umbrella_bias(system, cv_force, k_kj_per_mol: float = 0.0, centre: float
     return system.addForce(bias)
 
 
-class MissingUmbrellaForceError(ValueError):
+class MissingUmbrellaForceError(ProtbenchError, ValueError):
     """The System has no ``CustomCVForce`` with global parameters ``k`` and ``Q0``."""
 
 

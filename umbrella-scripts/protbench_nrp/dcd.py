@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ProtbenchError
+
 _MAGIC = b"CORD"
 _FIRST_RECORD = 84
 _NSET_OFFSET = 8
@@ -32,7 +34,7 @@ _TITLE_LENGTH_OFFSET = 92
 _BOX_RECORD_BYTES = 4 + 6 * 8 + 4
 
 
-class DCDFormatError(ValueError):
+class DCDFormatError(ProtbenchError, ValueError):
     """A file is not a DCD that this module (and OpenMM) can append to."""
 
 

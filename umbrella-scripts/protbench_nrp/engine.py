@@ -45,27 +45,26 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .dcd import DCDFormatError, read_dcd
+from .errors import ProtbenchError
 from .files import TEMP_SUFFIX, atomic_write
 from .reporters import Frame, FrameReporter, ProgressRecorder, ResumeMismatchError
-from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, PLATFORMS
+from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, MAX_BLOWUPS, PLATFORMS
 
 PRECISIONS = ("single", "mixed", "double")
 
 #: Exit status of a stage that blew up and could not be recovered (no other failure uses it).
 EXIT_BLOWN_UP = 65
-#: Default of ``PROTBENCH_MAX_BLOWUPS``: recovery attempts from one point before giving up.
-MAX_BLOWUPS = 3
 
 
-class EngineError(ValueError):
+class EngineError(ProtbenchError, ValueError):
     """Bad settings or inputs, reported before anything is written."""
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ProtbenchError, RuntimeError):
     """No starting point of a stage could be loaded."""
 
 
-class BlownUpError(RuntimeError):
+class BlownUpError(ProtbenchError, RuntimeError):
     """A stage kept blowing up from the same point; its outputs end at that good point.
 
     Attributes
@@ -88,6 +87,21 @@ class BlownUpError(RuntimeError):
 
 
 # -- platform, integrator, barostat ------------------------------------------------
+
+def check_platform_name(name: str, precision: str = "mixed") -> str:
+    """The canonical name of platform ``name``; :class:`EngineError` for an unknown platform or precision.
+
+    Needs no OpenMM: the launcher checks a Job's settings with it.
+    """
+    canonical = {p.lower(): p for p in PLATFORMS}.get(str(name).lower())
+    if canonical is None:
+        raise EngineError(f"unknown platform {name!r}; set PROTBENCH_PLATFORM to one of "
+                          f"{', '.join(PLATFORMS)}")
+    if str(precision).lower() not in PRECISIONS:
+        raise EngineError(f"unknown precision {precision!r}; set PROTBENCH_PRECISION to one of "
+                          f"{', '.join(PRECISIONS)}")
+    return canonical
+
 
 def select_platform(name: str, precision: str = "mixed"):
     """Find an OpenMM platform by name and the properties that set its precision.
@@ -112,13 +126,7 @@ def select_platform(name: str, precision: str = "mixed"):
     """
     import openmm
 
-    canonical = {p.lower(): p for p in PLATFORMS}.get(str(name).lower())
-    if canonical is None:
-        raise EngineError(f"unknown platform {name!r}; set PROTBENCH_PLATFORM to one of "
-                          f"{', '.join(PLATFORMS)}")
-    if str(precision).lower() not in PRECISIONS:
-        raise EngineError(f"unknown precision {precision!r}; set PROTBENCH_PRECISION to one of "
-                          f"{', '.join(PRECISIONS)}")
+    canonical = check_platform_name(name, precision)
     available = [openmm.Platform.getPlatform(i).getName()
                  for i in range(openmm.Platform.getNumPlatforms())]
     if canonical not in available:
@@ -970,7 +978,8 @@ def read_production_frames(results_root: Path | str, files):
 
 
 __all__ = [
-    "EXIT_BLOWN_UP", "MAX_BLOWUPS", "BlownUpError", "non_finite", "EngineError", "ResumeError", "ResumeMismatchError", "select_platform", "langevin_integrator",
+    "EXIT_BLOWN_UP", "MAX_BLOWUPS", "BlownUpError", "non_finite", "EngineError", "ResumeError",
+    "ResumeMismatchError", "check_platform_name", "select_platform", "langevin_integrator",
     "set_barostat", "create_context", "StopSignals", "atomic_write", "remove_stale_temporaries",
     "state_xml", "save_state_xml", "load_state_xml", "state_xml_step", "Schedule", "Origin",
     "CheckpointOrigin", "StateOrigin", "InitialOrigin", "CheckpointFiles", "Resumed",

@@ -18,6 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ProtbenchError
+
 #: Longest wait for one git command; a fetch over a bad network must not hang a launch.
 GIT_TIMEOUT_S = 120
 
@@ -25,7 +27,7 @@ GIT_TIMEOUT_S = 120
 NO_COMMIT = "uncommitted"
 
 
-class GitCheckError(RuntimeError):
+class GitCheckError(ProtbenchError, RuntimeError):
     """The repository is not in a state a pod could reproduce."""
 
 

@@ -26,7 +26,8 @@ from pathlib import Path, PurePosixPath
 
 import click
 
-from . import gitcheck, pinning, policy, preflight
+from . import gitcheck, pinning, policy, preflight, variables
+from .errors import ProtbenchError
 from .files import write_new_file
 from .gitcheck import GitCheckError
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
@@ -46,16 +47,10 @@ KUBECTL_TIMEOUT_S = 300
 
 #: Variables the Job template sets (``OE_LICENSE``: where the OpenEye license secret is
 #: mounted) or the pod's commands take their mount points from; EXTRA_ENV may not set them.
-TEMPLATE_ENV = ("OE_LICENSE", "PROTBENCH_RESULTS_DIR", "PROTBENCH_REPO_DIR", "RCLONE_CONFIG")
+TEMPLATE_ENV = ("OE_LICENSE", *variables.names("template"), "RCLONE_CONFIG")
 
 #: Every variable the launcher sets itself; EXTRA_ENV may not redefine them.
-LAUNCHER_ENV = (
-    "PROTBENCH_STAGE", "PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA", "PROTBENCH_WINDOW",
-    "PROTBENCH_N_WINDOWS", "PROTBENCH_SCRIPT_COMMIT", "PROTBENCH_SCRIPT_PATH", "PROTBENCH_REPO_URL",
-    "PROTBENCH_REQUIRED_FILES", "PROTBENCH_OUTPUT_FILES", "PROTBENCH_BUCKET",
-    "PROTBENCH_RCLONE_REMOTE", "PROTBENCH_PROTEINBENCHMARK_REF",
-    "PROTBENCH_PROTEINBENCHMARK_REPO", "PROTBENCH_IMAGE",
-)
+LAUNCHER_ENV = variables.names("launcher")
 
 _INITIALS = re.compile(r"^[A-Za-z]+$")
 _CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
@@ -65,7 +60,7 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _RCLONE_REMOTE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.+@ ]*$")
 
 
-class LaunchRefused(Exception):
+class LaunchRefused(ProtbenchError):
     """A check failed before anything was written or applied."""
 
 
@@ -126,6 +121,8 @@ def config_problems(config: CampaignConfig) -> list[str]:
         if not isinstance(value, str) or not value or re.search(r"\s", value):
             problems.append(f"{constant} {value!r} must be set, without spaces")
     problems += _extra_env_problems(config.extra_env)
+    if not problems:
+        problems += _extra_env_value_problems(config)
     return problems
 
 
@@ -175,10 +172,25 @@ def _extra_env_problems(extra_env) -> list[str]:
                    "(OPENEYE_SECRET chooses the license)" if name == "OE_LICENSE" else
                    "the pod's commands take a mount point of k8s_template.yaml from it")
             problems.append(f"EXTRA_ENV sets {name}, but {why}; remove it from EXTRA_ENV")
+        elif name.startswith(variables.PREFIX):
+            problem = variables.unknown_name_problem(name)
+            if problem:
+                problems.append(problem)
         if not isinstance(value, str):
             problems.append(f"EXTRA_ENV[{name!r}] is {value!r}; environment values must be strings, "
                             f"e.g. {str(value)!r}")
     return problems
+
+
+def _extra_env_value_problems(config: CampaignConfig) -> list[str]:
+    """What the stage's script would refuse in the environment of the first selected Job, in its words.
+
+    EXTRA_ENV is the same in every Job of the launch and the launcher's own
+    values are checked above, so the first Job stands for all of them.
+    """
+    replica, window = _slots(config)[0]
+    env = job_env(config, config.stage, replica, window, gitcheck.NO_COMMIT)
+    return [f"EXTRA_ENV: {problem}" for problem in variables.value_problems(env, (config.stage,))]
 
 
 def validate_config(config: CampaignConfig) -> None:

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import science
-from .engine import Schedule
+from . import science, variables
+from .errors import ProtbenchError
 from .jobs import CampaignConfig, JobSpec
 from .layout import STAGES, Campaign
 from .records import Progress
@@ -54,23 +54,23 @@ EXIT_FAILED = 1
 
 # -- the demo campaign ------------------------------------------------------------
 
-#: Shortened lengths of the demo, in the scripts' own variables and units.
-DEMO_ENV = {
-    "PROTBENCH_CV_START": "1.0",
-    "PROTBENCH_CV_END": "0.4",
-    "PROTBENCH_UMBRELLA_K": "300",        # kcal/mol: windows 0.04 apart overlap at 300 K
-    "PROTBENCH_STEERED_K": "5000",        # kcal/mol: a 100 ps pull keeps Q close to Q0
-    "PROTBENCH_PULL_LENGTH": "0.1",       # ns
-    "PROTBENCH_PULL_FRAME": "0.2",        # ps
-    "PROTBENCH_PULL_TIMESTEP": "4",       # fs (the seed pulls at 1 fs; HMR allows 4)
-    "PROTBENCH_EQUIL_LENGTH": "0.004",    # ns
-    "PROTBENCH_EQUIL_TIMESTEP": "2",      # fs
-    "PROTBENCH_EQUIL_FRAME": "0.4",       # ps
-    "PROTBENCH_PRODUCTION_LENGTH": "0.03",  # ns
-    "PROTBENCH_FRAME": "0.2",             # ps
-    "PROTBENCH_CHECKPOINT": "10",         # ps
-    "PROTBENCH_SAVE_STATE": "30",         # ps
-}
+#: Shortened lengths of the demo, in the scripts' own variables and units (variables.py's).
+DEMO_ENV = variables.settings_env(
+    PROTBENCH_CV_START=1.0,
+    PROTBENCH_CV_END=0.4,
+    PROTBENCH_UMBRELLA_K=300,        # kcal/mol: windows 0.04 apart overlap at 300 K
+    PROTBENCH_STEERED_K=5000,        # kcal/mol: a 100 ps pull keeps Q close to Q0
+    PROTBENCH_PULL_LENGTH=0.1,       # ns
+    PROTBENCH_PULL_FRAME=0.2,        # ps
+    PROTBENCH_PULL_TIMESTEP=4,       # fs (the seed pulls at 1 fs; HMR allows 4)
+    PROTBENCH_EQUIL_LENGTH=0.004,    # ns
+    PROTBENCH_EQUIL_TIMESTEP=2,      # fs
+    PROTBENCH_EQUIL_FRAME=0.4,       # ps
+    PROTBENCH_PRODUCTION_LENGTH=0.03,  # ns
+    PROTBENCH_FRAME=0.2,             # ps
+    PROTBENCH_CHECKPOINT=10,         # ps
+    PROTBENCH_SAVE_STATE=30,         # ps
+)
 
 
 def demo_config(base: CampaignConfig) -> CampaignConfig:
@@ -182,7 +182,7 @@ class LocalJob:
 
         record = self.progress()
         return (record is not None and production_done(record)
-                and record.total_steps == _production_steps(self.spec.env))
+                and record.total_steps == _production_steps(self.spec))
 
     def describe(self) -> str:
         if self.spec.stage == "setup":
@@ -192,15 +192,16 @@ class LocalJob:
         return f"replica {self.spec.replica} window {self.spec.window:02d}"
 
 
-def _production_steps(env: dict[str, str]) -> int | None:
-    """Production steps a window with this environment runs, as the window script computes them."""
+def _production_steps(spec: JobSpec) -> int | None:
+    """Production steps the window of ``spec`` runs: its script's own settings, catalog included."""
+    import click
+
+    env = {"PROTBENCH_REPLICA": str(spec.replica), "PROTBENCH_WINDOW": str(spec.window), **spec.env}
     try:
-        return Schedule.from_times(
-            float(env.get("PROTBENCH_PRODUCTION_LENGTH", science.PRODUCTION_LENGTH_NS)),
-            float(env.get("PROTBENCH_TIMESTEP", science.TIMESTEP_FS)),
-            float(env.get("PROTBENCH_FRAME", science.FRAME_PS))).total_steps
-    except ValueError:
+        settings = variables.stage_settings("window", variables.env_values("window", env), check_availability=False)
+    except (click.BadParameter, ProtbenchError):
         return None  # the script itself will say what is wrong
+    return settings.production_schedule().total_steps
 
 
 # -- the whole campaign -----------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from .errors import ProtbenchError
 from .jobs import CampaignConfig, JobSpec
 from .layout import LABEL_PREFIX, job_annotations, job_labels
 
@@ -39,11 +40,11 @@ CUDA_VERSION_FORMAT = re.compile(r"^(\d+)\.(\d+)$")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class TemplateError(ValueError):
+class TemplateError(ProtbenchError, ValueError):
     """``k8s_template.yaml`` cannot be turned into a Job."""
 
 
-class SchemaUnavailable(RuntimeError):
+class SchemaUnavailable(ProtbenchError, RuntimeError):
     """The installed kubernetes-validate cannot check manifests for :data:`KUBERNETES_VERSION`."""
 
 

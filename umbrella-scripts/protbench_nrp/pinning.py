@@ -28,6 +28,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from .errors import ProtbenchError
+
 #: What the launcher accepts as a manifest: a multi-platform index or list, or one image's manifest.
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -52,7 +54,7 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-class PinningError(Exception):
+class PinningError(ProtbenchError):
     """The image or the proteinbenchmark ref could not be resolved; the message names the fix."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping
 
+from .errors import ProtbenchError
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
 from .layout import BUCKET_PREFIX, Campaign
 
@@ -41,7 +42,7 @@ MAX_ATTEMPTS = 2
 _ENCRYPTED_MARKER = "RCLONE_ENCRYPT_V0:"
 
 
-class PreflightError(RuntimeError):
+class PreflightError(ProtbenchError, RuntimeError):
     """The bucket cannot be checked, or lacks inputs of the Jobs; nothing was applied.
 
     Attributes

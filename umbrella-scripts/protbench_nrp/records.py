@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 from . import science
 from .files import atomic_write
@@ -35,7 +36,7 @@ def record_from_dict(cls, payload: dict):
         Naming the fields the object lacks.
     """
     names = {f.name for f in fields(cls)}
-    missing = names - set(payload)
+    missing = names - set(payload) - set(getattr(cls, "MAY_LACK", ()))
     if missing:
         raise ValueError(f"{cls.__name__} record lacks {', '.join(sorted(missing))}")
     return cls(**{k: v for k, v in payload.items() if k in names})
@@ -81,7 +82,12 @@ class Progress:
     """Where a window's production stands.
 
     ``updated_unix`` is seconds since the epoch; a status tool compares it
-    with the present to spot a stalled window.
+    with the present to spot a stalled window. ``timestep_fs`` and
+    ``frame_ps`` are those the phase really runs with, and
+    ``steps_after_phase`` the steps of the phases still to come (a window's
+    production, while it equilibrates), so status tools need not re-derive
+    them from a Job's environment. A record written before them lacks them
+    (``None``).
     """
 
     phase: str  # "equilibration", "production", "pulling", "finished" or "blew-up"
@@ -89,8 +95,14 @@ class Progress:
     total_steps: int
     ns_per_day: float
     updated_unix: float
-    #: Blow-ups the stage recovered from (see engine.ResumableStage); absent in older records.
+    #: Blow-ups the stage recovered from (see engine.ResumableStage).
     recoveries: int = 0
+    timestep_fs: float | None = None
+    frame_ps: float | None = None
+    steps_after_phase: int | None = None
+
+    #: Fields a record written by an earlier version lacks; they read as their defaults.
+    MAY_LACK: ClassVar[tuple[str, ...]] = ("recoveries", "timestep_fs", "frame_ps", "steps_after_phase")
 
     @property
     def fraction_done(self) -> float:
@@ -105,11 +117,12 @@ class Progress:
 
     @classmethod
     def from_dict(cls, payload: dict) -> "Progress":
-        """Build from a parsed record; one written before ``recoveries`` existed has none."""
-        return record_from_dict(cls, {"recoveries": 0, **payload})
+        """Build from a parsed record; one written by an earlier version lacks the later fields."""
+        return record_from_dict(cls, payload)
 
     @classmethod
-    def now(cls, phase: str, step: int, total_steps: int, ns_per_day: float,
-            recoveries: int = 0) -> "Progress":
-        return cls(phase, int(step), int(total_steps), float(ns_per_day), time.time(),
-                   int(recoveries))
+    def now(cls, phase: str, step: int, total_steps: int, ns_per_day: float, recoveries: int = 0,
+            **ran_with) -> "Progress":
+        """A record stamped now; ``ran_with``: ``timestep_fs``, ``frame_ps``, ``steps_after_phase``."""
+        return cls(phase, int(step), int(total_steps), float(ns_per_day), time.time(), int(recoveries),
+                   **ran_with)

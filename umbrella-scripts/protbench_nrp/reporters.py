@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .dcd import DCDFormatError, inspect_dcd, truncate_dcd
+from .errors import ProtbenchError
 from .records import Progress
 from .science import MOLAR_GAS_CONSTANT_KJ_PER_MOL_K
 
@@ -267,7 +268,7 @@ class SegmentedDCDReporter(FrameReporter):
         self._handle = self._dcd = self._segment = None
 
 
-class ResumeMismatchError(RuntimeError):
+class ResumeMismatchError(ProtbenchError, RuntimeError):
     """Outputs on disk were written with settings that differ from the present ones."""
 
 
@@ -440,25 +441,31 @@ class ProgressRecorder:
         ``"equilibration"`` or ``"production"`` (``"finished"`` is written by
         :meth:`finish`).
     total_steps : int
+    **ran_with
+        ``timestep_fs``, ``frame_ps`` and ``steps_after_phase`` of the
+        record (:class:`~protbench_nrp.records.Progress`).
     """
 
-    def __init__(self, path: Path | str, phase: str, total_steps: int, recoveries: int = 0):
+    def __init__(self, path: Path | str, phase: str, total_steps: int, recoveries: int = 0, **ran_with):
         self.path = Path(path)
         self.phase = phase
         self.total_steps = int(total_steps)
         self.recoveries = int(recoveries)
+        self.ran_with = ran_with
 
     def update(self, step: int, ns_per_day: float, recoveries: int | None = None) -> None:
         if recoveries is not None:
             self.recoveries = int(recoveries)
-        Progress.now(self.phase, step, self.total_steps, ns_per_day,
-                     self.recoveries).write(self.path)
+        self._write(self.phase, step, ns_per_day)
 
     def finish(self, step: int, ns_per_day: float) -> None:
-        Progress.now("finished", step, self.total_steps, ns_per_day,
-                     self.recoveries).write(self.path)
+        self._write("finished", step, ns_per_day)
 
     def blew_up(self, step: int, recoveries: int) -> None:
         """Record a stage stopped by a blow-up it could not recover from, at its last good step."""
         self.recoveries = int(recoveries)
-        Progress.now("blew-up", step, self.total_steps, 0.0, self.recoveries).write(self.path)
+        self._write("blew-up", step, 0.0)
+
+    def _write(self, phase: str, step: int, ns_per_day: float) -> None:
+        Progress.now(phase, step, self.total_steps, ns_per_day, self.recoveries,
+                     **self.ran_with).write(self.path)

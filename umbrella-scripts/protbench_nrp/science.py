@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ProtbenchError
+
 KJ_PER_KCAL = 4.184
 #: Molar gas (Boltzmann) constant R = N_A k_B, as OpenMM's ``unit.MOLAR_GAS_CONSTANT_R``.
 MOLAR_GAS_CONSTANT_KJ_PER_MOL_K = 8.31446261815324e-3
@@ -39,6 +41,8 @@ PULL_LENGTH_NS = 1.2
 PULL_TIMESTEP_FS = 1.0
 PULL_FRAME_PS = 0.01
 CHECKPOINT_MINUTES = 15.0
+#: Recovery attempts from one good state after a blow-up before a stage gives up (exit 65).
+MAX_BLOWUPS = 3
 PLATFORM = "CUDA"
 PRECISION = "mixed"
 PLATFORMS = ("CUDA", "OpenCL", "CPU", "Reference")
@@ -91,7 +95,7 @@ LOCAL_TARGETS = {
 }
 
 
-class UnknownTargetError(LookupError):
+class UnknownTargetError(ProtbenchError, LookupError):
     """Raised for a target known neither to proteinbenchmark nor to this project."""
 
 

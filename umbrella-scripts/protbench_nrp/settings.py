@@ -4,29 +4,67 @@ Both stages run at the target's temperature and pressure, equilibrate with
 the ``PROTBENCH_EQUIL_*`` values and run on the platform the pod has, so
 those settings are filled in, checked and their errors worded here, once.
 Each stage keeps its own error class (:attr:`StageSettings.input_error`):
-callers and tests tell a steered-MD setting from a window's by it.
+callers and tests tell a steered-MD setting from a window's by it. The fields
+both stages have are declared here, once; a stage adds only its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import ClassVar
+from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar, Iterator
 
 from . import science
-from .engine import EngineError, Schedule, select_platform
+from .engine import EngineError, Schedule, check_platform_name, select_platform
+
+#: False while the launcher checks a Job's settings: its machine need not have the pod's platform.
+_CHECK_AVAILABILITY = contextvars.ContextVar("check_platform_availability", default=True)
 
 
+@contextlib.contextmanager
+def platform_availability(check: bool) -> Iterator[None]:
+    """Within it, :meth:`StageSettings.check_platform` checks the names only unless ``check``."""
+    token = _CHECK_AVAILABILITY.set(check)
+    try:
+        yield
+    finally:
+        _CHECK_AVAILABILITY.reset(token)
+
+
+@dataclass(frozen=True)
 class StageSettings:
-    """Base of the frozen settings dataclasses of the stages.
+    """Base of the frozen settings dataclasses of the stages: the fields they share.
 
-    A subclass has the fields ``target``, ``k_kcal_per_mol``,
-    ``temperature_kelvin``, ``pressure_atm``, ``equil_length_ns``,
-    ``equil_timestep_fs``, ``equil_frame_ps``, ``equil_friction_per_ps``,
-    ``equil_barostat_frequency``, ``friction_per_ps``, ``barostat_frequency``,
-    ``checkpoint_minutes``, ``max_blowups``, ``platform`` and ``precision``, and sets
+    ``target``, ``ff`` and ``replica`` may be given by position; the shared
+    fields after them by keyword only, so that a stage's own fields (a
+    window's ``window``) follow ``replica``. A subclass sets
     :attr:`input_error`. Equilibration uses the ``equil_*`` friction and
     barostat interval, production and pulling the others (as the seed does).
     """
+
+    target: str
+    ff: str
+    replica: int
+    _: KW_ONLY
+    n_windows: int = science.N_WINDOWS
+    cv_start: float = science.CV_START
+    cv_end: float = science.CV_END
+    k_kcal_per_mol: float = science.UMBRELLA_K_KCAL_PER_MOL
+    temperature_kelvin: float = 300.0
+    pressure_atm: float = 0.0
+    equil_length_ns: float = science.EQUIL_LENGTH_NS
+    equil_timestep_fs: float = science.EQUIL_TIMESTEP_FS
+    equil_frame_ps: float = science.EQUIL_FRAME_PS
+    equil_friction_per_ps: float = science.EQUIL_FRICTION_PER_PS
+    equil_barostat_frequency: int = science.EQUIL_BAROSTAT_FREQUENCY
+    friction_per_ps: float = science.FRICTION_PER_PS
+    barostat_frequency: int = science.BAROSTAT_FREQUENCY
+    checkpoint_minutes: float = science.CHECKPOINT_MINUTES
+    platform: str = science.PLATFORM
+    precision: str = science.PRECISION
+    max_blowups: int = science.MAX_BLOWUPS
 
     #: Raised, with the variable to change in its message, for a setting that cannot work.
     input_error: ClassVar[type[EngineError]] = EngineError
@@ -110,9 +148,15 @@ class StageSettings:
                                    f"attempts after a blow-up); set PROTBENCH_MAX_BLOWUPS")
 
     def check_platform(self) -> None:
-        """Raise :attr:`input_error` when this machine has no such platform or precision."""
+        """Raise :attr:`input_error` for an unknown platform or precision, or one this machine lacks.
+
+        Inside :func:`platform_availability(False) <platform_availability>`, the names only.
+        """
         try:
-            select_platform(self.platform, self.precision)
+            if _CHECK_AVAILABILITY.get():
+                select_platform(self.platform, self.precision)
+            else:
+                check_platform_name(self.platform, self.precision)
         except EngineError as error:
             raise self.input_error(str(error)) from None
 
@@ -136,4 +180,4 @@ class StageSettings:
         return self.k_kcal_per_mol * science.KJ_PER_KCAL
 
 
-__all__ = ["StageSettings"]
+__all__ = ["StageSettings", "platform_availability"]

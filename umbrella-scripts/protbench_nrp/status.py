@@ -438,9 +438,11 @@ def stall_threshold_s(job: JobSpec, progress: Progress, bucket: bool = False) ->
     the gap is at least that; with no periodic upload a stall cannot be told
     from the bucket at all (infinite threshold).
     """
-    frame_ps = (_env_float(job, "PROTBENCH_EQUIL_FRAME", science.EQUIL_FRAME_PS)
-                if progress.phase == "equilibration"
-                else _env_float(job, "PROTBENCH_FRAME", science.FRAME_PS))
+    frame_ps = progress.frame_ps
+    if frame_ps is None:  # a record written before records carried it
+        frame_ps = (_env_float(job, "PROTBENCH_EQUIL_FRAME", science.EQUIL_FRAME_PS)
+                    if progress.phase == "equilibration"
+                    else _env_float(job, "PROTBENCH_FRAME", science.FRAME_PS))
     interval_s = (frame_ps / 1000.0 / progress.ns_per_day * 86400.0
                   if progress.ns_per_day > 0 else 0.0)
     if bucket:
@@ -455,6 +457,11 @@ def eta_s(job: JobSpec, progress: Progress) -> float | None:
     """Wall seconds until the window finishes at its current speed (equilibration included)."""
     if progress.ns_per_day <= 0:
         return None
+    if progress.timestep_fs is not None and progress.steps_after_phase is not None:
+        # What the window runs with: the same wall time per step in every phase.
+        steps = max(progress.total_steps - progress.step, 0) + progress.steps_after_phase
+        return steps * progress.timestep_fs * 1e-6 / progress.ns_per_day * 86400.0
+    # A record written before records carried the timestep: re-derive it from the Job's environment.
     timestep_fs = _env_float(job, "PROTBENCH_TIMESTEP", science.TIMESTEP_FS)
     remaining_steps = max(progress.total_steps - progress.step, 0)
     if progress.phase == "equilibration":

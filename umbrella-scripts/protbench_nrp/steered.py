@@ -29,10 +29,11 @@ from typing import Callable
 import numpy as np
 
 from . import science
-from .engine import (MAX_BLOWUPS, CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
+from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
                      StateOrigin, StopSignals, create_context, finished_on_disk,
                      langevin_integrator, remove_stale_temporaries, save_state_xml, set_barostat,
                      state_xml_step)
+from .errors import ProtbenchError
 from .files import atomic_write
 from .layout import Campaign, SteeredFiles
 from .reporters import CVReporter, Frame, FrameReporter, ProgressRecorder, StateDataReporter, read_cv_file
@@ -52,7 +53,7 @@ class SteeredInputError(EngineError):
     """A setting or input of steered MD is wrong; the message names it and the fix."""
 
 
-class PullIncompleteError(RuntimeError):
+class PullIncompleteError(ProtbenchError, RuntimeError):
     """The pull ended before Q crossed every window centre."""
 
 
@@ -66,29 +67,10 @@ class SteeredSettings(StageSettings):
 
     input_error = SteeredInputError
 
-    target: str
-    ff: str
-    replica: int
-    n_windows: int = science.N_WINDOWS
-    cv_start: float = science.CV_START
-    cv_end: float = science.CV_END
-    k_kcal_per_mol: float = science.UMBRELLA_K_KCAL_PER_MOL
+    # target, ff, replica, conditions, equilibration and platform: StageSettings
     pull_length_ns: float = PULL_LENGTH_NS
     pull_timestep_fs: float = PULL_TIMESTEP_FS
     pull_frame_ps: float = PULL_FRAME_PS
-    temperature_kelvin: float = 300.0
-    pressure_atm: float = 0.0
-    equil_length_ns: float = science.EQUIL_LENGTH_NS
-    equil_timestep_fs: float = science.EQUIL_TIMESTEP_FS
-    equil_frame_ps: float = science.EQUIL_FRAME_PS
-    equil_friction_per_ps: float = science.EQUIL_FRICTION_PER_PS
-    equil_barostat_frequency: int = science.EQUIL_BAROSTAT_FREQUENCY
-    friction_per_ps: float = science.FRICTION_PER_PS
-    barostat_frequency: int = science.BAROSTAT_FREQUENCY
-    checkpoint_minutes: float = science.CHECKPOINT_MINUTES
-    platform: str = science.PLATFORM
-    precision: str = science.PRECISION
-    max_blowups: int = MAX_BLOWUPS
 
     @classmethod
     def resolve(cls, target: str, ff: str, replica: int, temperature_kelvin: float | None = None,

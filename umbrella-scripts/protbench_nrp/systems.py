@@ -32,6 +32,7 @@ from .contacts import (
     find_umbrella_force,
     fraction_native_contacts_force,
 )
+from .errors import ProtbenchError
 from .files import atomic_write
 from .layout import Campaign
 
@@ -47,7 +48,7 @@ MINIMIZE_TOLERANCE_KJ_PER_MOL_NM = 10.0
 _IONS = ("NA", "CL", "K")
 
 
-class SetupError(RuntimeError):
+class SetupError(ProtbenchError, RuntimeError):
     """A target's System cannot be built here; the message says why and what to do."""
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from . import science
 from .contacts import CV_NAME, MissingUmbrellaForceError, find_umbrella_force
-from .engine import (MAX_BLOWUPS, CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
+from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
                      StateOrigin, StopSignals, create_context, finished_on_disk, langevin_integrator,
                      load_state_xml, remove_stale_temporaries, save_state_xml, set_barostat)
 from .layout import Campaign, WindowFiles
@@ -50,32 +50,13 @@ class WindowSettings(StageSettings):
 
     input_error = WindowInputError
 
-    target: str
-    ff: str
-    replica: int
+    # target, ff, replica, conditions, equilibration and platform: StageSettings
     window: int
-    n_windows: int = science.N_WINDOWS
-    cv_start: float = science.CV_START
-    cv_end: float = science.CV_END
-    k_kcal_per_mol: float = science.UMBRELLA_K_KCAL_PER_MOL
-    temperature_kelvin: float = 300.0
-    pressure_atm: float = 0.0
-    equil_length_ns: float = science.EQUIL_LENGTH_NS
-    equil_timestep_fs: float = science.EQUIL_TIMESTEP_FS
-    equil_frame_ps: float = science.EQUIL_FRAME_PS
-    equil_friction_per_ps: float = science.EQUIL_FRICTION_PER_PS
-    equil_barostat_frequency: int = science.EQUIL_BAROSTAT_FREQUENCY
-    friction_per_ps: float = science.FRICTION_PER_PS
-    barostat_frequency: int = science.BAROSTAT_FREQUENCY
     production_length_ns: float = science.PRODUCTION_LENGTH_NS
     timestep_fs: float = science.TIMESTEP_FS
     frame_ps: float = science.FRAME_PS
     checkpoint_ps: float = science.CHECKPOINT_PS
     save_state_ps: float = science.SAVE_STATE_PS
-    checkpoint_minutes: float = science.CHECKPOINT_MINUTES
-    platform: str = science.PLATFORM
-    precision: str = science.PRECISION
-    max_blowups: int = MAX_BLOWUPS
 
     @classmethod
     def resolve(cls, target: str, ff: str, replica: int, window: int,
@@ -271,9 +252,7 @@ class UmbrellaWindow:
         outcome = self._produce(inputs, stop)
         if outcome.stopped:
             return stop.exit_code
-        ProgressRecorder(self.path(self.files.progress), "production",
-                         self.settings.production_schedule().total_steps,
-                         outcome.recoveries).finish(outcome.step, outcome.ns_per_day)
+        self._progress_recorder("production", outcome.recoveries).finish(outcome.step, outcome.ns_per_day)
         self.log(f"production finished at step {outcome.step}")
         return 0
 
@@ -286,8 +265,8 @@ class UmbrellaWindow:
                 return
         except (OSError, ValueError):
             pass
-        total = self.settings.production_schedule().total_steps
-        ProgressRecorder(path, "production", total).finish(total, 0.0)
+        recorder = self._progress_recorder("production")
+        recorder.finish(recorder.total_steps, 0.0)
         self.log("restored the progress record of the finished window")
 
     def check_recorded_parameters(self) -> None:
@@ -402,12 +381,23 @@ class UmbrellaWindow:
         context, _ = self.new_context(inputs, *dynamics)
         settings = self.settings
         return ResumableStage(
-            context, schedule, checkpoint, reporters(context),
-            ProgressRecorder(self.path(self.files.progress), phase, schedule.total_steps),
+            context, schedule, checkpoint, reporters(context), self._progress_recorder(phase),
             log=self.log, name=f"window {settings.window:02d} (replica {settings.replica}) {phase}",
             max_blowups=settings.max_blowups,
             advice=(f"set {timestep_variable} below its {timestep_fs:g} fs, or look at the "
                     f"window's starting structure {self.path(self.files.start_pdb)}"))
+
+    def _progress_recorder(self, phase: str, recoveries: int = 0) -> ProgressRecorder:
+        """The recorder of ``phase``, stamping each record with the timestep and frame it runs with."""
+        settings = self.settings
+        production = settings.production_schedule()
+        if phase == "equilibration":
+            schedule, timestep_fs, after = settings.equilibration_schedule(), settings.equil_timestep_fs, production
+        else:
+            schedule, timestep_fs, after = production, settings.timestep_fs, None
+        return ProgressRecorder(self.path(self.files.progress), phase, schedule.total_steps, recoveries,
+                                timestep_fs=timestep_fs, frame_ps=schedule.frame_steps * timestep_fs / 1000.0,
+                                steps_after_phase=after.total_steps if after else 0)
 
     def apply_bias(self, context) -> None:
         """Set the umbrella's ``k`` (kJ/mol) and ``Q0`` of this window in ``context``."""
