@@ -124,16 +124,23 @@ def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None
     ``make_stage()`` checks the settings and returns the stage; its
     ``run(stop)`` returns 0 when the stage is complete and
     ``stop.exit_code`` (143 or 130) when a signal stopped it. An engine
-    error, or one of ``errors``, ends the script with exit code 1 and just
-    its message: the message names the setting or file at fault and the fix,
-    which a traceback would bury.
+    error, or one of ``errors``, ends the script with exit code 2 (bad
+    settings or inputs: the Job's podFailurePolicy fails the Job, as no retry
+    can help; protbench_nrp/exits.py) and just its message: the message names
+    the setting or file at fault and the fix, which a traceback would bury.
     """
     with StopSignals() as stop:
         try:
             code = make_stage().run(stop)
         except _STAGE_ERRORS + errors as error:
-            raise click.ClickException(str(error)) from None
+            raise StageInputError(str(error)) from None
     sys.exit(code)
+
+
+class StageInputError(click.ClickException):
+    """A setting, input or checkpoint a stage cannot use: exits 2 (exits.EXIT_BAD_INPUT)."""
+
+    exit_code = 2
 
 
 __all__ = ["env_option", "option_group", "results_option", "campaign_options", "run_options", "window_centre_options",
