@@ -147,7 +147,7 @@ def pod_failure_policy() -> dict:
     Kubernetes' default.
     """
     return {"rules": [
-        {"action": IGNORE, "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": IGNORE, "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         {"action": FAIL_JOB, "onExitCodes": {"operator": "In", "values": codes_with(FAIL_JOB)}},
         {"action": COUNT, "onExitCodes": {"operator": "In", "values": codes_with(COUNT)}},
     ]}
