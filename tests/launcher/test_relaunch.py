@@ -253,3 +253,42 @@ def test_relaunch_after_a_failed_create_finds_the_archived_provenance(launched):
     assert not provenance(launched, 0, attempt=2).exists()
     assert launched.cluster_states()[NAME.format(0)] == "active"
     assert os.path.exists(provenance(launched, 0))
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A real S3 server (moto) on loopback; see tests/pod/s3server.py."""
+    from tests.pod.s3server import MotoServer
+
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto_server.log").start()
+    yield server
+    server.stop()
+
+
+def test_with_preflight_relaunch_reads_from_the_bucket_which_windows_are_finished(launched, s3_server, tmp_path):
+    from tests.pod.s3server import Bucket
+
+    from .test_launch import write_rclone_config
+
+    bucket = Bucket(s3_server, "relaunch-test").create()
+    new_commit(launched, BUCKET=bucket.name)
+    write_rclone_config(launched, s3_server.endpoint, s3_server.access_key_id, s3_server.secret_access_key)
+    for key in (f"{CAMPAIGN.setup_dir}/{CAMPAIGN.name}-minimized.pdb", CAMPAIGN.steered_state(1),
+                CAMPAIGN.window_pdb(1, 0), CAMPAIGN.window_pdb(1, 1)):  # the windows' inputs, for preflight
+        bucket.client.put_object(Bucket=bucket.name, Key=f"results/{key}", Body=b"input\n")
+    finished = tmp_path / "finished.json"
+    Progress.now("finished", 100, 100, 50.0).write(finished)
+    bucket.client.put_object(Bucket=bucket.name, Key=f"results/{CAMPAIGN.window_files(1, 1).progress}",
+                             Body=finished.read_bytes())
+    for window in (0, 1):
+        launched.set_job(NAME.format(window), "failed")
+    write_progress(launched, 1, "production")  # an old local copy: the bucket's word counts
+
+    refused = launched.run("--relaunch", "--replicas", "1", "--windows", "0-1", skip_preflight=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"{NAME.format(1)}: its results are finished (Job failed)" in refused.stderr
+    assert NAME.format(0) + ":" not in refused.stderr
+
+    result = launched.run("--relaunch", "--replicas", "1", "--windows", "0", skip_preflight=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert provenance(launched, 0, attempt=1).exists()

@@ -11,7 +11,9 @@ One window's life across three containers of one pod and then a new pod:
 
 After every kill the bucket's checkpoint claims no more frames than its
 trajectory, state data and CV files hold, and pod B resumes from that
-checkpoint (no fallback) and ends with every frame exactly once.
+checkpoint (no fallback) and ends with every frame exactly once. (With
+``restartPolicy: Never`` a retry is always a new pod; steps 2 and 3 keep the
+volume only to place the kills inside an upload.)
 """
 
 from __future__ import annotations

@@ -360,11 +360,9 @@ def results_reader(config: CampaignConfig, settings: LaunchSettings):
 
     if not settings.preflight:
         return LocalProgress(config.local_result_dir)
-    from .analysis import AnalysisError, bucket_client
-
     try:
-        return BucketProgress(bucket_client(rclone_remote=config.rclone_remote), config.bucket)
-    except AnalysisError as error:
+        return BucketProgress(preflight.s3_access(config.rclone_remote).client(), config.bucket)
+    except preflight.PreflightError as error:
         raise LaunchRefused(f"cannot read the results in the bucket to tell finished Jobs: {error}") from None
 
 
@@ -554,8 +552,9 @@ def _report_partial(jobs: list[JobSpec], submitted: list[JobSpec], failure: str)
     click.echo(f"error: {failure}", err=True)
     click.echo(f"Submitted ({len(submitted)}): {describe(submitted)}", err=True)
     click.echo(f"Not submitted ({len(rest)}): {describe(rest)}", err=True)
-    click.echo("Fix the problem and relaunch the Jobs not submitted (--replicas, --windows); the "
-               "provenance files of the submitted ones stop them being launched twice.", err=True)
+    click.echo("Fix the problem and launch the Jobs not submitted (--replicas, --windows; with --relaunch "
+               "for those replacing earlier Jobs); the provenance files of the submitted ones stop them "
+               "being launched twice.", err=True)
     return EXIT_PARTLY_SUBMITTED
 
 
