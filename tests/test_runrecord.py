@@ -7,18 +7,14 @@ import time
 
 import pytest
 
-from protbench_nrp import runrecord
+from protbench_nrp import exits, runrecord
 from protbench_nrp.records import Progress
 
 from tests.conftest import VILLIN_FF
 
 
 @pytest.mark.parametrize("status, meaning", [
-    (0, "done"), (1, "unexpected failure (a bug, a traceback)"), (2, "bad settings or inputs"),
-    (65, "blow-up that could not be recovered"), (66, "inputs missing from the bucket"),
-    (67, "bucket missing or credentials rejected"),
-    (75, "transient error that survived the in-place retries"),
-    (130, "stopped by SIGINT with a checkpoint written"), (143, "stopped by SIGTERM with a checkpoint written"),
+    *((status.code, status.meaning) for status in exits.EXIT_STATUSES),
     (137, "killed by SIGKILL"), (42, "unknown exit status (not in the table)"), (None, None),
 ])
 def test_every_exit_status_has_its_meaning(status, meaning):

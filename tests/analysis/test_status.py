@@ -648,3 +648,153 @@ def test_a_progress_record_written_before_it_carried_the_timestep_still_reads(tm
     row = status.window_status(job, reading, status.ClusterView(None, "not asked"), NOW)
     assert row.state == "running"
     assert row.eta_s == pytest.approx(1_000_000 * 2e-6 / 100.0 * 86400)
+# -- what the cluster hides (issue 11) --------------------------------------------------------------
+
+
+def _iso(unix: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _job_item(name: str, status_: dict, backoff_limit: int = 10) -> dict:
+    return {"kind": "Job", "metadata": {"name": name}, "spec": {"backoffLimit": backoff_limit},
+            "status": status_}
+
+
+def _pod_item(job: str, suffix: str, phase: str = "Running", node: str = "gpu-node-7", **metadata) -> dict:
+    return {"kind": "Pod",
+            "metadata": {"name": f"{job}-{suffix}", "ownerReferences": [{"kind": "Job", "name": job}],
+                         **metadata},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 600},
+            "status": {"phase": phase, "containerStatuses": [
+                {"name": "main", "restartCount": 0, "state": {"running": {}}}]}}
+
+
+def _failed_pod(job: str, suffix: str, exit_code: int, finished: float) -> dict:
+    pod = _pod_item(job, suffix, phase="Failed")
+    pod["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": exit_code,
+                                                                      "finishedAt": _iso(finished)}}
+    return pod
+
+
+def _failed(reason: str, message: str) -> dict:
+    return {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": reason,
+                                         "message": message}]}
+
+
+@pytest.mark.parametrize("terminating_for_s, state", [(16 * MINUTE, "node lost?"), (14 * MINUTE, "running")])
+def test_a_pod_terminating_past_its_grace_period_and_five_minutes_is_on_a_lost_node(tmp_path,
+                                                                                   terminating_for_s, state):
+    config = make_config(tmp_path)
+    job = window_job(config, 1, 0)
+    write_progress(tmp_path, config, 1, 0, "production", 500, 1000, 100.0, 20 * MINUTE)
+    requested = NOW - terminating_for_s
+    # deletionTimestamp is the delete request plus the grace period (600 s here)
+    pod = _pod_item(job.name, "x7k2p", deletionTimestamp=_iso(requested + 600), deletionGracePeriodSeconds=600)
+    cluster = status.ClusterView(status.parse_cluster_list(
+        {"kind": "List", "items": [_job_item(job.name, {"active": 1}), pod]}, now=NOW))
+    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+
+    row = status.window_status(job, reading, cluster, NOW)
+
+    assert row.state == state
+    if state == "node lost?":
+        assert row.note == (
+            f"pod {job.name}-x7k2p on node gpu-node-7 has been terminating for 16m00s (grace period 10m00s): "
+            f"confirm its node is NotReady (kubectl get node gpu-node-7), then kubectl delete pod --force "
+            f"--grace-period=0 {job.name}-x7k2p: the Job then starts a new pod, which resumes from the bucket. "
+            f"A node that is only partitioned may still upload when it comes back")
+        text = render([row], notes=status.trouble_notes([row]))
+        assert "node lost?" in line_of(text, job.name)
+        assert "1 Jobs with a pod stuck terminating on a node that may be lost" in text
+
+
+def test_a_launched_window_without_a_job_and_unfinished_results_is_lost_with_the_relaunch_command(tmp_path):
+    config = make_config(tmp_path)
+    jobs = [window_job(config, 1, w) for w in range(4)]
+    write_progress(tmp_path, config, 1, 0, "production", 500, 1000, 100.0, 2 * HOUR)   # launched, Job gone
+    write_progress(tmp_path, config, 1, 1, "finished", 1000, 1000, 100.0, 9 * 24 * HOUR)  # Job gone by its TTL
+    write_progress(tmp_path, config, 1, 2, "production", 500, 1000, 100.0, 2 * HOUR)   # never launched here
+    # (1, 3): launched, its first pod never wrote progress
+    for window in (0, 1, 3):
+        path = tmp_path / jobs[window].provenance_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("kind: Job\n")
+    progress = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, jobs)
+    empty_cluster = status.ClusterView({})
+
+    rows = status.gather_status(jobs, config.campaign, progress, empty_cluster, NOW,
+                                launched=status.launched_jobs(jobs, config))
+
+    assert [row.state for row in rows] == ["lost", "finished", "stalled", "lost"]
+    assert rows[0].note == ("launched, but no Job on the cluster and unfinished results: "
+                            "./run-umbrella-windows.py --relaunch --stage window --replicas 1 --windows 0")
+    assert rows[3].note.endswith("--relaunch --stage window --replicas 1 --windows 3")
+    assert status.campaign_totals(rows).counts["lost"] == 2
+    # with the cluster unknown, nothing is called lost
+    unknown = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW,
+                                   launched=status.launched_jobs(jobs, config))
+    assert "lost" not in [row.state for row in unknown]
+
+
+FAILURES = {
+    "FailJob rule": (
+        _failed("PodFailurePolicy", "Container main for pod default/pb-x-abcde failed with exit code 66 "
+                                    "matching FailJob rule at index 1"), [],
+        "podFailurePolicy rule 1 (FailJob): exit 66: inputs missing from the bucket (an earlier stage has "
+        "not written them): run that stage, then --relaunch"),
+    "init container FailJob": (
+        _failed("PodFailurePolicy", "Container init-rclone for pod default/pb-x-abcde failed with exit code 67 "
+                                    "matching FailJob rule at index 1"), [],
+        "podFailurePolicy rule 1 (FailJob): exit 67: bucket missing or credentials rejected"),
+    "backoff limit": (
+        _failed("BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+        [(1, NOW - 2 * HOUR), (75, NOW - HOUR)],
+        "backoffLimit (10) reached by counted failures; last pod: exit 75: a transient error (bucket "
+        "unreachable, upload failed) outlasted the in-place retries"),
+    "killed": (
+        _failed("BackoffLimitExceeded", "Job has reached the specified backoff limit"), [(137, NOW - HOUR)],
+        "last pod: exit 137: killed by signal 9 (137: out of memory or SIGKILL)"),
+    "deadline": (_failed("DeadlineExceeded", "Job was active longer than specified deadline"), [],
+                 "DeadlineExceeded: Job was active longer than specified deadline"),
+}
+
+
+@pytest.mark.parametrize("job_status, pod_exits, expected", FAILURES.values(), ids=FAILURES.keys())
+def test_a_failed_job_says_which_rule_or_exit_status_failed_it(tmp_path, job_status, pod_exits, expected):
+    config = make_config(tmp_path)
+    job = window_job(config, 1, 0)
+    pods = [_failed_pod(job.name, f"p{index}", code, when) for index, (code, when) in enumerate(pod_exits)]
+    cluster = status.ClusterView(status.parse_cluster_list(
+        {"kind": "List", "items": [_job_item(job.name, job_status), *pods]}, now=NOW))
+
+    row = status.window_status(job, status.ProgressReading(None), cluster, NOW)
+
+    assert row.state == "failed"
+    assert expected in row.note
+    assert row.note.endswith("then ./run-umbrella-windows.py --relaunch --stage window --replicas 1 --windows 0")
+
+
+def test_show_status_names_lost_and_failed_jobs_in_its_notes(tmp_path, fake_kubectl, capsys):
+    root = tmp_path / "results"
+    config = make_config(root)
+    jobs = all_jobs(config)
+    write_progress(root, config, 1, 0, "production", 500, 1000, 100.0, 2 * HOUR, time.time())
+    path = root / jobs[0].provenance_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("kind: Job\n")
+    answer = tmp_path / "answer.json"
+    answer.write_text(json.dumps({"kind": "List", "items": [_job_item(jobs[1].name, _failed(
+        "PodFailurePolicy", "Container main for pod default/p failed with exit code 2 matching FailJob rule "
+                            "at index 1"))]}))
+    fake_kubectl(status.campaign_selector(config), answer)
+
+    assert status.show_status(jobs, config) == 0
+
+    out = capsys.readouterr().out
+    assert "lost" in line_of(out, jobs[0].name)
+    assert "failed" in line_of(out, jobs[1].name)
+    assert "1 Jobs launched but gone from the cluster with unfinished results" in out
+    assert "1 Failed Jobs; each row says which rule or exit status failed it" in out
+    assert "podFailurePolicy rule 1 (FailJob): exit 2:" in out  # the note column wraps the rest

@@ -118,7 +118,7 @@ def test_pull_that_cannot_reach_the_last_centre_fails_naming_q(villin_setup, tmp
     root = _results(villin_setup, tmp_path)
     weak = dict(PROTBENCH_STEERED_K="1", PROTBENCH_PULL_LENGTH="0.004")
     result = run_script("run-steered-md.py", "-o", str(root), env=villin_env(**{**SHORT, **weak}))
-    assert result.returncode == 1
+    assert result.returncode == 2
     missing = [w for w in range(N_WINDOWS) if not (root / CAMPAIGN.window_pdb(1, w)).exists()]
     assert missing and missing[-1] == N_WINDOWS - 1
     first = missing[0]
@@ -132,13 +132,13 @@ def test_pull_that_cannot_reach_the_last_centre_fails_naming_q(villin_setup, tmp
     assert not (root / CAMPAIGN.window_pdb(1, N_WINDOWS - 1)).exists()
     # the verdict stands on a rerun, without pulling again
     again = run_script("run-steered-md.py", "-o", str(root), env=villin_env(**{**SHORT, **weak}))
-    assert again.returncode == 1 and "Q reached" in again.stderr
+    assert again.returncode == 2 and "Q reached" in again.stderr
     assert "pulling Q0" not in again.stdout
 
 
 def test_missing_setup_is_named(tmp_path):
     result = run_script("run-steered-md.py", "-o", str(tmp_path), env=villin_env(**SHORT))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert str(tmp_path / CAMPAIGN.system_xml) in result.stderr
     assert "setup-umbrella-system.py" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / CAMPAIGN.replica_dir(1)).exists()

@@ -4,9 +4,10 @@
 template and the real ``umbrella-scripts`` package into a fresh repository,
 pushes it to a bare repository that plays the role of GitHub, and runs the
 launcher as a scientist would: edit the constants, run the script. The only
-stand-in is ``kubectl``: a shell script first on PATH that records each call
-and a copy of the file it was asked to apply, and fails (or sends the launcher
-a Ctrl-C) on request. The launcher runs with an empty HOME and RCLONE_CONFIG
+stand-in is ``kubectl``: a script first on PATH that keeps a cluster of Jobs
+with their states (see :data:`FAKE_KUBECTL`), records each call and a copy of
+each file it was given, and fails (or sends the launcher a Ctrl-C) on request. The launcher runs
+with an empty HOME and RCLONE_CONFIG
 pointing into the test's directory, so nothing of this machine's setup
 reaches it. IMAGE names an image of a registry on loopback that speaks the
 real protocol (tests/registry.py) and PROTEINBENCHMARK_REPO a local bare
@@ -15,6 +16,7 @@ repository, so a launch pins both without the internet.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,25 +40,128 @@ IMAGE_NAME = "openforcefield/proteinbenchmark-nrp"
 
 WINDOW_SCRIPT = "umbrella-scripts/run-umbrella-window.py"
 
-FAKE_KUBECTL = """#!/bin/sh
-# kubectl stand-in: records every call and a copy of the file it is asked to apply.
-log='{log}'
-n=$(( $(cat "$log/count" 2>/dev/null || echo 0) + 1 ))
-echo "$n" > "$log/count"
-printf '%s\\n' "$*" >> "$log/calls"
-if [ "$1" = apply ] && [ "$2" = -f ]; then
-  cp "$3" "$log/applied-$n.yaml"
-  printf '%s\\n' "$3" >> "$log/applied-paths"
-fi
-if [ "$n" = "${{FAKE_KUBECTL_INTERRUPT_AT:-0}}" ]; then
-  kill -INT "$PPID"  # Ctrl-C reaches the launcher (and, as in a terminal, this kubectl dies of it)
-  exit 130
-fi
-if [ "$n" = "${{FAKE_KUBECTL_FAIL_AT:-0}}" ]; then
-  echo 'error: You must be logged in to the server (Unauthorized)' >&2
-  exit 1
-fi
-echo "job.batch/$(sed -n 's/^  name: //p' "$3" | head -n 1) created"
+FAKE_KUBECTL = """#!{python}
+# kubectl stand-in: a cluster of Jobs kept in {log}/cluster.json, as the real
+# API server keeps them. `create` adds a Job (AlreadyExists when one of that
+# name exists), `apply` says unchanged/configured for an existing one (and
+# refuses a changed pod template: immutable), `delete job` removes one
+# (NotFound when absent; fails or times out on request), `get jobs[,pods] -l`
+# lists Jobs with the status a real cluster reports for their state (active,
+# complete, failed, suspended) and an active Job's running pod. Every call is
+# recorded, with a copy of each file given to -f.
+import json, os, signal, sys
+import yaml
+
+log = {log!r}
+args = sys.argv[1:]
+count_file = os.path.join(log, "count")
+n = int(open(count_file).read()) + 1 if os.path.exists(count_file) else 1
+open(count_file, "w").write(str(n))
+with open(os.path.join(log, "calls"), "a") as calls:
+    calls.write(" ".join(args) + "\\n")
+state_file = os.path.join(log, "cluster.json")
+cluster = json.load(open(state_file)) if os.path.exists(state_file) else {{}}
+
+
+def save():
+    with open(state_file + ".new", "w") as handle:
+        json.dump(cluster, handle, indent=1)
+    os.replace(state_file + ".new", state_file)
+
+
+def fail(message, code=1):
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+if args[:1] in (["create"], ["apply"]) and args[1:2] == ["-f"]:
+    with open(args[2], "rb") as source, open(os.path.join(log, f"applied-{{n}}.yaml"), "wb") as copy:
+        copy.write(source.read())
+    with open(os.path.join(log, "applied-paths"), "a") as paths:
+        paths.write(args[2] + "\\n")
+if str(n) == os.environ.get("FAKE_KUBECTL_INTERRUPT_AT"):
+    os.kill(os.getppid(), signal.SIGINT)  # Ctrl-C reaches the launcher (and, as in a terminal, this kubectl dies of it)
+    sys.exit(130)
+if str(n) == os.environ.get("FAKE_KUBECTL_FAIL_AT"):
+    fail("error: You must be logged in to the server (Unauthorized)")
+
+
+def job_items(selector):
+    wanted = dict(term.split("=", 1) for term in selector.split(",")) if selector else {{}}
+    items = []
+    for name, job in sorted(cluster.items()):
+        labels = job.get("labels", {{}})
+        if any(labels.get(key) != value for key, value in wanted.items()):
+            continue
+        status, spec = {{}}, {{}}
+        if job["state"] == "active":
+            status = {{"active": 1, "ready": 1}}
+        elif job["state"] == "suspended":
+            spec = {{"suspend": True}}
+            status = {{"conditions": [{{"type": "Suspended", "status": "True"}}]}}
+        elif job["state"] == "complete":
+            status = {{"succeeded": 1, "conditions": [{{"type": "SuccessCriteriaMet", "status": "True"}},
+                                                       {{"type": "Complete", "status": "True"}}]}}
+        elif job["state"] == "failed":
+            condition = {{"type": "Failed", "status": "True", "reason": job.get("reason", "BackoffLimitExceeded"),
+                          "message": job.get("message", "Job has reached the specified backoff limit")}}
+            status = {{"failed": job.get("failed", 1), "conditions": [
+                {{**condition, "type": "FailureTarget"}}, condition]}}
+        items.append({{"apiVersion": "batch/v1", "kind": "Job",
+                       "metadata": {{"name": name, "labels": labels}}, "spec": spec, "status": status}})
+        for pod in job.get("pods", []) or ([{{"phase": "Running"}}] if job["state"] == "active" else []):
+            items.append({{"apiVersion": "v1", "kind": "Pod", "metadata": {{
+                "name": f"{{name}}-{{pod.get('suffix', 'abcde')}}", "labels": {{"batch.kubernetes.io/job-name": name}},
+                "ownerReferences": [{{"kind": "Job", "name": name}}],
+                **({{"deletionTimestamp": pod["deletionTimestamp"]}} if "deletionTimestamp" in pod else {{}}),
+                **({{"deletionGracePeriodSeconds": pod["grace"]}} if "grace" in pod else {{}})}},
+                "spec": {{"nodeName": pod.get("node", "node-1"), "terminationGracePeriodSeconds": 600}},
+                "status": {{"phase": pod.get("phase", "Running"), "containerStatuses": [
+                    {{"name": "main", "restartCount": 0, "state": {{"running": {{}}}}}}]}}}})
+    return items
+
+
+verb = args[0] if args else ""
+if verb in ("create", "apply"):
+    manifest = yaml.safe_load(open(args[2]))
+    name = manifest["metadata"]["name"]
+    if verb == "create":
+        if name in cluster:
+            fail(f'Error from server (AlreadyExists): error when creating "{{args[2]}}": '
+                 f'jobs.batch "{{name}}" already exists')
+    elif name in cluster:
+        old = cluster[name]["manifest"]
+        if old == manifest:
+            print(f"job.batch/{{name}} unchanged")
+            sys.exit(0)
+        if old["spec"]["template"] != manifest["spec"]["template"]:
+            fail(f'The Job "{{name}}" is invalid: spec.template: Invalid value: ...: field is immutable')
+        cluster[name]["manifest"] = manifest
+        save()
+        print(f"job.batch/{{name}} configured")
+        sys.exit(0)
+    cluster[name] = {{"state": "active", "labels": manifest["metadata"].get("labels", {{}}), "manifest": manifest}}
+    save()
+    print(f"job.batch/{{name}} created")
+elif verb == "delete" and args[1:2] == ["job"]:
+    name = args[2]
+    if name not in cluster:
+        fail(f'Error from server (NotFound): jobs.batch "{{name}}" not found')
+    mode = os.environ.get("FAKE_KUBECTL_DELETE", "")
+    if mode == "fail":
+        fail(f'Error from server (Forbidden): jobs.batch "{{name}}" is forbidden: '
+             f'User "tst" cannot delete resource "jobs"')
+    if mode == "timeout":
+        fail(f"error: timed out waiting for the condition on jobs/{{name}}")
+    del cluster[name]
+    save()
+    print(f'job.batch "{{name}}" deleted')
+elif verb == "get" and args[1:2] in (["jobs"], ["jobs,pods"]):
+    selector = args[args.index("-l") + 1] if "-l" in args else ""
+    items = [item for item in job_items(selector) if args[1] == "jobs,pods" or item["kind"] == "Job"]
+    print(json.dumps({{"apiVersion": "v1", "kind": "List", "items": items}}))
+else:
+    fail(f"kubectl stand-in: unsupported call: {{' '.join(args)}}", 2)
 """
 
 
@@ -122,7 +227,7 @@ class LauncherRepo:
         self.log.mkdir()
         self.bin.mkdir()
         kubectl = self.bin / "kubectl"
-        kubectl.write_text(FAKE_KUBECTL.format(log=self.log))
+        kubectl.write_text(FAKE_KUBECTL.format(log=str(self.log), python=sys.executable))
         kubectl.chmod(0o755)
 
     # -- editing, as a scientist would -----------------------------------------------
@@ -160,7 +265,7 @@ class LauncherRepo:
         return env
 
     def run(self, *args: str, fail_at: int | None = None, interrupt_at: int | None = None,
-            path_kubectl: bool = True, skip_preflight: bool = True,
+            path_kubectl: bool = True, skip_preflight: bool = True, delete: str | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run the real launcher script; ``--skip-preflight`` unless told otherwise."""
         env = self.environment()
@@ -176,6 +281,8 @@ class LauncherRepo:
             env["FAKE_KUBECTL_FAIL_AT"] = str(fail_at)
         if interrupt_at is not None:
             env["FAKE_KUBECTL_INTERRUPT_AT"] = str(interrupt_at)
+        if delete is not None:  # "fail" or "timeout": what kubectl delete job does
+            env["FAKE_KUBECTL_DELETE"] = delete
         argv = [sys.executable, str(self.dir / LAUNCHER), *args]
         if skip_preflight and "--dry-run" not in args:
             argv.append("--skip-preflight")
@@ -186,8 +293,25 @@ class LauncherRepo:
         calls = self.log / "calls"
         return calls.read_text().splitlines() if calls.exists() else []
 
+    def cluster(self) -> dict[str, dict]:
+        """The stand-in cluster's Jobs by name: ``state`` (active, complete, failed, suspended) and more."""
+        path = self.log / "cluster.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def cluster_states(self) -> dict[str, str]:
+        return {name: job["state"] for name, job in self.cluster().items()}
+
+    def set_job(self, name: str, state: str | None, **details) -> None:
+        """What the cluster did meanwhile: a Job becomes ``state`` (None: gone, e.g. its TTL passed)."""
+        jobs = self.cluster()
+        if state is None:
+            jobs.pop(name)
+        else:
+            jobs.setdefault(name, {"labels": {}, "manifest": {}}).update(state=state, **details)
+        (self.log / "cluster.json").write_text(json.dumps(jobs))
+
     def applied(self) -> list[tuple[Path, bytes]]:
-        """(path given to kubectl, bytes kubectl read) for every apply call, in order."""
+        """(path given to kubectl, bytes kubectl read) for every create/apply call, in order."""
         paths_file = self.log / "applied-paths"
         paths = paths_file.read_text().splitlines() if paths_file.exists() else []
         return [(Path(p), (self.log / f"applied-{n}.yaml").read_bytes()) for n, p in enumerate(paths, start=1)]

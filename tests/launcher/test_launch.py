@@ -22,7 +22,7 @@ def test_launch_keeps_one_provenance_file_per_job_identical_to_what_kubectl_appl
     result = launcher_repo.run()
     assert result.returncode == 0, result.stderr
     expected = [provenance(launcher_repo, r, w) for r in (1, 2, 3) for w in range(31)]
-    assert launcher_repo.kubectl_calls() == [f"apply -f {path}" for path in expected]
+    assert launcher_repo.kubectl_calls() == [f"create -f {path}" for path in expected]
     applied = launcher_repo.applied()
     assert [path for path, _ in applied] == expected
     for path, received in applied:
@@ -70,7 +70,7 @@ def test_kubectl_failure_keeps_no_applied_looking_file_and_says_what_was_submitt
         assert path.read_bytes() == received
     text = kept.read_text()
     assert text.startswith(launcher_repo.applied()[4][1].decode())  # the manifest kubectl refused ...
-    assert "# kubectl apply failed for pb-tst-gb3-null-003-pair-opc3-1-04 (exit 1)" in text  # ... and why
+    assert "# kubectl create failed for pb-tst-gb3-null-003-pair-opc3-1-04 (exit 1)" in text  # ... and why
     assert "Unauthorized" in text
     assert "Submitted (4): replica 1 windows 00-03" in result.stderr
     assert "Not submitted (89): replica 1 windows 04-30; replica 2 windows 00-30; replica 3 windows 00-30" \

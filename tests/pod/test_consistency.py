@@ -11,7 +11,9 @@ One window's life across three containers of one pod and then a new pod:
 
 After every kill the bucket's checkpoint claims no more frames than its
 trajectory, state data and CV files hold, and pod B resumes from that
-checkpoint (no fallback) and ends with every frame exactly once.
+checkpoint (no fallback) and ends with every frame exactly once. (With
+``restartPolicy: Never`` a retry is always a new pod; steps 2 and 3 keep the
+volume only to place the kills inside an upload.)
 """
 
 from __future__ import annotations
@@ -184,3 +186,48 @@ def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, v
     final = tmp_path / "final"
     bucket.download_tree(str(files.directory), final)
     _assert_every_frame_once(final, files, _schedule(longer))
+
+
+def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod(make_pod, bucket, villin_inputs,
+                                                                                 tmp_path, s3):
+    # restartPolicy Never: the retry of a pod that exited 75 is a new pod with an empty volume.
+    from protbench_nrp.records import Progress
+    from tests.pod.s3server import free_port
+
+    seed_inputs(bucket, villin_inputs)
+    files = villin_inputs.campaign.window_files(1, WINDOW)
+    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.04"}
+    pod = make_pod(window=WINDOW, name="uploads-fail")
+    assert pod.run("init-rclone").returncode == 0
+    portable = f"results/{files.portable_checkpoint}"
+    main = pod.start("main", log=tmp_path / "a.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"},
+                     PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1", RCLONE_RETRIES="1",
+                     RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
+    _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 2 or main.process.poll() is not None,
+              what="periodic uploads of production checkpoints")
+    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")  # the bucket goes
+    assert main.wait(timeout=300) == 75, main.output()
+    assert "exiting 75 so the Job starts a new pod" in main.output()
+    claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", longer)
+    schedule = _schedule(longer)
+    assert claimed is not None and claimed < schedule.total_frames  # the bucket lacks the end
+
+    fresh = make_pod(window=WINDOW, name="next")
+    assert fresh.run("init-rclone").returncode == 0
+    finish = fresh.start("main", log=tmp_path / "b.log", **longer)
+    assert finish.wait(timeout=300) == 0, finish.output()
+    assert f"starting from checkpoint {Path(files.production('chk')).name} at step " \
+           f"{claimed * schedule.frame_steps}" in finish.output()  # only what the bucket lacked runs again
+    final = tmp_path / "final"
+    bucket.download_tree(str(files.directory), final)
+    _assert_every_frame_once(final, files, schedule)
+    assert Progress.read(final / files.progress).phase == "finished"
+
+    # A later pod (a preemption after the upload, say) finds the window finished and changes nothing.
+    versions = bucket.version_counts()
+    again = make_pod(window=WINDOW, name="after-finish")
+    assert again.run("init-rclone").returncode == 0
+    done = again.start("main", log=tmp_path / "c.log", **longer)
+    assert done.wait(timeout=300) == 0, done.output()
+    assert "nothing changed since the last upload" in done.output()
+    assert bucket.version_counts() == versions

@@ -61,18 +61,34 @@ def test_init_restores_earlier_outputs_of_the_same_window(make_pod, bucket, vill
     assert f"copied results/{window_dir}/ (2 files)" in result.stdout
 
 
-def test_absent_file_entries_are_tolerated(make_pod, bucket, villin_inputs):
+def test_absent_inputs_fail_the_pod_with_66_naming_each(make_pod, bucket, villin_inputs):
     # steered MD of this replica has not run: its state and window structures are absent
-    villin_inputs_setup = villin_inputs.campaign.setup_dir
-    bucket.put_tree(villin_inputs.root, str(villin_inputs_setup))
+    campaign = villin_inputs.campaign
+    bucket.put_tree(villin_inputs.root, str(campaign.setup_dir))
     pod = make_pod(window=0)
 
     result = pod.run("init-rclone")
 
-    assert result.returncode == 0, result.stderr
-    assert (pod.results / villin_inputs.campaign.system_xml).is_file()
-    assert f"results/{villin_inputs.campaign.steered_state(1)} is not in the bucket yet" in result.stdout
-    assert not (pod.results / villin_inputs.campaign.steered_state(1)).exists()
+    assert result.returncode == 66, result.stdout + result.stderr
+    assert (pod.results / campaign.system_xml).is_file()
+    assert (f"inputs missing from 'podtest:{bucket.name}': results/{campaign.steered_state(1)} "
+            f"results/{campaign.window_pdb(1, 0)}; run the stage that writes them") in result.stderr
+    # the window's own outputs are absent too, and that is no error: its first pod writes them
+    assert f"results/{campaign.window_dir(1, 0)}/ is not in the bucket yet; skipped" in result.stdout
+
+
+def test_a_missing_input_directory_fails_the_pod_with_66(make_pod, bucket, villin_inputs):
+    seed_inputs(bucket, villin_inputs)
+    campaign = villin_inputs.campaign
+    for key in list(bucket.latest()):
+        if key.startswith(f"results/{campaign.setup_dir}/"):
+            bucket.client.delete_object(Bucket=bucket.name, Key=key)
+    pod = make_pod(window=0)
+
+    result = pod.run("init-rclone")
+
+    assert result.returncode == 66, result.stdout + result.stderr
+    assert f"results/{campaign.setup_dir}/" in result.stderr.split("inputs missing")[1]
 
 
 @requires_root
@@ -139,9 +155,10 @@ def test_wrong_secret_key_fails_init_with_a_clear_message(make_pod, bucket, vill
     wrong = "WRONGsecretKEYthatIsRecognizable0123456789"
     pod = make_pod(secret_access_key=wrong)
 
-    result = pod.run("init-rclone")
+    result = pod.run("init-rclone", PROTBENCH_TRANSFER_RETRY_SECONDS="30")  # a retry would time out
 
-    assert result.returncode == 4
+    assert result.returncode == 67
+    assert "retrying" not in result.stdout
     assert "rejected the credentials of remote 'podtest'" in result.stderr
     assert "refresh the rclone config secret" in result.stderr
     assert not pod.results.exists() or not any(pod.results.rglob("*.xml"))
@@ -152,22 +169,46 @@ def test_wrong_secret_key_fails_init_with_a_clear_message(make_pod, bucket, vill
 def test_missing_bucket_fails_init_with_a_clear_message(make_pod):
     pod = make_pod(bucket_name="no-such-bucket-here")
 
-    result = pod.run("init-rclone")
+    result = pod.run("init-rclone", PROTBENCH_TRANSFER_RETRY_SECONDS="30")  # a retry would time out
 
-    assert result.returncode == 3
+    assert result.returncode == 67
+    assert "retrying" not in result.stdout
     assert "bucket 'no-such-bucket-here' does not exist on remote 'podtest'" in result.stderr
     assert "check BUCKET" in result.stderr
 
 
-def test_unreachable_endpoint_fails_init_quickly_and_clearly(make_pod):
+def test_unreachable_endpoint_is_retried_in_place_then_exits_75(make_pod):
     pod = make_pod(endpoint=f"http://127.0.0.1:{free_port()}")
 
     started = time.monotonic()
-    result = pod.run("init-rclone", timeout=120)
+    result = pod.run("init-rclone", timeout=120, PROTBENCH_TRANSFER_TRIES="3",
+                     PROTBENCH_TRANSFER_RETRY_SECONDS="0.2")
 
-    assert result.returncode == 5
-    assert "cannot reach the S3 endpoint of remote 'podtest'" in result.stderr
+    assert result.returncode == 75
+    assert "cannot reach the S3 endpoint of remote 'podtest' after 3 tries" in result.stderr
+    assert "the Job tries again with a new pod" in result.stderr
+    assert [line for line in result.stdout.splitlines() if "retrying in" in line] == [
+        "copy-in: retrying in 0.2 s (listing bucket '" + pod.job.env["PROTBENCH_BUCKET"]
+        + "' failed with rclone exit 5, try 1 of 3)",
+        "copy-in: retrying in 0.4 s (listing bucket '" + pod.job.env["PROTBENCH_BUCKET"]
+        + "' failed with rclone exit 5, try 2 of 3)"]
     assert time.monotonic() - started < 60
+
+
+def test_an_endpoint_that_comes_back_during_the_retries_is_used(make_pod, bucket, villin_inputs, s3):
+    seed_inputs(bucket, villin_inputs)
+    pod = make_pod(endpoint=f"http://127.0.0.1:{free_port()}")
+    log = pod.home / "init.log"
+    container = pod.start("init-rclone", log=log, PROTBENCH_TRANSFER_TRIES="5",
+                          PROTBENCH_TRANSFER_RETRY_SECONDS="1")
+    deadline = time.monotonic() + 60
+    while "retrying in" not in log.read_text():
+        assert time.monotonic() < deadline and container.process.poll() is None, log.read_text()
+        time.sleep(0.05)
+    s3.rclone_config(pod.rclone_config, REMOTE)  # the network is back
+
+    assert container.wait(timeout=120) == 0, container.output()
+    assert (pod.results / villin_inputs.campaign.system_xml).is_file()
 
 
 @pytest.mark.parametrize("problem, expected", [

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pod.harness import POD_SCRIPTS, seed_inputs
+from tests.pod.harness import POD_SCRIPTS, REMOTE, seed_inputs
+from tests.pod.s3server import free_port
 
 OUT = "villin-amber14-vacuum-production.out"
 CHK = "villin-amber14-vacuum-production.chk"
@@ -142,22 +143,26 @@ def test_a_sync_skips_while_another_upload_runs_and_the_final_one_waits(make_pod
     assert bucket.version_counts() != before
 
 
+#: rclone's own retries, cut short so that a dead endpoint fails in a second.
+FEW_RCLONE_RETRIES = dict(RCLONE_RETRIES="1", RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
+
+
 def test_failed_upload_is_reported_and_retried_by_the_next(make_pod, bucket, earlier_window, s3):
     pod = make_pod(window=3)
     assert pod.run("init-rclone").returncode == 0
     _simulate_more_frames(pod.results / earlier_window)
-    wrong = pod.rclone_config.read_text()
-    pod.rclone_config.write_text(wrong.replace(s3.secret_access_key, "not-the-secret-key"))
+    good = pod.rclone_config.read_text()
+    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
     before = bucket.version_counts()
 
-    failed = pod.copy_out("sync")
+    failed = pod.copy_out("sync", **FEW_RCLONE_RETRIES)
 
-    assert failed.returncode == 1
+    assert failed.returncode == 75
     assert "uploading to 'podtest:" in failed.stderr and "the next upload retries" in failed.stderr
+    assert "retrying" not in failed.stdout  # a sync tries once: the next sync follows
     assert bucket.version_counts() == before
-    assert "not-the-secret-key" not in failed.stdout + failed.stderr
 
-    pod.rclone_config.write_text(wrong)
+    pod.rclone_config.write_text(good)
     retried = pod.copy_out("sync")
 
     assert retried.returncode == 0, retried.stderr
@@ -225,3 +230,59 @@ def test_uploads_during_writes_never_leave_a_checkpoint_ahead_of_its_reporter(ma
     finally:
         stop.set()
         writer.join()
+
+
+def test_rejected_credentials_fail_the_upload_with_67_without_retrying(make_pod, bucket, earlier_window, s3):
+    pod = make_pod(window=3)
+    assert pod.run("init-rclone").returncode == 0
+    _simulate_more_frames(pod.results / earlier_window)
+    pod.rclone_config.write_text(pod.rclone_config.read_text().replace(s3.secret_access_key, "not-the-secret-key"))
+    before = bucket.version_counts()
+
+    failed = pod.copy_out("final", PROTBENCH_TRANSFER_RETRY_SECONDS="60", **FEW_RCLONE_RETRIES)
+
+    assert failed.returncode == 67, failed.stdout + failed.stderr
+    assert "rejected the bucket or the credentials; fix BUCKET or the rclone secret, then --relaunch" in failed.stderr
+    assert "retrying" not in failed.stdout
+    assert bucket.version_counts() == before
+    assert "not-the-secret-key" not in failed.stdout + failed.stderr
+
+
+def test_final_upload_retries_in_place_and_gives_up_with_75(make_pod, bucket, earlier_window, s3):
+    pod = make_pod(window=3)
+    assert pod.run("init-rclone").returncode == 0
+    _simulate_more_frames(pod.results / earlier_window)
+    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
+    before = bucket.version_counts()
+
+    failed = pod.copy_out("final", PROTBENCH_TRANSFER_TRIES="3", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1",
+                          **FEW_RCLONE_RETRIES)
+
+    assert failed.returncode == 75, failed.stdout + failed.stderr
+    assert [line.split(";")[-1] for line in failed.stdout.splitlines() if "retrying in" in line] == [
+        " retrying in 0.1 s", " retrying in 0.2 s"]
+    assert "3 times; what did not arrive stays on this pod's volume, and a new pod resumes from the bucket" \
+        in failed.stderr
+    assert bucket.version_counts() == before
+
+
+def test_final_upload_succeeds_when_the_bucket_comes_back_during_its_retries(make_pod, bucket, earlier_window,
+                                                                            s3):
+    pod = make_pod(window=3)
+    assert pod.run("init-rclone").returncode == 0
+    _simulate_more_frames(pod.results / earlier_window)
+    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
+    log = pod.home / "final.log"
+    script = pod.repo / POD_SCRIPTS / "copy-out.sh"
+    with open(log, "w") as handle:
+        upload = subprocess.Popen(["bash", str(script), "final"], stdout=handle, stderr=subprocess.STDOUT,
+                                  env=pod.env("main", PROTBENCH_TRANSFER_TRIES="5",
+                                              PROTBENCH_TRANSFER_RETRY_SECONDS="1", **FEW_RCLONE_RETRIES))
+        deadline = time.monotonic() + 60
+        while "retrying in" not in log.read_text():
+            assert time.monotonic() < deadline and upload.poll() is None, log.read_text()
+            time.sleep(0.05)
+        s3.rclone_config(pod.rclone_config, REMOTE)  # the endpoint is back
+        assert upload.wait(timeout=120) == 0, log.read_text()
+    for name in (OUT, CHK, XML, segment(1)):
+        assert bucket.read(f"results/{earlier_window}/{name}") == (pod.results / earlier_window / name).read_bytes()

@@ -143,18 +143,36 @@ def test_prestop_uploads_by_itself_when_run_job_is_gone(fake_pod, bucket):
     assert bucket.read(_key(pod, FAKE_CHK)) == b"left by a script that ran\n"
 
 
-def test_failed_final_upload_of_a_finished_script_exits_75(fake_pod, bucket, s3):
+def test_final_upload_of_a_finished_script_refused_by_the_bucket_exits_67(fake_pod, bucket, s3):
     pod = fake_pod()
     config = pod.rclone_config.read_text()
     pod.rclone_config.write_text(config.replace(s3.secret_access_key, "revoked-secret"))
 
-    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="2", FAKE_FRAME_SECONDS="0.01"))
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="2", FAKE_FRAME_SECONDS="0.01",
+                                          PROTBENCH_TRANSFER_RETRY_SECONDS="60"))
+
+    assert main.wait(timeout=60) == 67
+    log = main.output()
+    assert "final upload failed (copy-out status 67)" in log
+    assert "exiting 67: fix the bucket or the rclone secret, then --relaunch" in log
+    assert "revoked-secret" not in log
+
+
+def test_failed_final_upload_of_a_finished_script_is_retried_in_place_then_exits_75(fake_pod, bucket, s3):
+    from tests.pod.s3server import free_port
+
+    pod = fake_pod()
+    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")
+
+    main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="2", FAKE_FRAME_SECONDS="0.01",
+                                          PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1",
+                                          RCLONE_RETRIES="1", RCLONE_LOW_LEVEL_RETRIES="1"))
 
     assert main.wait(timeout=60) == 75
     log = main.output()
-    assert "final upload failed; outputs stay on this pod's volume" in log
-    assert "so the Job restarts the container and uploads again" in log
-    assert "revoked-secret" not in log
+    assert "(try 1 of 2); retrying in 0.1 s" in log
+    assert "final upload failed (copy-out status 75)" in log
+    assert "exiting 75 so the Job starts a new pod, which resumes from the bucket" in log
 
 
 @pytest.mark.parametrize("change, status, expected", [

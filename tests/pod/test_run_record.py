@@ -142,7 +142,7 @@ def test_a_stopped_pod_and_its_replacement_leave_two_records_showing_the_work_do
 
     stopped = _record(bucket, first)
     assert stopped["exit_status"] == 143
-    assert stopped["exit_meaning"] == "stopped by SIGTERM with a checkpoint written"
+    assert stopped["exit_meaning"].startswith("stopped by SIGTERM with a checkpoint written")
     # The stand-in checkpoints on SIGTERM; its replacement starts where the bucket's checkpoint is.
     second = record_pod("second")
     (second.results / second.output_files[0] / "fake.chk").write_text("500\n")  # an older checkpoint

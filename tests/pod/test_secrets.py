@@ -40,9 +40,9 @@ def test_no_secret_leaves_the_secret_file(make_pod, bucket, villin_inputs, s3, t
 
     # the failure paths, with a recognizable wrong secret
     pod.rclone_config.write_text(pod.rclone_config.read_text().replace(s3.secret_access_key, RECOGNIZABLE))
-    assert pod.run("init-rclone").returncode == 4
+    assert pod.run("init-rclone").returncode == 67  # credentials rejected
     (pod.results / pod.output_files[0] / "new-output.txt").write_text("changed\n")
-    assert pod.copy_out("final").returncode == 1
+    assert pod.copy_out("final").returncode == 67
     jobs = [pod.job]
     with pytest.raises(PreflightError) as caught:
         preflight(jobs, campaign_config(bucket.name, windows=(9,)), {"RCLONE_CONFIG": str(pod.rclone_config)})

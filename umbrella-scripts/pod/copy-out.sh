@@ -4,8 +4,12 @@
 # pre-stop.sh when run-job.sh is gone).
 #
 # Usage: copy-out.sh sync|final|prestop
-#   sync     skip at once if another upload holds the lock (the next sync follows)
-#   final    wait for any upload in progress, then upload
+#   sync     skip at once if another upload holds the lock (the next sync
+#            follows); one try: the next sync retries
+#   final    wait for any upload in progress, then upload, retrying a failed
+#            upload in place with backoff (PROTBENCH_TRANSFER_TRIES,
+#            PROTBENCH_TRANSFER_RETRY_SECONDS, see lib.sh): the pod's volume
+#            goes with the pod, so this is the outputs' last way to the bucket
 #   prestop  same as final (only the label in the log differs)
 #
 # Environment
@@ -36,9 +40,11 @@
 #   Snapshots are local copies (milliseconds), so a file that grows during a
 #   slow upload never makes the upload fail or tear.
 #
-# Exit status: 0 uploaded (or nothing to upload, or a sync skipped because
-# another upload runs); 2 bad environment; 1 an upload failed (what did not
-# arrive is retried by the next upload).
+# Exit status (lib.sh, protbench_nrp/exits.py): 0 uploaded (or nothing to
+# upload, or a sync skipped because another upload runs); 2 bad environment or
+# usage; 67 bucket missing or credentials rejected (not retried); 75 an upload
+# failed (final/prestop: after the in-place retries); 1 the snapshot failed.
+# What did not arrive is sent by the next upload.
 set -uo pipefail
 
 readonly STATE_PATTERN='\.(chk|xml)$'
@@ -74,20 +80,22 @@ manifest=$state_dir/uploaded.tsv
 staging=$state_dir/staging
 
 check_environment() {
-    [[ -n $remote ]] || die 2 "PROTBENCH_RCLONE_REMOTE is empty; the launcher sets it from RCLONE_REMOTE in run-umbrella-windows.py"
-    [[ -n $bucket ]] || die 2 "PROTBENCH_BUCKET is empty; the launcher sets it from BUCKET in run-umbrella-windows.py"
-    [[ -n ${outputs//[[:space:]]/} ]] || die 2 "PROTBENCH_OUTPUT_FILES is empty; the launcher sets it from layout.output_files"
-    [[ -r $RCLONE_CONFIG ]] || die 2 "rclone config $RCLONE_CONFIG is missing or unreadable; mount the rclone secret there or set RCLONE_CONFIG"
-    [[ -d $results ]] || die 2 "results directory $results does not exist (PROTBENCH_RESULTS_DIR)"
+    [[ $transfer_tries =~ ^[1-9][0-9]*$ ]] || die "$EXIT_BAD_INPUT" "PROTBENCH_TRANSFER_TRIES '$transfer_tries' must be a whole number of tries, at least 1"
+    [[ $transfer_delay_s =~ ^([0-9]+([.][0-9]*)?|[.][0-9]+)$ ]] || die "$EXIT_BAD_INPUT" "PROTBENCH_TRANSFER_RETRY_SECONDS '$transfer_delay_s' must be a number of seconds"
+    [[ -n $remote ]] || die "$EXIT_BAD_INPUT" "PROTBENCH_RCLONE_REMOTE is empty; the launcher sets it from RCLONE_REMOTE in run-umbrella-windows.py"
+    [[ -n $bucket ]] || die "$EXIT_BAD_INPUT" "PROTBENCH_BUCKET is empty; the launcher sets it from BUCKET in run-umbrella-windows.py"
+    [[ -n ${outputs//[[:space:]]/} ]] || die "$EXIT_BAD_INPUT" "PROTBENCH_OUTPUT_FILES is empty; the launcher sets it from layout.output_files"
+    [[ -r $RCLONE_CONFIG ]] || die "$EXIT_BAD_INPUT" "rclone config $RCLONE_CONFIG is missing or unreadable; mount the rclone secret there or set RCLONE_CONFIG"
+    [[ -d $results ]] || die "$EXIT_BAD_INPUT" "results directory $results does not exist (PROTBENCH_RESULTS_DIR)"
     local tool
     for tool in rclone flock awk; do
-        command -v "$tool" >/dev/null || die 2 "$tool is not on PATH; the main image must provide it (Dockerfile)"
+        command -v "$tool" >/dev/null || die "$EXIT_BAD_INPUT" "$tool is not on PATH; the main image must provide it (Dockerfile)"
     done
     local entry
     while IFS= read -r entry; do
         [[ -z $entry ]] && continue
         inside_results "$entry" ||
-            die 2 "PROTBENCH_OUTPUT_FILES entry '$entry' is not a relative path inside results/; fix the launcher's output_files"
+            die "$EXIT_BAD_INPUT" "PROTBENCH_OUTPUT_FILES entry '$entry' is not a relative path inside results/; fix the launcher's output_files"
     done <<<"$outputs"
 }
 
@@ -177,28 +185,63 @@ upload_group() {
     total_files=$((total_files + ${counts% *}))
 }
 
+# One upload: snapshot, then reporters, then states (see the header). Returns
+# 0, or 1 with $failure saying what failed; a snapshot failure ends the script.
+upload_once() {
+    rm -rf -- "$staging" "$state_dir"/rclone.*.log
+    mkdir -p "$staging/states" "$staging/reporters"
+    # States first, then reporters: see the header.
+    stage_group states || die "$EXIT_UNEXPECTED" "could not snapshot the states into $staging"
+    stage_group reporters || die "$EXIT_UNEXPECTED" "could not snapshot the reporters into $staging"
+    if ! upload_group reporters; then
+        failure="uploading to '$remote:$bucket/results' failed; the bucket keeps its older, consistent files"
+        return 1
+    fi
+    if ! upload_group states; then
+        failure="uploading the states to '$remote:$bucket/results' failed; the bucket keeps its older, consistent states"
+        return 1
+    fi
+    rm -rf -- "$staging"
+}
+
+# After a failed upload: does the S3 server refuse the bucket or the credentials?
+# (rclone's copy reports a refused probe only as "is a file not a directory";
+# a listing of the bucket, as copy-in.sh makes, tells.)
+bucket_refused() {
+    local probe=$state_dir/probe.log status
+    rclone lsf --max-depth 1 --retries 1 --low-level-retries 1 --contimeout 15s --timeout 60s \
+        "$remote:$bucket" >/dev/null 2>"$probe"
+    status=$?
+    ((status == 3)) || bucket_unusable "$probe"
+}
+
 main() {
     check_environment
-    mkdir -p "$state_dir" || die 2 "cannot create $state_dir in the results volume"
+    mkdir -p "$state_dir" || die "$EXIT_BAD_INPUT" "cannot create $state_dir in the results volume"
     exec 9>>"$state_dir/upload.lock"
+    local tries=$transfer_tries delay=$transfer_delay_s try
     if [[ $reason == sync ]]; then
         flock -n 9 || { log "another upload is running; skipping this one"; exit 0; }
+        tries=1
     else
         flock 9
     fi
-    rm -rf -- "$staging"
-    mkdir -p "$staging/states" "$staging/reporters"
     total_files=0
-    # States first, then reporters: see the header.
-    stage_group states || die 1 "could not snapshot the states into $staging"
-    stage_group reporters || die 1 "could not snapshot the reporters into $staging"
-    if ! upload_group reporters; then
-        die 1 "uploading to '$remote:$bucket/results' failed; the bucket keeps its older, consistent files and the next upload retries"
-    fi
-    if ! upload_group states; then
-        die 1 "uploading the states to '$remote:$bucket/results' failed; the bucket keeps its older, consistent states and the next upload retries"
-    fi
-    rm -rf -- "$staging"
+    for ((try = 1; ; try++)); do
+        upload_once && break
+        if bucket_refused; then
+            die "$EXIT_BUCKET_UNUSABLE" "$failure: the S3 server rejected the bucket or the credentials; fix BUCKET or the rclone secret, then --relaunch"
+        fi
+        if ((try >= tries)); then
+            if [[ $reason == sync ]]; then
+                die "$EXIT_TRANSIENT" "$failure, and the next upload retries"
+            fi
+            die "$EXIT_TRANSIENT" "$failure, $tries times; what did not arrive stays on this pod's volume, and a new pod resumes from the bucket"
+        fi
+        log "$failure (try $try of $tries); retrying in $delay s"
+        sleep "$delay"
+        delay=$(awk -v d="$delay" 'BEGIN { print d * 2 }')
+    done
     if ((total_files == 0)); then
         log "nothing changed since the last upload"
     fi

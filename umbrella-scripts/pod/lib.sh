@@ -9,6 +9,34 @@
 
 tab=$(printf '\t')
 
+# Exit statuses: the team's table, protbench_nrp/exits.py (a test checks these
+# match it; the Job's podFailurePolicy acts on them).
+# shellcheck disable=SC2034  # each script uses some of them
+EXIT_OK=0 \
+EXIT_UNEXPECTED=1 \
+EXIT_BAD_INPUT=2 \
+EXIT_BLOWN_UP=65 \
+EXIT_INPUTS_MISSING=66 \
+EXIT_BUCKET_UNUSABLE=67 \
+EXIT_TRANSIENT=75 \
+EXIT_SIGINT=130 \
+EXIT_SIGTERM=143
+
+# In-place retries of transfers to and from the bucket (copy-in.sh, the final
+# upload of copy-out.sh): every retry of the Job is a new pod with an empty
+# volume, so a transient error is retried here first. Tries, and the seconds
+# before the second try, doubling after each (10 + 20 + 40 + 80 = 150 s in
+# all by default: inside the 600 s grace period of a stopping pod).
+# shellcheck disable=SC2034  # used by copy-in.sh and copy-out.sh
+transfer_tries=${PROTBENCH_TRANSFER_TRIES:-5} \
+transfer_delay_s=${PROTBENCH_TRANSFER_RETRY_SECONDS:-10}
+
+# Succeeds when the S3 server's answer in FILE (rclone's log) means no retry
+# helps: a missing bucket or rejected credentials.
+bucket_unusable() {
+    grep -qE 'SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied|NoSuchBucket|StatusCode: 40[13]' "$1"
+}
+
 # Succeeds when ENTRY (of PROTBENCH_REQUIRED_FILES or PROTBENCH_OUTPUT_FILES)
 # is a relative path that stays below results/.
 inside_results() {

@@ -10,8 +10,9 @@
 #      (default 30 + 15 = 45 minutes), plus the time uploads take
 #   4. on SIGTERM or SIGINT, pass SIGTERM to the child: it finishes its frame,
 #      writes a checkpoint and exits
-#   5. when the child has exited, upload what changed (copy-out.sh final), then
-#      exit with the child's status: non-zero makes the Job restart the pod
+#   5. when the child has exited, upload what changed (copy-out.sh final, which
+#      retries in place), then exit with the child's status: the Job's
+#      podFailurePolicy decides from it whether a new pod resumes the window
 #
 # Throughout, the pod's run record (protbench_nrp/runrecord.py) is written at
 # the start, brought up to date before every sync and completed before the
@@ -37,14 +38,18 @@
 #   PROTBENCH_SYNC_MINUTES           minutes between uploads (default 30,
 #                                    fractions allowed, 0 = only the final upload)
 #
-# Exit status: the script's; 2 for bad environment; 1 when pip fails (a pod must
-# not run with another proteinbenchmark than the one its manifest records);
-# 75 when the script succeeded but the final upload failed (the Job restarts the
-# container, the finished script exits at once, and the upload is retried).
+# Exit status (lib.sh, protbench_nrp/exits.py): the script's; 2 for bad
+# environment; 1 when pip or micromamba fails (a pod must not run with another
+# proteinbenchmark than the one its manifest records). When the script
+# succeeded but its final upload did not (after copy-out.sh's in-place
+# retries), the upload's status: 75, so the Job starts a new pod, whose
+# copy-in restores what the bucket holds and whose script re-runs only what
+# is missing there (or, finding the window finished, exits 0 at once); 67 when
+# the bucket or the credentials were rejected, which fails the Job. With
+# restartPolicy Never the outputs on this volume go with the pod either way.
 set -uo pipefail
 
 readonly PROTEINBENCHMARK_GIT=https://github.com/openforcefield/proteinbenchmark.git
-readonly EXIT_UPLOAD_FAILED=75
 
 log() { printf 'run-job: %s\n' "$*"; }
 die() {
@@ -78,12 +83,12 @@ run_id=""
 monitor_pid=""
 
 check_environment() {
-    [[ -n $script_path ]] || die 2 "PROTBENCH_SCRIPT_PATH is empty; the launcher sets it (SCRIPT_PATH in run-umbrella-windows.py)"
-    [[ -f $repo/$script_path ]] || die 2 "script $repo/$script_path does not exist; check SCRIPT_PATH and that PROTBENCH_SCRIPT_COMMIT contains it"
-    [[ -x $repo/$script_path ]] || die 2 "script $repo/$script_path is not executable; run 'git update-index --chmod=+x $script_path', commit and push"
+    [[ -n $script_path ]] || die "$EXIT_BAD_INPUT" "PROTBENCH_SCRIPT_PATH is empty; the launcher sets it (SCRIPT_PATH in run-umbrella-windows.py)"
+    [[ -f $repo/$script_path ]] || die "$EXIT_BAD_INPUT" "script $repo/$script_path does not exist; check SCRIPT_PATH and that PROTBENCH_SCRIPT_COMMIT contains it"
+    [[ -x $repo/$script_path ]] || die "$EXIT_BAD_INPUT" "script $repo/$script_path is not executable; run 'git update-index --chmod=+x $script_path', commit and push"
     [[ $sync_minutes =~ ^([0-9]+([.][0-9]*)?|[.][0-9]+)$ ]] ||
-        die 2 "PROTBENCH_SYNC_MINUTES '$sync_minutes' is not a number of minutes (e.g. 30 or 0.5; 0 = only the final upload)"
-    mkdir -p "$state_dir" || die 2 "cannot create $state_dir; the results volume must be writable by uid $(id -u)"
+        die "$EXIT_BAD_INPUT" "PROTBENCH_SYNC_MINUTES '$sync_minutes' is not a number of minutes (e.g. 30 or 0.5; 0 = only the final upload)"
+    mkdir -p "$state_dir" || die "$EXIT_BAD_INPUT" "cannot create $state_dir; the results volume must be writable by uid $(id -u)"
 }
 
 # shellcheck disable=SC2329  # called by the traps set in main
@@ -234,10 +239,14 @@ finish() {
         sleep 0.25
     done
     if ((upload_status != 0)); then
-        log "final upload failed; outputs stay on this pod's volume"
+        log "final upload failed (copy-out status $upload_status); the bucket keeps its last consistent upload"
         if ((status == 0)); then
-            log "exiting $EXIT_UPLOAD_FAILED so the Job restarts the container and uploads again"
-            exit "$EXIT_UPLOAD_FAILED"
+            if ((upload_status == EXIT_BUCKET_UNUSABLE)); then
+                log "exiting $EXIT_BUCKET_UNUSABLE: fix the bucket or the rclone secret, then --relaunch; the window resumes from the bucket"
+                exit "$EXIT_BUCKET_UNUSABLE"
+            fi
+            log "exiting $EXIT_TRANSIENT so the Job starts a new pod, which resumes from the bucket and re-runs only what is missing there"
+            exit "$EXIT_TRANSIENT"
         fi
     fi
     log "exiting with the script's status $status"
@@ -250,11 +259,11 @@ activate_conda() {
     # packages' activation scripts run too. Absent outside the image.
     command -v micromamba >/dev/null 2>&1 && [[ -n ${MAMBA_ROOT_PREFIX:-} ]] || return 0
     local hook
-    hook=$(micromamba shell hook --shell bash) || die 1 "micromamba could not print its shell hook"
+    hook=$(micromamba shell hook --shell bash) || die "$EXIT_UNEXPECTED" "micromamba could not print its shell hook"
     # Activation scripts are not written for nounset.
     set +u
     eval "$hook"
-    micromamba activate base || die 1 "micromamba could not activate the base environment"
+    micromamba activate base || die "$EXIT_UNEXPECTED" "micromamba could not activate the base environment"
     set -u
 }
 
@@ -273,15 +282,15 @@ main() {
     trap 'on_signal INT' INT
     rm -f -- "$done_marker"
     check_environment
-    run_id=$(process_run_id "$$") || die 2 "cannot read /proc/$$/stat to record this run for pre-stop.sh"
-    echo "$run_id" >"$pid_file" || die 2 "cannot write $pid_file"
+    run_id=$(process_run_id "$$") || die "$EXIT_UNEXPECTED" "cannot read /proc/$$/stat to record this run for pre-stop.sh"
+    echo "$run_id" >"$pid_file" || die "$EXIT_UNEXPECTED" "cannot write $pid_file"
 
     activate_conda
     finish_if_stopping
     if ! install_proteinbenchmark; then
         finish_if_stopping
         log "ERROR: pip could not install proteinbenchmark at '$PROTBENCH_PROTEINBENCHMARK_REF'; check PROTEINBENCHMARK_REF in run-umbrella-windows.py"
-        finish 1
+        finish "$EXIT_UNEXPECTED"
     fi
     log_proteinbenchmark
     finish_if_stopping

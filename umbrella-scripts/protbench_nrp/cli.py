@@ -16,7 +16,9 @@ from typing import Callable, Protocol
 
 import click
 
+from . import exits
 from .engine import BlownUpError, EngineError, ResumeError, StopSignals
+from .errors import ProtbenchError
 from .reporters import ResumeMismatchError
 from .variables import SCRIPT_VARIABLES, options
 
@@ -49,10 +51,12 @@ def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None
     ``make_stage()`` checks the settings and returns the stage; its
     ``run(stop)`` returns 0 when the stage is complete and
     ``stop.exit_code`` (143 or 130) when a signal stopped it. An engine
-    error, or one of ``errors``, ends the script with exit code 1 and just
-    its message: the message names the setting or file at fault and the fix,
-    which a traceback would bury. A blow-up the stage could not recover from
-    ends it with :data:`~protbench_nrp.engine.EXIT_BLOWN_UP` and its message.
+    error, or one of ``errors``, ends the script with exit code 2 (bad
+    settings or inputs: the Job's podFailurePolicy fails the Job, as no retry
+    can help; protbench_nrp/exits.py) and just its message: the message names
+    the setting or file at fault and the fix, which a traceback would bury. A
+    blow-up the stage could not recover from ends it with
+    :data:`~protbench_nrp.engine.EXIT_BLOWN_UP` and its message.
     """
     with StopSignals() as stop:
         try:
@@ -61,8 +65,14 @@ def run_stage(make_stage: Callable[[], Stage], *errors: type[Exception]) -> None
             click.echo(f"Error: {error}", err=True)
             code = error.exit_code
         except _STAGE_ERRORS + errors as error:
-            raise click.ClickException(str(error)) from None
+            raise StageInputError(str(error)) from None
     sys.exit(code)
+
+
+class StageInputError(ProtbenchError, click.ClickException):
+    """A setting, input or checkpoint a stage cannot use: exits 2 (exits.EXIT_BAD_INPUT)."""
+
+    exit_code = exits.EXIT_BAD_INPUT
 
 
 __all__ = ["results_option", "stage_options", "run_stage"]

@@ -46,14 +46,13 @@ import numpy as np
 
 from .dcd import DCDFormatError, read_dcd
 from .errors import ProtbenchError
+from .exits import EXIT_BLOWN_UP
 from .files import TEMP_SUFFIX, atomic_write
 from .reporters import Frame, FrameReporter, ProgressRecorder, ResumeMismatchError
 from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, MAX_BLOWUPS, PLATFORMS
 
 PRECISIONS = ("single", "mixed", "double")
 
-#: Exit status of a stage that blew up and could not be recovered (no other failure uses it).
-EXIT_BLOWN_UP = 65
 
 
 class EngineError(ProtbenchError, ValueError):

@@ -4,9 +4,14 @@
 Job per selected replica and window from ``k8s_template.yaml``, check every
 manifest (schema, NRP policy), refuse to replace any provenance file, check
 that the script is committed and pushed, run the preflight checks, then write
-each manifest into the results tree and ``kubectl apply`` exactly that file.
+each manifest into the results tree and ``kubectl create`` exactly that file.
 Every check runs before the first side effect, so a refused launch leaves the
 cluster and the results tree as they were.
+
+``--relaunch`` (and ``--extend``) replace Jobs instead: :func:`plan_replacements`
+asks the cluster once for the campaign's Jobs and refuses any that cannot be
+replaced, then :func:`submit` deletes each old Job, waits until it is gone,
+keeps its provenance as ``NAME.attempt-K.yaml`` and creates the new one.
 
 Public pieces other parts build on: :func:`build_jobs` (the Jobs of a
 campaign, shared with ``--local`` and ``--status``), :func:`render_manifest`
@@ -17,9 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path, PurePosixPath
@@ -27,6 +32,7 @@ from pathlib import Path, PurePosixPath
 import click
 
 from . import gitcheck, pinning, policy, preflight, variables
+from .cluster import JobState, Kubectl, KubectlError
 from .errors import ProtbenchError
 from .files import write_new_file
 from .gitcheck import GitCheckError
@@ -42,7 +48,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_PARTLY_SUBMITTED = 3
 
-#: Longest wait for one ``kubectl apply``.
+#: Longest wait for one ``kubectl create``.
 KUBECTL_TIMEOUT_S = 300
 
 #: Variables the Job template sets (``OE_LICENSE``: where the OpenEye license secret is
@@ -336,8 +342,90 @@ def refuse_existing_provenance(jobs: list[JobSpec], config: CampaignConfig) -> N
         raise LaunchRefused(
             f"{len(existing)} of these Jobs were launched before; their provenance files exist:\n  {listing}\n"
             f"Replacing them would lose the record of those runs. Select only new replicas/windows "
-            f"(--replicas, --windows), or move those files away if you really mean to run them again"
+            f"(--replicas, --windows), or replace a Failed or vanished Job with --relaunch (a Complete "
+            f"one with --extend): the old provenance is kept beside the new one"
         )
+
+
+def attempt_paths(job: JobSpec, config: CampaignConfig) -> list[Path]:
+    """The archived provenance files ``NAME.attempt-K.yaml`` of ``job`` there are, in order."""
+    paths = []
+    for attempt in itertools.count(1):
+        path = config.local_result_dir / config.campaign.manifest_attempt(job.stage, job.replica, job.window,
+                                                                          attempt)
+        if not path.exists():
+            return paths
+        paths.append(path)
+
+
+def _is_finished(job: JobSpec, reading) -> bool | None:
+    """Whether the results say ``job`` is finished; ``None`` when they cannot be read."""
+    from .status import production_done
+
+    if reading is None or reading.error:
+        return None
+    if job.stage == "window":
+        return reading.progress is not None and production_done(reading.progress)
+    return reading.product_present
+
+
+def results_reader(config: CampaignConfig, settings: LaunchSettings):
+    """Where --relaunch reads whether a Job's results are finished: the bucket, or (without
+    preflight) LOCAL_RESULT_DIR, as ``--status --status-source`` would."""
+    from .status import BucketProgress, LocalProgress
+
+    if not settings.preflight:
+        return LocalProgress(config.local_result_dir)
+    try:
+        return BucketProgress(preflight.s3_access(config.rclone_remote).client(), config.bucket)
+    except preflight.PreflightError as error:
+        raise LaunchRefused(f"cannot read the results in the bucket to tell finished Jobs: {error}") from None
+
+
+def plan_replacements(jobs: list[JobSpec], config: CampaignConfig, kubectl: Kubectl, reader,
+                      extend: bool) -> dict[str, JobState]:
+    """The cluster state of every Job --relaunch (``extend``: --extend) replaces, else :class:`LaunchRefused`.
+
+    One query for all the campaign's Jobs. A Job is replaced when it was
+    launched before (its provenance, or an archived attempt, exists), its Job
+    is Failed or gone, and its results are unfinished; ``extend`` also
+    replaces Complete Jobs and finished results. Every Job that cannot be
+    replaced is listed, with its state, and nothing is changed.
+    """
+    from .status import campaign_selector, read_all_progress
+
+    try:
+        cluster = kubectl.job_states(campaign_selector(config))
+    except KubectlError as error:
+        raise LaunchRefused(f"cannot ask the cluster which Jobs can be replaced: {error}") from None
+    progress = read_all_progress(reader, config.campaign, jobs)
+    option = "--extend" if extend else "--relaunch"
+    refusals, plan = [], {}
+    for job in jobs:
+        path = config.local_result_dir / job.provenance_path
+        info = cluster.get(job.name)
+        state = info.state if info else JobState.ABSENT
+        finished = _is_finished(job, progress.get(job.name))
+        if not path.exists() and not attempt_paths(job, config):
+            refusals.append(f"{job.name}: never launched (no {path}); launch it without {option}")
+        elif state is JobState.ACTIVE:
+            refusals.append(f"{job.name}: its Job is active ({info.detail or 'running'}); wait for it, or "
+                            f"delete it yourself if it must stop (kubectl delete job {job.name})")
+        elif state is JobState.COMPLETE and not extend:
+            refusals.append(f"{job.name}: its Job is Complete; run it further with --extend (and a longer "
+                            f"PROTBENCH_PRODUCTION_LENGTH in EXTRA_ENV)")
+        elif finished is None:
+            refusals.append(f"{job.name}: cannot tell whether its results are finished "
+                            f"({progress[job.name].error}); fix that or look with --status")
+        elif finished and not extend:
+            refusals.append(f"{job.name}: its results are finished (Job {state.value}); run it further "
+                            f"with --extend")
+        else:
+            plan[job.name] = state
+    if refusals:
+        raise LaunchRefused(f"{len(refusals)} of these Jobs cannot be replaced with {option}; nothing was "
+                            f"changed:\n  " + "\n  ".join(refusals))
+    return plan
 
 
 def check_repository(config: CampaignConfig, repo_dir: Path, commit: str) -> gitcheck.Remote:
@@ -401,22 +489,33 @@ def run_preflight(jobs: list[JobSpec], config: CampaignConfig) -> None:
 
 # -- submission --------------------------------------------------------------------------
 
-def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, kubectl: str) -> int:
-    """Write each manifest as provenance, then ``kubectl apply -f`` that very file.
+def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, kubectl: Kubectl | str,
+           replacing: dict[str, JobState] | None = None) -> int:
+    """Write each manifest as provenance, then ``kubectl create -f`` that very file.
 
-    Stops at the first failure, or at Ctrl-C, which leaves no file that looks
-    like an applied run, and says which Jobs were and were not submitted.
+    A Job in ``replacing`` (from :func:`plan_replacements`) first has its old
+    Job deleted, waited for until gone, and its provenance kept as
+    ``NAME.attempt-K.yaml``. Stops at the first failure, or at Ctrl-C, which
+    leaves no file that looks like a created run, and says which Jobs were
+    and were not submitted.
     """
+    if isinstance(kubectl, str):  # a path to kubectl
+        kubectl = Kubectl(kubectl, timeout_s=KUBECTL_TIMEOUT_S)
     submitted: list[JobSpec] = []
+    replacing = replacing or {}
     job = None
     try:
         for job, manifest in zip(jobs, manifests):
             path = config.local_result_dir / job.provenance_path
+            if job.name in replacing:
+                failure = _replace_old(job, replacing[job.name], path, config, kubectl)
+                if failure:
+                    return _report_partial(jobs, submitted, failure)
             try:
                 write_new_file(path, to_yaml(manifest))
             except OSError as error:
                 return _report_partial(jobs, submitted, f"could not write {path}: {error}")
-            failure = _apply(kubectl, path, job)
+            failure = _create(kubectl, path, job)
             if failure:
                 kept = _mark_failed(path, failure)
                 return _report_partial(jobs, submitted, f"{failure}\n  its manifest is kept as {kept}")
@@ -435,29 +534,52 @@ def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, k
     return EXIT_OK
 
 
-def _apply(kubectl: str, path: Path, job: JobSpec) -> str | None:
-    """Apply one manifest file; ``None`` on success, else what went wrong."""
+def _replace_old(job: JobSpec, state: JobState, path: Path, config: CampaignConfig,
+                 kubectl: Kubectl) -> str | None:
+    """Delete ``job``'s old Job (waiting until gone), then archive its provenance; what failed, or ``None``.
+
+    The delete comes first: when it fails or times out, nothing else has changed.
+    """
+    if state is not JobState.ABSENT:
+        try:
+            kubectl.delete(job.name)
+        except KubectlError as error:
+            return f"{error}\n  nothing of {job.name} was changed (its provenance is as it was)"
+        click.echo(f"deleted the old {state.value} Job {job.name}")
+    if not path.exists():  # an earlier --relaunch archived it, then its create failed
+        return None
+    archived = len(attempt_paths(job, config)) + 1
+    target = config.local_result_dir / config.campaign.manifest_attempt(job.stage, job.replica, job.window,
+                                                                        archived)
     try:
-        result = subprocess.run([kubectl, "apply", "-f", str(path)], capture_output=True, text=True,
-                                timeout=KUBECTL_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        return (f"kubectl apply for {job.name} gave no answer in {KUBECTL_TIMEOUT_S} s; the Job may "
-                f"or may not exist: check with kubectl get job {job.name}")
-    if result.returncode != 0:
-        return (f"kubectl apply failed for {job.name} (exit {result.returncode}): "
-                f"{result.stderr.strip() or result.stdout.strip() or 'no message'}")
-    click.echo(f"{result.stdout.strip() or job.name + ' applied'}  [{path}]")
+        os.link(path, target)  # never replaces a file, unlike a rename
+        path.unlink()
+    except OSError as error:
+        return f"could not keep {path} as {target}: {error}; the old Job {job.name} is deleted, no new one created"
+    click.echo(f"kept the old provenance as {target}")
+    return None
+
+
+def _create(kubectl: Kubectl, path: Path, job: JobSpec) -> str | None:
+    """Create the Job of one manifest file; ``None`` on success, else what went wrong."""
+    try:
+        answer = kubectl.create(path, job.name)
+    except KubectlError as error:
+        if "gave no answer" in str(error):
+            return f"{error}; the Job may or may not exist: check with kubectl get job {job.name}"
+        return str(error)
+    click.echo(f"{answer}  [{path}]")
     return None
 
 
 def _mark_failed(path: Path, failure: str) -> Path:
-    """Move a manifest whose apply failed to ``*.yaml.failed``, with the failure as a comment.
+    """Move a manifest whose create failed to ``*.yaml.failed``, with the failure as a comment.
 
     An earlier failure of the same Job is kept: the new record becomes
     ``NAME.2.yaml.failed``, ``NAME.3.yaml.failed``, ... instead.
     """
     note = "".join(f"# {line}\n" for line in failure.splitlines())
-    text = path.read_text(encoding="utf-8") + "# kubectl apply did not succeed:\n" + note
+    text = path.read_text(encoding="utf-8") + "# kubectl create did not succeed:\n" + note
     stem = path.name.removesuffix(".yaml")
     for number in itertools.count(1):
         failed = path.with_name(f"{path.name}.failed" if number == 1 else f"{stem}.{number}.yaml.failed")
@@ -474,15 +596,20 @@ def _report_partial(jobs: list[JobSpec], submitted: list[JobSpec], failure: str)
     click.echo(f"error: {failure}", err=True)
     click.echo(f"Submitted ({len(submitted)}): {describe(submitted)}", err=True)
     click.echo(f"Not submitted ({len(rest)}): {describe(rest)}", err=True)
-    click.echo("Fix the problem and relaunch the Jobs not submitted (--replicas, --windows); the "
-               "provenance files of the submitted ones stop them being launched twice.", err=True)
+    click.echo("Fix the problem and launch the Jobs not submitted (--replicas, --windows; with --relaunch "
+               "for those replacing earlier Jobs); the provenance files of the submitted ones stop them "
+               "being launched twice.", err=True)
     return EXIT_PARTLY_SUBMITTED
 
 
 # -- the launch, top-down --------------------------------------------------------------
 
-def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = False) -> int:
-    """Check everything, then write and apply one manifest per Job (or print them, for a dry run).
+def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = False,
+           relaunch: bool = False, extend: bool = False) -> int:
+    """Check everything, then write and create one manifest per Job (or print them, for a dry run).
+
+    ``relaunch`` replaces Failed or vanished Jobs with unfinished results;
+    ``extend`` also Complete ones (see :func:`plan_replacements`).
 
     Raises
     ------
@@ -503,14 +630,20 @@ def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = 
         click.echo(yaml_stream(manifests), nl=False)
         click.echo(unpinned_note(config), err=True)
         return EXIT_OK
-    refuse_existing_provenance(jobs, config)
+    replace = relaunch or extend
+    if not replace:
+        refuse_existing_provenance(jobs, config)
     remote = check_repository(config, settings.repo_dir, commit)
-    kubectl = find_kubectl()
+    kubectl = Kubectl(find_kubectl(), timeout_s=KUBECTL_TIMEOUT_S)
     if settings.preflight:
         run_preflight(jobs, config)
-    click.echo(f"Launching {len(jobs)} Jobs of {config.campaign.name} at commit {commit[:12]} "
+    replacing = None
+    if replace:
+        replacing = plan_replacements(jobs, config, kubectl, results_reader(config, settings), extend)
+    verb = "Replacing" if replace else "Launching"
+    click.echo(f"{verb} {len(jobs)} Jobs of {config.campaign.name} at commit {commit[:12]} "
                f"(pushed to {remote.name}): {describe(jobs)}")
-    return submit(jobs, manifests, config, kubectl)
+    return submit(jobs, manifests, config, kubectl, replacing)
 
 
 def jobs_for_this_machine(config: CampaignConfig, settings: LaunchSettings) -> list[JobSpec]:
@@ -558,13 +691,21 @@ def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | N
               help="With --status: read progress from LOCAL_RESULT_DIR or from the bucket.")
 @click.option("--no-kubectl", is_flag=True,
               help="With --status: do not ask the cluster for Job states.")
+@click.option("--relaunch", is_flag=True,
+              help="Replace the selected Jobs whose Job is Failed or gone and whose results are unfinished; "
+                   "the old provenance is kept as NAME.attempt-K.yaml.")
+@click.option("--extend", is_flag=True,
+              help="As --relaunch, and also replace Complete Jobs and finished windows, to run them further "
+                   "(a longer PROTBENCH_PRODUCTION_LENGTH in EXTRA_ENV).")
 @click.pass_obj
 def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status,
-        status_source, no_kubectl):
+        status_source, no_kubectl, relaunch, extend):
     """Launch one Kubernetes Job per selected replica and window (see README.md)."""
     config, settings = obj
     if sum((dry_run, local_run, status)) > 1:
         raise click.UsageError("choose one of --dry-run, --local and --status")
+    if (relaunch or extend) and (local_run or status or demo):
+        raise click.UsageError("--relaunch and --extend replace cluster Jobs: not with --local, --status or --demo")
     if demo and not (dry_run or local_run or status):
         # The demo's lengths are minutes of CPU time: never a cluster campaign.
         raise click.UsageError("--demo runs on this machine: add --local (or --dry-run, --status)")
@@ -589,7 +730,7 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
             code = show_status(jobs_for_this_machine(config, settings), config,
                                use_kubectl=not no_kubectl, source=status_source)
         else:
-            code = launch(config, settings, dry_run=dry_run)
+            code = launch(config, settings, dry_run=dry_run, relaunch=relaunch, extend=extend)
     except (LaunchRefused, TemplateError, GitCheckError) as error:
         click.echo(f"refused: {error}", err=True)
         click.echo("Nothing was applied.", err=True)

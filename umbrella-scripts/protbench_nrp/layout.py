@@ -21,6 +21,7 @@ The layout, with ``S = {target}-{ff}``::
     S/replica-{R}/steered-md/...              steered-MD work files
     S/replica-{R}/S-{R}-steered.yaml          provenance of the steered-MD Job
     S/replica-{R}/S-{R}-{WW}.yaml             provenance of a window Job
+    S/replica-{R}/S-{R}-{WW}.attempt-{K}.yaml earlier attempts, kept by --relaunch
     S/replica-{R}/window-{WW}/...             a window's outputs
     <a Job's output directory>/run-records/POD.json   one run record per pod
     S/analysis/...                            PMF and plots
@@ -163,6 +164,17 @@ class Campaign:
         if stage == "steered":
             return self._file(self.replica_dir(replica), f"{replica}-steered.yaml")
         return self._file(self.replica_dir(replica), f"{replica}-{window_tag(window)}.yaml")
+
+    def manifest_attempt(self, stage: str, replica: int | None = None, window: int | None = None,
+                         attempt: int = 1) -> PurePosixPath:
+        """An earlier attempt's provenance, kept when ``--relaunch`` replaced its Job.
+
+        ``NAME.attempt-K.yaml`` beside ``NAME.yaml`` (:meth:`manifest`), K from 1.
+        """
+        if attempt < 1:
+            raise ValueError(f"attempts are numbered from 1, got {attempt}")
+        current = self.manifest(stage, replica, window)
+        return current.with_name(f"{current.stem}.attempt-{attempt}.yaml")
 
     def job_log(self, stage: str, replica: int | None = None, window: int | None = None) -> PurePosixPath:
         """Console output of a Job run by ``--local``, kept beside the Job's outputs."""

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from pathlib import Path
 
 import yaml
 
+from . import exits
 from .errors import ProtbenchError
 from .jobs import CampaignConfig, JobSpec
 from .layout import LABEL_PREFIX, job_annotations, job_labels
@@ -31,9 +33,14 @@ PLACEHOLDER = "set-by-the-launcher"
 #: Template volumes whose secret the launcher names, and the CampaignConfig field naming it.
 SECRET_VOLUMES = {"rclone-config": "rclone_secret", "openeye-license": "openeye_secret"}
 
-#: Node labels published by the NVIDIA GPU operator with the node's CUDA runtime version.
-CUDA_MAJOR_LABEL = "nvidia.com/cuda.runtime.major"
-CUDA_MINOR_LABEL = "nvidia.com/cuda.runtime.minor"
+#: Node labels published by NVIDIA GPU feature discovery with the node's CUDA runtime
+#: version, (major, minor) per family: older releases publish the first, newer ones the
+#: second (and some both). A node with either family qualifies.
+CUDA_LABEL_FAMILIES = (
+    ("nvidia.com/cuda.runtime.major", "nvidia.com/cuda.runtime.minor"),
+    ("nvidia.com/cuda.runtime-version.major", "nvidia.com/cuda.runtime-version.minor"),
+)
+CUDA_MAJOR_LABEL, CUDA_MINOR_LABEL = CUDA_LABEL_FAMILIES[0]
 
 CUDA_VERSION_FORMAT = re.compile(r"^(\d+)\.(\d+)$")
 
@@ -91,6 +98,7 @@ def render_manifest(job: JobSpec, config: CampaignConfig, template: dict) -> dic
         volume the launcher does not know, or keeps a placeholder the launcher
         cannot fill.
     """
+    _check_failure_policy(template)
     manifest = copy.deepcopy(template)
     identity = (config.initials, config.target, config.ff, job.stage, job.replica, job.window)
     labels = job_labels(*identity)
@@ -124,6 +132,20 @@ def render_manifest(job: JobSpec, config: CampaignConfig, template: dict) -> dic
     return manifest
 
 
+def _check_failure_policy(template: dict) -> None:
+    """The template's restartPolicy and podFailurePolicy are the exit-status table's."""
+    spec = template.get("spec") or {}
+    expected = exits.pod_failure_policy()
+    if spec.get("podFailurePolicy") != expected:
+        raise TemplateError(
+            "k8s_template.yaml's spec.podFailurePolicy differs from the exit-status table "
+            "(protbench_nrp/exits.py); set it to " + json.dumps(expected) + ", or change the table")
+    restart = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+    if restart != "Never":
+        raise TemplateError(f"k8s_template.yaml sets restartPolicy {restart!r}; a podFailurePolicy needs "
+                            f"'Never' (every retry is a new pod that resumes from the bucket)")
+
+
 def provenance_annotations(job: JobSpec, config: CampaignConfig) -> dict[str, str]:
     """What a Job ran, kept on the Job so the manifest alone can reproduce it."""
     pinned = config.pinned  # pinning.PinnedSoftware of a launch; None for a dry run
@@ -146,17 +168,21 @@ def cuda_node_selector_terms(cuda_version: str) -> list[dict]:
     """Node selector terms admitting nodes whose CUDA runtime is at least ``cuda_version``.
 
     Terms are ORed, expressions within a term ANDed, and ``Gt`` compares
-    integers, so "at least M.m" is "major > M" or "major = M and minor > m - 1".
+    integers, so "at least M.m" is "major > M" or "major = M and minor > m - 1",
+    written once for each label family of :data:`CUDA_LABEL_FAMILIES`.
     """
     match = CUDA_VERSION_FORMAT.match(cuda_version)
     if not match:
         raise ValueError(f"CUDA version {cuda_version!r} is not MAJOR.MINOR (e.g. '12.4')")
     major, minor = int(match.group(1)), int(match.group(2))
-    newer_major = {"matchExpressions": [{"key": CUDA_MAJOR_LABEL, "operator": "Gt", "values": [str(major)]}]}
-    same_major = [{"key": CUDA_MAJOR_LABEL, "operator": "In", "values": [str(major)]}]
-    if minor > 0:
-        same_major.append({"key": CUDA_MINOR_LABEL, "operator": "Gt", "values": [str(minor - 1)]})
-    return [newer_major, {"matchExpressions": same_major}]
+    terms = []
+    for major_label, minor_label in CUDA_LABEL_FAMILIES:
+        newer_major = {"matchExpressions": [{"key": major_label, "operator": "Gt", "values": [str(major)]}]}
+        same_major = [{"key": major_label, "operator": "In", "values": [str(major)]}]
+        if minor > 0:
+            same_major.append({"key": minor_label, "operator": "Gt", "values": [str(minor - 1)]})
+        terms += [newer_major, {"matchExpressions": same_major}]
+    return terms
 
 
 def _require_cuda_nodes(pod: dict, cuda_version: str) -> None:

@@ -40,29 +40,19 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file by run-job.sh
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from protbench_nrp import science  # noqa: E402
+    from protbench_nrp import exits, science  # noqa: E402
     from protbench_nrp.files import atomic_write  # noqa: E402
     from protbench_nrp.layout import Campaign  # noqa: E402
 else:
-    from . import science
+    from . import exits, science
     from .files import atomic_write
     from .layout import Campaign
 
 #: Version of the record's layout, for readers.
 RECORD_VERSION = 1
 
-#: Exit statuses of a pod's scripts and what they mean (the team's table, docs in README).
-EXIT_MEANINGS = {
-    0: "done",
-    1: "unexpected failure (a bug, a traceback)",
-    2: "bad settings or inputs",
-    65: "blow-up that could not be recovered",
-    66: "inputs missing from the bucket",
-    67: "bucket missing or credentials rejected",
-    75: "transient error that survived the in-place retries",
-    130: "stopped by SIGINT with a checkpoint written",
-    143: "stopped by SIGTERM with a checkpoint written",
-}
+#: Exit statuses of a pod's scripts and what they mean: the one table, exits.py.
+EXIT_MEANINGS = {status.code: status.meaning for status in exits.EXIT_STATUSES}
 
 #: Seconds between GPU samples (PROTBENCH_MONITOR_SECONDS); the first step is looked for
 #: every FIRST_STEP_POLL_S (PROTBENCH_MONITOR_POLL_SECONDS) until found: a frame takes

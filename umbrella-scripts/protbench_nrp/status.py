@@ -19,6 +19,14 @@ A window is *stalled* when its progress record is older than
 :func:`stall_threshold_s`: 30 minutes, or three times the wall time between
 two updates when that is longer (a slow system, or progress that only
 reaches the bucket with the pod's periodic uploads).
+
+What the cluster hides is said too: a pod whose deletion has been pending
+longer than its grace period plus :data:`NODE_LOST_AFTER_S` is on a lost node
+(``node lost?``, with :data:`NODE_LOST_RUNBOOK`); a window launched before
+(its provenance exists) with no Job and unfinished results is ``lost`` (its
+Job failed and went with ``ttlSecondsAfterFinished``, or was deleted), with
+the ``--relaunch`` command; a Failed Job says which rule or exit status
+failed it, and what that means (:mod:`protbench_nrp.exits`).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import science, usage
+from . import exits, science, usage
 from .jobs import CampaignConfig, JobSpec
 from .layout import BUCKET_PREFIX, LABEL_PREFIX, Campaign, job_labels, window_tag
 from .records import Progress
@@ -49,11 +57,18 @@ POD_SYNC_MINUTES = 30.0
 KUBECTL_TIMEOUT_S = 60
 
 #: Window states, in the order the totals list them.
-STATES = ("finished", "running", "starting", "stalled", "pending", "failed", "blew-up", "missing",
-          "unreadable")
+STATES = ("finished", "running", "starting", "stalled", "pending", "failed", "blew-up", "node lost?", "lost",
+          "missing", "unreadable")
 _STYLES = {"finished": "green", "running": "cyan", "starting": "cyan", "stalled": "bold red",
-           "pending": "yellow", "failed": "bold red", "blew-up": "bold red", "missing": "dim",
-           "unreadable": "bold red"}
+           "pending": "yellow", "failed": "bold red", "blew-up": "bold red", "node lost?": "bold red",
+           "lost": "bold red", "missing": "dim", "unreadable": "bold red"}
+
+#: A pod still terminating this long after its grace period ended is taken for one on a lost node.
+NODE_LOST_AFTER_S = 5 * 60.0
+#: What to do about it (README: "A lost node").
+NODE_LOST_RUNBOOK = ("confirm its node is NotReady (kubectl get node {node}), then kubectl delete pod --force "
+                     "--grace-period=0 {pod}: the Job then starts a new pod, which resumes from the bucket. "
+                     "A node that is only partitioned may still upload when it comes back")
 
 #: Where show_status reads progress when its caller does not say: "local" or "bucket".
 SOURCE_ENV = "PROTBENCH_STATUS_SOURCE"
@@ -93,10 +108,101 @@ class ClusterJob:
     detail: str = ""
     restarts: int = 0
     failed_pods: int = 0
+    lost_pods: tuple["LostPod", ...] = ()
+    failure: str = ""  # a Failed Job: the rule or exit status that failed it, and its meaning
 
     @property
     def restarts_total(self) -> int:
         return self.restarts + self.failed_pods
+
+
+@dataclass(frozen=True)
+class LostPod:
+    """A pod whose deletion has been pending longer than its grace period plus NODE_LOST_AFTER_S."""
+
+    name: str
+    node: str
+    pending_s: float
+    grace_s: float
+
+    def runbook(self) -> str:
+        return (f"pod {self.name} on node {self.node} has been terminating for "
+                f"{format_duration(self.pending_s)} (grace period {format_duration(self.grace_s)}): "
+                + NODE_LOST_RUNBOOK.format(node=self.node, pod=self.name))
+
+
+def _timestamp(text: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def lost_pods(pods: list[dict], now: float) -> tuple[LostPod, ...]:
+    """The pods of ``pods`` stuck terminating: a lost node's kubelet never confirms their end.
+
+    Kubernetes sets ``deletionTimestamp`` to the time of the delete request
+    plus the grace period, so a deletion is pending since
+    ``deletionTimestamp - deletionGracePeriodSeconds``.
+    """
+    lost = []
+    for pod in pods:
+        metadata = pod.get("metadata", {}) or {}
+        deadline = _timestamp(metadata.get("deletionTimestamp", "")) if metadata.get("deletionTimestamp") else None
+        if deadline is None:
+            continue
+        grace = metadata.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = (pod.get("spec", {}) or {}).get("terminationGracePeriodSeconds", 30)
+        grace = float(grace or 0)
+        pending = now - (deadline - grace)
+        if pending > grace + NODE_LOST_AFTER_S:
+            lost.append(LostPod(metadata.get("name", "?"), (pod.get("spec", {}) or {}).get("nodeName", "?"),
+                                pending, grace))
+    return tuple(lost)
+
+
+def failure_reason(job: dict, pods: list[dict]) -> str:
+    """Why a Failed Job failed: the podFailurePolicy rule and exit status, or the backoff limit.
+
+    Kubernetes writes ``PodFailurePolicy`` with a message naming the container,
+    its exit code and the rule's index; ``BackoffLimitExceeded`` names no
+    status, so the last failed pod's main container tells.
+    """
+    import re
+
+    conditions = _true_conditions(job)
+    failed = conditions.get("Failed") or conditions.get("FailureTarget") or {}
+    reason, message = failed.get("reason", "") or "", failed.get("message", "") or ""
+    if reason == "PodFailurePolicy":
+        match = re.search(r"exit code (\d+)", message)
+        rule = re.search(r"rule at index (\d+)", message)
+        where = f"podFailurePolicy rule {rule.group(1)} (FailJob)" if rule else "podFailurePolicy (FailJob)"
+        if match:
+            return f"{where}: {exits.describe(int(match.group(1)))}"
+        return f"{where}: {message or 'no message'}"
+    last = _last_exit_code(pods)
+    last_text = f"; last pod: {exits.describe(last)}" if last is not None else ""
+    if reason == "BackoffLimitExceeded":
+        limit = (job.get("spec", {}) or {}).get("backoffLimit")
+        return (f"backoffLimit{f' ({limit})' if limit is not None else ''} reached by counted failures"
+                f"{last_text}")
+    return f"{reason or 'Failed'}: {message or 'no message'}{last_text}"
+
+
+def _last_exit_code(pods: list[dict]) -> int | None:
+    """Exit code of the main container of the most recently finished failed pod."""
+    ends = []
+    for pod in pods:
+        if (pod.get("status", {}) or {}).get("phase") != "Failed":
+            continue
+        for container in (pod.get("status", {}) or {}).get("containerStatuses", []) or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if container.get("name") == "main" and "exitCode" in terminated:
+                ends.append((str(terminated.get("finishedAt", "")), int(terminated["exitCode"])))
+    return max(ends)[1] if ends else None
 
 
 @dataclass(frozen=True)
@@ -149,13 +255,15 @@ def _pod_summary(pod: dict) -> tuple[bool, str, int]:
     return running, reason, restarts
 
 
-def parse_cluster_list(payload: dict) -> dict[str, ClusterJob]:
+def parse_cluster_list(payload: dict, now: float | None = None) -> dict[str, ClusterJob]:
     """Jobs (with their pods) of a ``kubectl get jobs,pods -o json`` List.
 
     Parameters
     ----------
     payload : dict
         The decoded JSON: ``{"kind": "List", "items": [Job..., Pod...]}``.
+    now : float, optional
+        Seconds since the epoch, to tell pods stuck terminating (default: now).
 
     Raises
     ------
@@ -196,7 +304,10 @@ def parse_cluster_list(payload: dict) -> dict[str, ClusterJob]:
             detail = next((reason for _, reason, _ in summaries if reason), "")
         else:
             state = "Waiting"
-        jobs[name] = ClusterJob(name, state, detail, restarts, int(status.get("failed", 0) or 0))
+        own = pods.get(name, [])
+        jobs[name] = ClusterJob(name, state, detail, restarts, int(status.get("failed", 0) or 0),
+                                lost_pods=lost_pods(own, time.time() if now is None else now),
+                                failure=failure_reason(item, own) if state == "Failed" else "")
     return jobs
 
 
@@ -526,9 +637,39 @@ def production_done(progress: Progress) -> bool:
     return progress.phase == "finished"
 
 
+def relaunch_command(job: JobSpec) -> str:
+    """The launcher command that replaces ``job``'s Job."""
+    command = f"./run-umbrella-windows.py --relaunch --stage {job.stage}"
+    if job.replica is not None:
+        command += f" --replicas {job.replica}"
+    if job.window is not None:
+        command += f" --windows {job.window}"
+    return command
+
+
 def window_status(job: JobSpec, reading: ProgressReading | None, cluster: ClusterView,
-                  now: float, bucket: bool = False) -> WindowStatus:
-    """Classify one Job from its progress record and, when known, its Kubernetes state."""
+                  now: float, bucket: bool = False, launched: bool | None = None) -> WindowStatus:
+    """Classify one Job from its progress record and, when known, its Kubernetes state.
+
+    ``launched`` says whether the Job's provenance exists (``None``: unknown);
+    a launched Job with no Job on the cluster and unfinished results is lost.
+    """
+    row = _plain_window_status(job, reading, cluster, now, bucket)
+    kube = cluster.jobs.get(job.name) if cluster.reachable else None
+    if row.state in ("finished", "unreadable"):
+        return row
+    if kube is not None and kube.lost_pods:
+        return dataclasses.replace(row, state="node lost?", note="; ".join(p.runbook() for p in kube.lost_pods))
+    if kube is not None and kube.state == "Failed" and kube.failure:
+        return dataclasses.replace(row, note=f"{kube.failure}; then {relaunch_command(job)}")
+    if cluster.reachable and kube is None and launched:
+        return dataclasses.replace(row, state="lost", note=f"launched, but no Job on the cluster and unfinished "
+                                                           f"results: {relaunch_command(job)}")
+    return row
+
+
+def _plain_window_status(job: JobSpec, reading: ProgressReading | None, cluster: ClusterView,
+                         now: float, bucket: bool = False) -> WindowStatus:
     known = cluster.reachable
     kube = cluster.jobs.get(job.name) if known else None
     job_state = "?" if not known else (kube.state if kube else "no Job")
@@ -582,9 +723,24 @@ def window_status(job: JobSpec, reading: ProgressReading | None, cluster: Cluste
 
 
 def gather_status(jobs: list[JobSpec], campaign: Campaign, progress: dict[str, ProgressReading],
-                  cluster: ClusterView, now: float, bucket: bool = False) -> list[WindowStatus]:
-    """One :class:`WindowStatus` per Job, in the order given."""
-    return [window_status(job, progress.get(job.name), cluster, now, bucket) for job in jobs]
+                  cluster: ClusterView, now: float, bucket: bool = False,
+                  launched: set[str] | None = None) -> list[WindowStatus]:
+    """One :class:`WindowStatus` per Job, in the order given.
+
+    ``launched``: names of the Jobs whose provenance exists (``None``: unknown).
+    """
+    return [window_status(job, progress.get(job.name), cluster, now, bucket,
+                          None if launched is None else job.name in launched) for job in jobs]
+
+
+def launched_jobs(jobs: list[JobSpec], config: CampaignConfig) -> set[str]:
+    """Names of the Jobs launched before: their provenance file (or an archived attempt) exists."""
+    def launched(job: JobSpec) -> bool:
+        root = config.local_result_dir
+        return ((root / job.provenance_path).exists()
+                or (root / config.campaign.manifest_attempt(job.stage, job.replica, job.window, 1)).exists())
+
+    return {job.name for job in jobs if launched(job)}
 
 
 @dataclass(frozen=True)
@@ -683,12 +839,27 @@ def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
         console.print(f"[red]error:[/] ... and {len(failed) - MAX_ERRORS_SHOWN} more Jobs alike")
 
 
+def trouble_notes(rows: list[WindowStatus]) -> list[str]:
+    """One note per kind of trouble the cluster would not tell: lost nodes, lost and failed Jobs."""
+    notes = []
+    for state, what in (("node lost?", "Jobs with a pod stuck terminating on a node that may be lost; "
+                                       "each row says what to do"),
+                        ("lost", "Jobs launched but gone from the cluster with unfinished results; "
+                                 "replace them with the --relaunch command in each row"),
+                        ("failed", "Failed Jobs; each row says which rule or exit status failed it "
+                                   "(README: exit statuses); fix the cause, then --relaunch")):
+        count = sum(row.state == state for row in rows)
+        if count:
+            notes.append(f"{count} {what}")
+    return notes
+
+
 def _console():
     from rich.console import Console
 
     # A pipe or a log file gets a wide table instead of one squeezed to 80 columns.
     console = Console()
-    return console if console.is_terminal else Console(width=200)
+    return console if console.is_terminal else Console(width=240)
 
 
 def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: bool = True,
@@ -752,7 +923,8 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
     if cluster.note:
         notes.append(cluster.note)
     progress = read_all_progress(reader, campaign, jobs)
-    rows = gather_status(jobs, campaign, progress, cluster, time.time(), bucket=source == "bucket")
+    rows = gather_status(jobs, campaign, progress, cluster, time.time(), bucket=source == "bucket",
+                         launched=launched_jobs(jobs, config))
     rows = with_usage(rows, read_all_run_records(reader, campaign, jobs))
     totals = campaign_totals(rows)
     stalled = [r for r in rows if r.state == "stalled"]
@@ -760,6 +932,7 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
         notes.append(f"{len(stalled)} stalled windows (no progress for longer than "
                      f"{format_duration(min(r.stall_after_s for r in stalled))}): look at their "
                      f"pods with kubectl logs --previous, or relaunch them with WINDOWS")
+    notes += trouble_notes(rows)
     wasteful = [r for r in rows if r.usage_flags]
     if wasteful:
         notes.append(f"{len(wasteful)} windows break NRP's usage rule (GPU utilisation above "

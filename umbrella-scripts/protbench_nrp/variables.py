@@ -56,6 +56,19 @@ class SyncMinutes(click.ParamType):
         return float(value)
 
 
+class ShellSeconds(SyncMinutes):
+    """Seconds as the pod's scripts accept them: the same pattern as :class:`SyncMinutes`."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        if not re.match(self.PATTERN, str(value)):
+            self.fail(f"'{value}' is not a number of seconds (e.g. 10 or 2.5)", param, ctx)
+        return float(value)
+
+
 @dataclass(frozen=True)
 class Variable:
     """One ``PROTBENCH_*`` variable.
@@ -246,6 +259,12 @@ VARIABLES: tuple[Variable, ...] = (
              flag="--initial-pdb", field="initial_pdb", default_text="OpenMM's test.pdb"),
     Variable("PROTBENCH_SYNC_MINUTES", SyncMinutes(), "min", 30, ("pod",),
              "Time between a pod's uploads; 0 = only the final upload.",
+             "digits with an optional decimal point"),
+    Variable("PROTBENCH_TRANSFER_TRIES", click.IntRange(min=1), "", 5, ("pod",),
+             "Tries of each transfer (clone, copy-in, final upload) before the pod exits 75.",
+             "a whole number >= 1"),
+    Variable("PROTBENCH_TRANSFER_RETRY_SECONDS", ShellSeconds(), "s", 10.0, ("pod",),
+             "Delay before a transfer's first retry; it doubles at each further one.",
              "digits with an optional decimal point"),
     Variable("PROTBENCH_MONITOR_SECONDS", float, "s", runrecord.MONITOR_SECONDS, ("pod",),
              "Interval at which a pod samples its GPU utilisation for its run record.", "a number > 0"),
