@@ -174,7 +174,8 @@ def test_a_villin_window_that_blows_up_exits_65_without_traceback_and_writes_not
     assert blown.returncode == EXIT_BLOWN_UP, blown.stderr + blown.stdout
     assert "Traceback" not in blown.stderr
     assert "window 03 (replica 1) equilibration blew up" in blown.stderr
-    assert "Particle coordinate is NaN" in blown.stderr
+    # which comes first depends on the random forces: OpenMM's own error, or a NaN energy we check
+    assert "Particle coordinate is NaN" in blown.stderr or "energy is nan" in blown.stderr
     assert "2 recovery attempt(s) from step 0" in blown.stderr
     assert "set PROTBENCH_EQUIL_TIMESTEP below its 10 fs" in blown.stderr
     assert str(root / files.start_pdb) in blown.stderr
