@@ -202,7 +202,8 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
     if len(replicas) > 1:
         for replica in replicas:
             per_replica[replica] = estimator.estimate([w for w in windows if w.replica == replica],
-                                                      fold_boundary=boundary, boundary_source=source)
+                                                      fold_boundary=boundary, boundary_source=source,
+                                                      initial_f_k=combined.mbar.f_k)
     else:
         per_replica[replicas[0]] = combined
     for scope, pmf in [("all replicas", combined)] + [
@@ -279,7 +280,8 @@ def _convergence(estimator: PMFEstimator, windows, combined: PMF, fractions) -> 
                 continue
             try:
                 pmf = estimator.estimate(part, fold_boundary=boundary, n_bootstraps=0,
-                                         boundary_source=combined.folding.boundary_source)
+                                         boundary_source=combined.folding.boundary_source,
+                                         initial_f_k=combined.mbar.f_k)
             except AnalysisError:
                 continue
             both = np.isfinite(pmf.pmf_kcal_per_mol) & np.isfinite(combined.pmf_kcal_per_mol)

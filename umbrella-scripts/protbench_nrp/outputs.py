@@ -174,15 +174,19 @@ def write_mbar_files(analysis, root: Path, campaign: Campaign) -> list[Path]:
                                         "frame: index of the sample among its window's production "
                                         "frames"]))
     n = len(mbar.cv)
-    boots = np.full((n, len(mbar.bootstrap_indices)), -1, dtype=np.int64)
+    # Replica blocks of unequal size make a resample longer or shorter than the sample.
+    rows = max([n] + [len(pick) for pick in mbar.bootstrap_indices])
+    boots = np.full((rows, len(mbar.bootstrap_indices)), -1, dtype=np.int64)
     for b, pick in enumerate(mbar.bootstrap_indices):
         boots[:len(pick), b] = pick
+    where = np.full((rows, 4), -1, dtype=np.int64)
+    where[:n] = np.column_stack([np.arange(n), mbar.replica, mbar.window, mbar.frame])
     columns = UNCORRELATED_DAT_COLUMNS + tuple(f"bootstrap_{b + 1:03d}" for b in range(boots.shape[1]))
-    table = np.column_stack([np.arange(n), mbar.replica, mbar.window, mbar.frame, boots]).astype(np.int64)
+    table = np.column_stack([where, boots])
     paths.append(_write_dat(file("mbar-uncorrelated-samples.dat"), columns, table, None,
                             [f"errors {pmf.error_method}",
                              "sample: row of -mbar-samples.dat; replica, window, frame: where it "
-                             "was taken",
+                             "was taken (-1 on rows beyond the sample count)",
                              "bootstrap_B: the sample drawn at this position of resample B "
                              "(-1: that resample was shorter; whole replicas are drawn as blocks)"]))
     return paths
