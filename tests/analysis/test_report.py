@@ -27,12 +27,13 @@ BUCKET = "protbench-results"
 STABLE = DoubleWell(tilt_kcal_per_mol=-3.0)
 UNSTABLE = DoubleWell(tilt_kcal_per_mol=3.0, middle=0.68)
 
-# What the page itself knows once loaded, written into the DOM for --dump-dom
-# to show: every image decoded with its natural size, every table's rows.
+# What the page itself knows once loaded (the load event waits for every image),
+# written into the DOM for --dump-dom to show: each image's natural size (0 for
+# one that failed to decode) and each table's rows.
 PROBE = """
 <script>
-Promise.all([...document.images].map(i => i.decode().then(
-    () => [i.naturalWidth, i.naturalHeight], () => [0, 0]))).then(sizes => {
+window.addEventListener("load", () => {
+  const sizes = [...document.images].map(i => [i.complete ? i.naturalWidth : 0, i.complete ? i.naturalHeight : 0]);
   const tables = {};
   for (const t of document.querySelectorAll("table")) tables[t.id] = t.tBodies[0].rows.length;
   const probe = document.createElement("pre");

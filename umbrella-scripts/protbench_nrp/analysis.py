@@ -566,7 +566,7 @@ def build_command():
             if compare:
                 written += write_comparison(analyses, results_dir, report=report)
             if upload_report:
-                for path in (p for p in written if p.name.endswith("report.html")):
+                for path in [p for p in written if p.name.endswith("report.html")]:
                     key = path.relative_to(Path(results_dir)).as_posix()
                     source.write_bytes(key, path.read_bytes(), "text/html; charset=utf-8")
                     written.append(source.describe(key))
