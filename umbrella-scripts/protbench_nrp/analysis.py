@@ -18,6 +18,7 @@ Orchestration and the command line; each piece lives in a module of its own:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,8 @@ class CampaignAnalysis:
     convergence: list[ConvergencePoint] = field(default_factory=list)
     hysteresis: str = ""
     next_steps: NextSteps | None = None
+    #: Seconds per part of the analysis, for ``benchmarks/bench_analysis.py``.
+    timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def folding(self) -> FoldingFreeEnergy:
@@ -172,6 +175,7 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
         raise AnalysisError(f"--bootstrap {n_bootstraps}: use 0 (analytical errors) or at least 2")
     if method not in METHODS:
         raise AnalysisError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    started = time.perf_counter()
     warnings = list(samples.warnings)
     windows, left_out = [], []
     for sample in samples.windows:
@@ -183,6 +187,7 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
         more = f" (and {len(left_out) - 1} more windows alike)" if len(left_out) > 1 else ""
         raise AnalysisError(f"no window has enough production frames to analyse: {left_out[0]}{more}")
     warnings += [f"left out: {reason}" for reason in left_out]
+    timings = {"equilibration and decorrelation": time.perf_counter() - started}
 
     coverage = default_bin_edges(windows, n_bins)
     if method == "histogram":
@@ -195,7 +200,11 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
         bandwidth = kde_bandwidth or KDE_BANDWIDTH_PER_WINDOW_SPACING * spacing
     estimator = PMFEstimator(samples.temperature_kelvin, edges, n_bootstraps, seed=seed, method=method,
                              bandwidth=bandwidth, fold_boundary=fold_boundary, coverage_edges=coverage)
+    started = time.perf_counter()
     combined = estimator.estimate(windows)
+    timings["all replicas: MBAR and FES"] = estimator.timings_s["MBAR and FES"]
+    timings["all replicas: bootstrap"] = estimator.timings_s["bootstrap"]
+    started = time.perf_counter()
     boundary, source = combined.folding.boundary, combined.folding.boundary_source
     per_replica = {}
     replicas = sorted({w.replica for w in windows})
@@ -206,6 +215,7 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
                                                       initial_f_k=combined.mbar.f_k)
     else:
         per_replica[replicas[0]] = combined
+    timings["each replica (with its bootstrap)"] = time.perf_counter() - started
     for scope, pmf in [("all replicas", combined)] + [
             (f"replica {r}", p) for r, p in per_replica.items() if len(replicas) > 1]:
         poor = pmf.poor_overlaps(overlap_threshold)
@@ -224,8 +234,11 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
     analysis = CampaignAnalysis(samples.campaign, samples.cv_name, samples.temperature_kelvin,
                                 combined, per_replica, windows, warnings, samples.missing,
                                 hysteresis=hysteresis)
+    started = time.perf_counter()
     analysis.convergence = _convergence(estimator, windows, combined, convergence_fractions)
+    timings["forward and reverse convergence"] = time.perf_counter() - started
     analysis.next_steps = _next_steps(analysis, samples.n_windows, overlap_threshold)
+    analysis.timings_s = timings
     return analysis
 
 
@@ -276,7 +289,7 @@ def _convergence(estimator: PMFEstimator, windows, combined: PMF, fractions) -> 
             part = [w.part(0.0, fraction) if direction == "forward" else w.part(1.0 - fraction, 1.0 + 1e-9)
                     for w in windows]
             part = [w for w in part if len(w.samples)]
-            if len({(w.centre, w.k_kcal_per_mol) for w in part}) < 1:
+            if not part:
                 continue
             try:
                 pmf = estimator.estimate(part, fold_boundary=boundary, n_bootstraps=0,
@@ -306,10 +319,9 @@ def _next_steps(analysis: CampaignAnalysis, n_windows: int, overlap_threshold: f
         order = np.argsort(share)[::-1]
         chosen = [int(i) for i in order[:MAX_WINDOWS_TO_EXTEND]
                   if explained > 0 and share[i] >= MIN_VARIANCE_SHARE * explained]
-        lengths = {}
+        lengths: dict[int, list[float]] = {}  # state -> production lengths of its windows
         for w in analysis.windows:
-            lengths.setdefault(combined.state_windows.index(w.window)
-                               if w.window in combined.state_windows else -1, []).append(w.production_length_ns)
+            lengths.setdefault(combined.state_windows.index(w.window), []).append(w.production_length_ns)
         median_share = float(np.median(share)) if len(share) else 0.0
         groups: dict[tuple[float, float], list[int]] = {}
         reduced = 0.0

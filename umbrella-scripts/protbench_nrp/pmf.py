@@ -15,7 +15,9 @@ the ``CustomCVForce`` the windows ran with.
 from __future__ import annotations
 
 import math
+import time
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -368,6 +370,8 @@ class PMFEstimator:
         self.bandwidth = bandwidth
         self.fold_boundary = fold_boundary
         self.coverage_edges = None if coverage_edges is None else np.asarray(coverage_edges, dtype=float)
+        #: Seconds spent so far, by part: "MBAR and FES" (the estimates) and "bootstrap".
+        self.timings_s: dict[str, float] = defaultdict(float)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -382,6 +386,7 @@ class PMFEstimator:
         same states) starts MBAR close to its answer.
         """
         n_bootstraps = self.n_bootstraps if n_bootstraps is None else n_bootstraps
+        started = time.perf_counter()
         system = _StateSystem(windows, self.kt_kcal_per_mol)
         if initial_f_k is not None and len(initial_f_k) == system.n_states:
             fes, f_k = self._fes(system.u_kn, system.n_k, initial_f_k=np.asarray(initial_f_k, dtype=float))
@@ -403,8 +408,12 @@ class PMFEstimator:
                                            self.kt_kcal_per_mol, system.centres)
         dg = _folding(log_den, system.x_n, boundary)
 
+        self.timings_s["MBAR and FES"] += time.perf_counter() - started
+        started = time.perf_counter()
         draws, dg_draws, state_means, picks, f_k_draws = self._bootstrap(
             system, f_k, reference, boundary, n_bootstraps)
+        self.timings_s["bootstrap"] += time.perf_counter() - started
+        started = time.perf_counter()
         if n_bootstraps:
             with warnings.catch_warnings():  # a grid point no resample reached: NaN, said below
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -442,6 +451,7 @@ class PMFEstimator:
         overlap = np.asarray(fes.mbar.compute_overlap()["matrix"])
         samples = MBARSamples(system.x_n, system.replica_n, system.window_n, system.frame_n, log_den,
                               f_k - f_k[0], np.asarray(df_k, dtype=float), system.n_k, picks)
+        self.timings_s["MBAR and FES"] += time.perf_counter() - started
         return PMF(self.bin_edges.copy(), pmf, error, counts, tuple(float(c) for c in system.centres),
                    system.state_windows, overlap, self.method, error_method,
                    coverage_edges.copy(), coverage, folding, samples, extension,
