@@ -81,7 +81,7 @@ def test_replicas_each_get_a_folding_free_energy_and_agree_without_hysteresis(ti
     analysis = analyses["kde"]
     assert analysis.hysteresis == ""
     exact = exact_folding_free_energy(TILTED, analysis.folding.boundary, synthetic.temperature_kelvin)
-    for replica, pmf in analysis.per_replica.items():
+    for pmf in analysis.per_replica.values():
         assert pmf.folding.boundary == analysis.folding.boundary
         assert abs(pmf.folding.dg_kcal_per_mol - exact) < 3 * pmf.folding.uncertainty_kcal_per_mol
     # One replica knows less than three.
@@ -278,8 +278,8 @@ def test_next_steps_name_the_windows_that_dominate_the_error_and_the_launcher_se
     start = lines.index("what to run next:")
     advice = "\n".join(lines[start:])
     assert "extend these windows to shrink the error of dG_fold most" in advice
-    named = {int(w) for line in lines[start:] if line.strip().startswith("windows ")
-             for w in line.split(":")[0].split()[1:] for w in w.split(",") if w}
+    named = {int(w) for line in lines[start:] if line.strip().startswith("window") and ": production" in line
+             for w in line.split(":")[0].split(None, 1)[1].split(",")}
     assert {7, 8} <= named <= set(range(5, 11)), advice
     # 1000 frames of 100 ps: 100 ns today; the suggestion is a multiple of it.
     assert "production 400 ns (4 x today's)" in advice or "production 200 ns (2 x today's)" in advice

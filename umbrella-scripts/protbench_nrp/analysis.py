@@ -97,7 +97,7 @@ class NextSteps:
                 f"kcal/mol):")
             for ext in self.extensions:
                 names = ", ".join(window_tag(w) for w in ext.windows)
-                lines.append(f"  windows {names}: production {ext.production_length_ns:g} ns "
+                lines.append(f"  window{'s' if len(ext.windows) > 1 else ''} {names}: production {ext.production_length_ns:g} ns "
                              f"({ext.factor:g} x today's)")
             lines.append("launcher settings (run-umbrella-windows.py), one run per length:")
             for ext in self.extensions:
@@ -430,6 +430,7 @@ def summary_lines(analysis: CampaignAnalysis) -> list[str]:
         f"{sum(len(w.samples) for w in analysis.windows)} uncorrelated samples, "
         f"T = {analysis.temperature_kelvin:g} K",
     ]
+    folding = analysis.folding
     if finite.any():
         x = pmf.bin_centres[finite]
         y = pmf.pmf_kcal_per_mol[finite]
@@ -438,12 +439,15 @@ def summary_lines(analysis: CampaignAnalysis) -> list[str]:
             f"minimum at {x[np.argmin(y)]:.3g}, range {y.max():.2f} kcal/mol, median error "
             f"{np.nanmedian(pmf.uncertainty_kcal_per_mol):.2f} kcal/mol, errors {pmf.error_method}"
         )
-    folding = analysis.folding
     lines.append(f"fold boundary {analysis.cv_name} = {folding.boundary:.3g}: {folding.boundary_source}")
     if len(analysis.per_replica) > 1:
         for r, p in sorted(analysis.per_replica.items()):
-            lines.append(f"  replica {r}: dG_fold = {p.folding.dg_kcal_per_mol:+.2f} ± "
-                         f"{p.folding.uncertainty_kcal_per_mol:.2f} kcal/mol")
+            if np.isfinite(p.folding.dg_kcal_per_mol):
+                lines.append(f"  replica {r}: dG_fold = {p.folding.dg_kcal_per_mol:+.2f} ± "
+                             f"{p.folding.uncertainty_kcal_per_mol:.2f} kcal/mol")
+            else:
+                lines.append(f"  replica {r}: dG_fold unknown: its samples all lie on one side of "
+                             f"{analysis.cv_name} = {folding.boundary:.3g}")
     lines.append(f"folding free energy dG_fold = G_folded - G_unfolded = {folding.dg_kcal_per_mol:+.2f} "
                  f"± {folding.uncertainty_kcal_per_mol:.2f} kcal/mol (all replicas, "
                  f"{analysis.cv_name} > {folding.boundary:.3g} is folded)")

@@ -48,9 +48,11 @@ KDE_BANDWIDTH_PER_WINDOW_SPACING = 0.08
 #: PMF); exact evaluation (its default, 0) is ten times slower and changes nothing.
 KDE_RELATIVE_TOLERANCE = 1e-4
 
-#: Two minima of the PMF count as folded and unfolded basins only when the
-#: barrier between them rises at least this many kT above the higher of them.
-MIN_BARRIER_KT = 1.0
+#: Two minima of the PMF count as folded and unfolded basins only when each is
+#: walled in by at least this many kT on its outer side and the barrier between
+#: them rises this much above the higher of them: less is the noise of a rough
+#: profile, or the last point of a profile that only climbs.
+MIN_BARRIER_KT = 2.0
 
 
 def _pymbar():
@@ -396,7 +398,11 @@ class PMFEstimator:
         points = self.bin_centres
         log_den = _log_denominator(f_k, system.u_kn, system.n_k)
         f_points = self._profile(fes, log_den, system.x_n)
-        reference = int(np.nanargmin(f_points))
+        counts, _ = np.histogram(system.x_n, bins=self.bin_edges)
+        coverage_edges = self.coverage_edges if self.coverage_edges is not None else self.bin_edges
+        coverage, _ = np.histogram(system.x_n, bins=coverage_edges)
+        blank = self._blank(points, system.x_n, coverage_edges, coverage)
+        reference = int(np.argmin(np.where(blank, np.inf, f_points)))
         f_points = f_points - f_points[reference]
 
         if fold_boundary is None:
@@ -404,7 +410,7 @@ class PMFEstimator:
         if fold_boundary is not None:
             boundary, source = float(fold_boundary), boundary_source or "given with --fold-boundary"
         else:
-            boundary, source = barrier_top(points, f_points * self.kt_kcal_per_mol,
+            boundary, source = barrier_top(points, np.where(blank, np.nan, f_points * self.kt_kcal_per_mol),
                                            self.kt_kcal_per_mol, system.centres)
         dg = _folding(log_den, system.x_n, boundary)
 
@@ -441,10 +447,6 @@ class PMFEstimator:
             error_method = "analytical (MBAR's asymptotic covariance)"
             extension = None
 
-        counts, _ = np.histogram(system.x_n, bins=self.bin_edges)
-        coverage_edges = self.coverage_edges if self.coverage_edges is not None else self.bin_edges
-        coverage, _ = np.histogram(system.x_n, bins=coverage_edges)
-        blank = self._blank(points, system.x_n, coverage_edges, coverage)
         pmf = np.where(blank, np.nan, f_points * self.kt_kcal_per_mol)
         error = np.where(blank, np.nan, np.asarray(df_points, dtype=float) * self.kt_kcal_per_mol)
         folding = FoldingFreeEnergy(dg * self.kt_kcal_per_mol, ddg * self.kt_kcal_per_mol, boundary, source)
@@ -733,22 +735,42 @@ def _explain_variance(dg_draws, state_means) -> ExtensionEstimate | None:
 def barrier_top(points, pmf_kcal_per_mol, kt_kcal_per_mol, centres) -> tuple[float, str]:
     """The barrier top between the folded and unfolded minima of a PMF, and how it was found.
 
-    The barrier is the point that rises highest above the higher of the
-    lowest minima on its two sides. Without one of at least
-    :data:`MIN_BARRIER_KT` kT the boundary is the middle of the windows' range.
+    For each point, the lowest minimum on either side is a basin when the PMF
+    climbs at least :data:`MIN_BARRIER_KT` kT beyond it (towards its own end);
+    the barrier is the point rising highest above the higher of two basins,
+    by at least as much. Without one the boundary is the middle of the
+    windows' range. NaN points (unsampled) are left out.
     """
     x = np.asarray(points, dtype=float)
     y = np.asarray(pmf_kcal_per_mol, dtype=float)
     ok = np.isfinite(y)
     x, y = x[ok], y[ok]
-    if len(y) >= 3:
-        left = np.minimum.accumulate(y)
-        right = np.minimum.accumulate(y[::-1])[::-1]
-        height = y[1:-1] - np.maximum(left[:-2], right[2:])
-        best = int(np.argmax(height))
-        if height[best] >= MIN_BARRIER_KT * kt_kcal_per_mol:
-            return float(x[best + 1]), (
-                f"the barrier top of the PMF ({height[best]:.2f} kcal/mol above the higher minimum)")
+    threshold = MIN_BARRIER_KT * kt_kcal_per_mol
+    n = len(y)
+    if n >= 3:
+        # Lowest point of y[:i+1] (its index), and the highest point before it.
+        left_arg = np.zeros(n, dtype=int)
+        for i in range(1, n):
+            left_arg[i] = i if y[i] < y[left_arg[i - 1]] else left_arg[i - 1]
+        running_max = np.maximum.accumulate(y)
+        left_wall = running_max[left_arg] - y[left_arg]
+        # The same from the right end.
+        right_arg = np.full(n, n - 1, dtype=int)
+        for i in range(n - 2, -1, -1):
+            right_arg[i] = i if y[i] < y[right_arg[i + 1]] else right_arg[i + 1]
+        suffix_max = np.maximum.accumulate(y[::-1])[::-1]
+        right_wall = suffix_max[right_arg] - y[right_arg]
+        best, best_height = -1, -np.inf
+        for i in range(1, n - 1):
+            a, b = left_arg[i - 1], right_arg[i + 1]
+            if left_wall[i - 1] < threshold or right_wall[i + 1] < threshold:
+                continue
+            height = y[i] - max(y[a], y[b])
+            if height > best_height:
+                best, best_height = i, height
+        if best >= 0 and best_height >= threshold:
+            return float(x[best]), (
+                f"the barrier top of the PMF ({best_height:.2f} kcal/mol above the higher minimum)")
     middle = 0.5 * (float(np.min(centres)) + float(np.max(centres)))
     return middle, ("the middle of the windows' range: the PMF shows no barrier between two "
                     "minima; choose one with --fold-boundary")
