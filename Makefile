@@ -29,12 +29,14 @@ opencl: $(STAMP)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python ./run-umbrella-windows.py --local --demo --max-parallel "$$(nproc 2>/dev/null || echo 2)"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python umbrella-scripts/analyze-umbrella-windows.py -o demo-results --target villin --ff amber14-vacuum
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python umbrella-scripts/analyze-umbrella-windows.py -o demo-results --target villin --ff amber14-vacuum --report
 	@echo "Demo results: $(CURDIR)/demo-results/villin-amber14-vacuum (each Job's log is the *.log beside its outputs)"
 	@echo "PMF plot:     $(CURDIR)/demo-results/villin-amber14-vacuum/analysis/villin-amber14-vacuum-pmf.png"
+	@echo "Report:       $(CURDIR)/demo-results/villin-amber14-vacuum/analysis/villin-amber14-vacuum-report.html"
 
 test: $(STAMP) opencl
 	$(BIN)/ruff check .
+	.ci/ensure-chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests
 
 bench: $(STAMP)

@@ -30,6 +30,17 @@ def _quiet_pymbar():
     logging.getLogger("pymbar").setLevel(logging.ERROR)
 
 
+@pytest.fixture(autouse=True)
+def _cheap_command_defaults(monkeypatch):
+    """The command's estimator as the library's (histogram, analytical errors) unless a test says.
+
+    The command's own defaults (KDE, 100 bootstrap resamples) cost seconds per
+    run; the tests that exercise them unset these variables.
+    """
+    monkeypatch.setenv("PROTBENCH_PMF_METHOD", "histogram")
+    monkeypatch.setenv("PROTBENCH_BOOTSTRAP", "0")
+
+
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """Read-only: 3 replicas x 16 windows x 2000 frames of a double well (g ~ 9)."""

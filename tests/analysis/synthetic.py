@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.signal import lfilter
+from scipy.integrate import trapezoid
 from scipy.special import ndtr
 
 from protbench_nrp.science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
@@ -25,18 +26,21 @@ CV_HEADER = '#"Step" "CV"\n'
 
 @dataclass(frozen=True)
 class DoubleWell:
-    """``F(x) = barrier * ((x - middle)^2 / half_width^2 - 1)^2`` in kcal/mol.
+    """``F(x) = barrier * ((x - middle)^2 / half_width^2 - 1)^2 + tilt * (x - middle)`` in kcal/mol.
 
-    Minima (F = 0) at ``middle ± half_width``, a barrier of ``barrier`` at ``middle``.
+    Without tilt: minima (F = 0) at ``middle ± half_width``, a barrier of
+    ``barrier`` at ``middle``. A negative tilt makes the high-CV (folded) well the deeper.
     """
 
     barrier_kcal_per_mol: float = 2.0
     middle: float = 0.7
     half_width: float = 0.15
+    tilt_kcal_per_mol: float = 0.0
 
     def __call__(self, x):
         s = (np.asarray(x, dtype=float) - self.middle) / self.half_width
-        return self.barrier_kcal_per_mol * (s * s - 1.0) ** 2
+        return (self.barrier_kcal_per_mol * (s * s - 1.0) ** 2
+                + self.tilt_kcal_per_mol * (np.asarray(x, dtype=float) - self.middle))
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,21 @@ def write_synthetic_campaign(root: Path, *, replicas=(1, 2, 3), n_windows: int =
                              temperature_kelvin, n_windows, n_frames)
     return SyntheticCampaign(root, campaign, pmf, centres, k_kcal_per_mol, temperature_kelvin,
                              tuple(replicas), n_frames)
+
+
+#: The CV range the synthetic windows are drawn on (see :func:`sample_window`).
+SAMPLED_RANGE = (0.0, 1.4)
+
+
+def exact_folding_free_energy(pmf, boundary: float, temperature_kelvin: float,
+                              cv_range=SAMPLED_RANGE, points: int = 200001) -> float:
+    """``G(x > boundary) - G(x < boundary)`` in kcal/mol: the integrals of ``exp(-F/kT)`` on each side."""
+    kt = MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin
+    x = np.linspace(*cv_range, points)
+    boltzmann = np.exp(-(pmf(x) - pmf(x).min()) / kt)
+    folded = trapezoid(np.where(x > boundary, boltzmann, 0.0), x)
+    unfolded = trapezoid(np.where(x <= boundary, boltzmann, 0.0), x)
+    return float(-kt * np.log(folded / unfolded))
 
 
 def bin_averaged_pmf(pmf, bin_edges, temperature_kelvin: float) -> np.ndarray:

@@ -25,6 +25,7 @@ The layout, with ``S = {target}-{ff}``::
     S/replica-{R}/window-{WW}/...             a window's outputs
     <a Job's output directory>/run-records/POD.json   one run record per pod
     S/analysis/...                            PMF and plots
+    comparison/A_vs_B-...                     campaigns A, B, ... side by side
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ LABEL_PREFIX = "protbench.openforcefield.org"
 _DNS_LABEL_MAX = 63
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def comparison_file(campaigns, suffix: str) -> PurePosixPath:
+    """``comparison/{S1}_vs_{S2}...-{suffix}``: several campaigns analysed side by side."""
+    names = "_vs_".join(c.name for c in campaigns)
+    return PurePosixPath("comparison") / f"{names}-{suffix}"
 
 
 def window_tag(window: int) -> str:

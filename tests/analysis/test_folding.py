@@ -1,0 +1,337 @@
+"""The benchmark's answer: dG_fold against exact integrals, the KDE against the histogram,
+upstream-style files that rebuild the PMF, convergence, hysteresis, and what to run next."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from protbench_nrp.analysis import LocalResults, analyze_campaign, build_command, load_campaign
+from protbench_nrp.outputs import (FREE_ENERGY_DAT_COLUMNS, SAMPLES_DAT_COLUMNS, WINDOWS_DAT_COLUMNS,
+                                   read_dat, rebuild_pmf)
+from protbench_nrp.pmf import solve_mbar_from
+
+from .synthetic import DoubleWell, exact_folding_free_energy, sample_window, write_cv_file, \
+    write_synthetic_campaign
+
+#: Folded (high CV) well 0.9 kcal/mol deeper than the unfolded one.
+TILTED = DoubleWell(tilt_kcal_per_mol=-3.0)
+#: Few resamples keep the suite quick; the command's default is 100.
+BOOTSTRAPS = 20
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module", params=[300.0, 350.0], ids=["300K", "350K"])
+def tilted(request, tmp_path_factory):
+    temperature = request.param
+    synthetic = write_synthetic_campaign(tmp_path_factory.mktemp("tilted") / "results", pmf=TILTED,
+                                         temperature_kelvin=temperature, seed=int(temperature))
+    samples = load_campaign(LocalResults(synthetic.root), synthetic.campaign)
+    analyses = {method: analyze_campaign(samples, method=method, n_bootstraps=BOOTSTRAPS,
+                                         convergence_fractions=())
+                for method in ("histogram", "kde")}
+    return synthetic, analyses
+
+
+@pytest.mark.parametrize("method", ["histogram", "kde"])
+def test_folding_free_energy_matches_the_exact_integral_within_its_error(tilted, method):
+    synthetic, analyses = tilted
+    folding = analyses[method].folding
+    exact = exact_folding_free_energy(TILTED, folding.boundary, synthetic.temperature_kelvin)
+    assert exact < -0.5  # the check has teeth: the folded well is the deeper one
+    error = folding.dg_kcal_per_mol - exact
+    assert abs(error) < 0.15, (folding, exact)
+    assert abs(error) < 3 * folding.uncertainty_kcal_per_mol, (folding, exact)
+    assert 0.01 < folding.uncertainty_kcal_per_mol < 0.5
+    # The default boundary is the barrier top, which lies near the middle of the double well.
+    assert folding.boundary == pytest.approx(TILTED.middle, abs=0.03)
+    assert folding.boundary_source.startswith("the barrier top of the PMF")
+
+
+def test_the_kde_pmfs_largest_error_is_no_worse_than_the_histograms(tilted):
+    synthetic, analyses = tilted
+
+    def largest_error(pmf):
+        # Inside the windows' range, one spacing in from each end (where a window's
+        # tail is all there is), each PMF against the exact F at its own points,
+        # aligned by its mean offset.
+        x = pmf.bin_centres
+        spacing = abs(synthetic.centres[1] - synthetic.centres[0])
+        inside = (x > min(synthetic.centres) + 1.5 * spacing) & (x < max(synthetic.centres) - 1.5 * spacing)
+        inside &= np.isfinite(pmf.pmf_kcal_per_mol)
+        error = pmf.pmf_kcal_per_mol[inside] - TILTED(x[inside])
+        return float(np.max(np.abs(error - error.mean()))), int(inside.sum())
+
+    kde, kde_points = largest_error(analyses["kde"].combined)
+    histogram, histogram_points = largest_error(analyses["histogram"].combined)
+    assert kde_points > 5 * histogram_points > 50  # the KDE's grid is the finer
+    assert kde <= histogram, f"KDE off by up to {kde:.3f}, histogram by {histogram:.3f} kcal/mol"
+    assert kde < 0.35
+
+
+def test_replicas_each_get_a_folding_free_energy_and_agree_without_hysteresis(tilted):
+    synthetic, analyses = tilted
+    analysis = analyses["kde"]
+    assert analysis.hysteresis == ""
+    exact = exact_folding_free_energy(TILTED, analysis.folding.boundary, synthetic.temperature_kelvin)
+    for pmf in analysis.per_replica.values():
+        assert pmf.folding.boundary == analysis.folding.boundary
+        assert abs(pmf.folding.dg_kcal_per_mol - exact) < 3 * pmf.folding.uncertainty_kcal_per_mol
+    # One replica knows less than three.
+    assert all(p.folding.uncertainty_kcal_per_mol > 0.4 * analysis.folding.uncertainty_kcal_per_mol
+               for p in analysis.per_replica.values())
+
+
+def test_bootstrap_newton_steps_solve_mbar_as_pymbar_does():
+    import pymbar
+
+    rng = np.random.default_rng(3)
+    centres = np.linspace(0.4, 1.0, 12)
+    x = np.concatenate([c + rng.normal(0, 0.03, 150) for c in centres])
+    n_k = np.full(len(centres), 150)
+    u_kn = 400 * (x[None] - centres[:, None]) ** 2 / 0.596
+    f_k = pymbar.MBAR(u_kn, n_k, initialize="BAR").f_k
+    pick = np.concatenate([150 * k + rng.integers(0, 150, 150) for k in range(len(centres))])
+    expected = pymbar.MBAR(u_kn[:, pick], n_k, initial_f_k=f_k).f_k
+    np.testing.assert_allclose(solve_mbar_from(u_kn[:, pick], n_k, f_k), expected, atol=1e-8)
+    # A state without samples (a replica block that lacks a window) still gets its free energy.
+    n_gap = n_k.copy()
+    n_gap[4] = 0
+    kept = np.concatenate([np.arange(150 * k, 150 * (k + 1)) for k in range(len(centres)) if k != 4])
+    expected = pymbar.MBAR(u_kn[:, kept], n_gap, initial_f_k=f_k).f_k
+    np.testing.assert_allclose(solve_mbar_from(u_kn[:, kept], n_gap, f_k), expected, atol=1e-8)
+
+
+# -- the command's files ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def command_run(tmp_path_factory):
+    """The command on a tilted campaign at 300 K with the KDE and a few bootstrap resamples."""
+    root = tmp_path_factory.mktemp("command") / "results"
+    synthetic = write_synthetic_campaign(root, pmf=TILTED, replicas=(1, 2), n_frames=1500, seed=11)
+    runner = CliRunner()
+    result = runner.invoke(build_command(), [
+        "-o", str(root), "--target", synthetic.campaign.target, "--ff", synthetic.campaign.ff,
+        "--method", "kde", "--bootstrap", "12", "--report"])
+    assert result.exit_code == 0, result.output
+    return synthetic, result
+
+
+def test_command_prints_and_writes_the_folding_free_energy(command_run):
+    synthetic, result = command_run
+    campaign = synthetic.campaign
+    rows = read_csv(synthetic.root / campaign.analysis_file("folding.csv"))
+    assert [r["scope"] for r in rows] == ["all", "replica_1", "replica_2"]
+    for column in ("dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol", "boundary"):
+        assert column in rows[0]
+    combined = float(rows[0]["dg_fold_kcal_per_mol"])
+    sigma = float(rows[0]["uncertainty_kcal_per_mol"])
+    boundary = float(rows[0]["boundary"])
+    exact = exact_folding_free_energy(TILTED, boundary, synthetic.temperature_kelvin)
+    assert abs(combined - exact) < max(0.15, 3 * sigma)
+    assert {r["boundary"] for r in rows} == {rows[0]["boundary"]}
+    assert f"folding free energy dG_fold = G_folded - G_unfolded = {combined:+.2f} ± {sigma:.2f} kcal/mol" \
+        in result.stdout
+    assert f"fold boundary Q = {boundary:.3g}: the barrier top of the PMF" in result.stdout
+    assert "errors bootstrap (12 resamples of the uncorrelated samples, whole replicas as blocks)" \
+        in result.stdout
+
+
+def test_an_explicit_fold_boundary_is_used_and_said(synthetic_results):
+    root, campaign = synthetic_results.root, synthetic_results.campaign
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(root), "--target", campaign.target, "--ff", campaign.ff, "-r", "1",
+        "--fold-boundary", "0.85"])
+    assert result.exit_code == 0, result.output
+    assert "fold boundary Q = 0.85: given with --fold-boundary" in result.stdout
+    rows = read_csv(root / campaign.analysis_file("folding.csv"))
+    assert [float(r["boundary"]) for r in rows] == [0.85]
+    # Folded = Q above the upper well's bottom: a quarter of all, so folding costs free energy.
+    exact = exact_folding_free_energy(synthetic_results.pmf, 0.85, synthetic_results.temperature_kelvin)
+    assert exact > 0.5
+    assert abs(float(rows[0]["dg_fold_kcal_per_mol"]) - exact) < max(
+        0.15, 3 * float(rows[0]["uncertainty_kcal_per_mol"]))
+
+
+@pytest.mark.parametrize("method", ["histogram", "kde"])
+def test_upstream_style_files_rebuild_the_pmf_from_the_weights_alone(synthetic_results, method):
+    root, campaign = synthetic_results.root, synthetic_results.campaign
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(root), "--target", campaign.target, "--ff", campaign.ff, "-r", "1", "-r", "2",
+        "--method", method, "--bootstrap", "4"])
+    assert result.exit_code == 0, result.output
+    free_energy, settings = read_dat(root / campaign.analysis_file("mbar-free-energy.dat"))
+    assert tuple(free_energy) == FREE_ENERGY_DAT_COLUMNS
+    assert settings["method"] == method
+    samples, _ = read_dat(root / campaign.analysis_file("mbar-samples.dat"))
+    assert tuple(samples) == SAMPLES_DAT_COLUMNS
+    assert set(samples["replica"]) == {1.0, 2.0}
+
+    grid, rebuilt = rebuild_pmf(root / campaign.analysis_file("mbar-samples.dat"), free_energy["cv"])
+    np.testing.assert_allclose(grid, free_energy["cv"])
+    written = free_energy["free_energy_kcal_per_mol"]
+    shown = np.isfinite(written)
+    assert shown.sum() > 20
+    offset = np.nanmin(rebuilt[shown])  # both zero at the lowest point shown
+    np.testing.assert_allclose(rebuilt[shown] - offset, written[shown], atol=2e-3)
+
+    windows, _ = read_dat(root / campaign.analysis_file("mbar-windows.dat"))
+    assert tuple(windows) == WINDOWS_DAT_COLUMNS
+    assert windows["window"].tolist() == list(range(15, -1, -1))  # in order of centre, as MBAR's states
+    assert windows["samples"].sum() == len(samples["cv"])
+    assert windows["offset_kcal_per_mol"][0] == 0.0
+    assert np.all(windows["offset_uncertainty_kcal_per_mol"][1:] > 0)
+
+    boots, _ = read_dat(root / campaign.analysis_file("mbar-uncorrelated-samples.dat"))
+    columns = list(boots)
+    assert columns[:4] == ["sample", "replica", "window", "frame"]
+    assert columns[4:] == ["bootstrap_001", "bootstrap_002", "bootstrap_003", "bootstrap_004"]
+    n = len(samples["cv"])
+    np.testing.assert_array_equal(boots["sample"][:n], np.arange(n))
+    np.testing.assert_array_equal(boots["window"][:n], samples["window"])
+    for column in columns[4:]:
+        drawn = boots[column][boots[column] >= 0].astype(int)
+        assert len(drawn) > 0.3 * n and drawn.max() < n
+        # A resample draws within windows: each drawn sample keeps its window.
+        assert np.all(np.diff(samples["window"][drawn]) <= 0)
+
+
+def test_convergence_is_written_forward_and_reverse_with_a_plot(command_run):
+    synthetic, result = command_run
+    campaign = synthetic.campaign
+    rows = read_csv(synthetic.root / campaign.analysis_file("convergence.csv"))
+    assert [(r["direction"], r["fraction"]) for r in rows] == [
+        (d, f) for d in ("forward", "reverse") for f in ("0.2", "0.4", "0.6", "0.8", "1")]
+    samples = [int(r["samples"]) for r in rows[:5]]
+    assert samples == sorted(samples) and samples[0] < 0.3 * samples[-1]
+    full = read_csv(synthetic.root / campaign.analysis_file("folding.csv"))[0]
+    # All of production forward and backward is the whole analysis again.
+    for row in (rows[4], rows[9]):
+        assert float(row["dg_fold_kcal_per_mol"]) == pytest.approx(float(full["dg_fold_kcal_per_mol"]), abs=1e-6)
+        assert float(row["pmf_rmsd_kcal_per_mol"]) < 1e-6
+    # Less data, larger error.
+    assert float(rows[0]["uncertainty_kcal_per_mol"]) > float(rows[4]["uncertainty_kcal_per_mol"])
+    plot = synthetic.root / campaign.analysis_file("convergence.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+    assert f"wrote {plot}" in result.stdout
+
+
+def test_windows_table_reports_statistical_inefficiency_and_effective_samples(command_run):
+    synthetic, _ = command_run
+    rows = read_csv(synthetic.root / synthetic.campaign.analysis_file("windows.csv"))
+    assert len(rows) == 2 * 16
+    # AR(1) coefficient 0.8: g = 9 for the Gaussian, somewhat less after the map to the CV.
+    assert 5 < np.median([float(row["statistical_inefficiency"]) for row in rows]) < 11
+    for row in rows:
+        kept = int(row["frames"]) - int(row["discarded_frames"])
+        g = float(row["statistical_inefficiency"])
+        assert float(row["effective_samples"]) == pytest.approx(kept / g, rel=1e-2)
+        assert int(row["samples_used"]) == pytest.approx(kept / g, rel=0.1, abs=2)
+
+
+# -- hysteresis --------------------------------------------------------------------------------
+
+
+def test_replicas_that_disagree_beyond_their_errors_are_called_hysteresis(tmp_path):
+    root = tmp_path / "results"
+    write_synthetic_campaign(root, replicas=(1, 2), pmf=TILTED, n_frames=1200, seed=2)
+    # Replica 3 samples a well tilted the other way, as windows stuck near their
+    # steered-MD start would.
+    synthetic = write_synthetic_campaign(root, replicas=(3,), pmf=DoubleWell(tilt_kcal_per_mol=3.0),
+                                         n_frames=1200, seed=3)
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(root), "--target", synthetic.campaign.target, "--ff", synthetic.campaign.ff,
+        "--bootstrap", "10"])
+    assert result.exit_code == 0, result.output
+    assert "warning: hysteresis: the replicas' dG_fold disagree beyond their bootstrap errors" in result.stderr
+    assert "replica 3 +" in result.stderr
+    assert "steered-MD starts" in result.stderr
+
+
+# -- what to run next --------------------------------------------------------------------------
+
+
+def test_next_steps_name_the_windows_that_dominate_the_error_and_the_launcher_settings(tmp_path):
+    root = tmp_path / "results"
+    synthetic = write_synthetic_campaign(root, pmf=TILTED, n_frames=1000, correlation=0.7)
+    # Windows 07 and 08, astride the barrier, are nearly frozen: a handful of
+    # independent samples each, where their neighbours have a hundred.
+    rng = np.random.default_rng(5)
+    for replica in synthetic.replicas:
+        for window in (7, 8):
+            values = sample_window(TILTED, synthetic.centres[window], synthetic.k_kcal_per_mol,
+                                   synthetic.temperature_kelvin, 1000, rng, 0.995)
+            write_cv_file(root / synthetic.campaign.window_files(replica, window).cv_timeseries, values)
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(root), "--target", synthetic.campaign.target, "--ff", synthetic.campaign.ff,
+        "--bootstrap", "40"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index("what to run next:")
+    advice = "\n".join(lines[start:])
+    assert "extend these windows to shrink the error of dG_fold most" in advice
+    named = {int(w) for line in lines[start:] if line.strip().startswith("window") and ": production" in line
+             for w in line.split(":")[0].split(None, 1)[1].split(",")}
+    assert {7, 8} <= named <= set(range(5, 11)), advice
+    # 1000 frames of 100 ps: 100 ns today; the suggestion is a multiple of it.
+    assert "production 400 ns (4 x today's)" in advice or "production 200 ns (2 x today's)" in advice
+    assert 'EXTRA_ENV = {"PROTBENCH_PRODUCTION_LENGTH": "' in advice
+    assert "./run-umbrella-windows.py --relaunch --extend --stage window --replicas 1,2,3 --windows " in advice
+    windows_flag = [line for line in lines[start:] if "--windows" in line][0].split("--windows ")[1]
+    assert {7, 8} <= {int(w) for w in windows_flag.split(",")}
+    text = (root / synthetic.campaign.analysis_file("next-steps.txt")).read_text()
+    assert "--relaunch --extend" in text
+
+
+def test_next_steps_name_the_cv_ranges_that_need_more_windows(tmp_path):
+    holed = write_synthetic_campaign(tmp_path / "results", replicas=(1,), n_frames=600, correlation=0.3)
+    for window in range(len(holed.centres)):
+        path = holed.root / holed.campaign.window_files(1, window).cv_timeseries
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if line.startswith("#")
+                                or not 0.69 <= float(line.split()[1]) <= 0.75))
+    analysis = analyze_campaign(load_campaign(LocalResults(holed.root), holed.campaign))
+    text = "\n".join(analysis.next_steps.lines())
+    assert "CV ranges that need more windows:" in text
+    assert "no samples (a hole) between windows 06 and 08; new windows 13,15 of 31" in text
+    assert "N_WINDOWS = 31 keeps today's 16 centres as the even windows" in text
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--method", "kde", "--analytical-errors"], "--method kde has no analytical uncertainties"),
+    (["--method", "kde", "--bootstrap", "0"], "use bootstrap errors (--bootstrap 100) or --method histogram"),
+    (["--bootstrap", "1"], "--bootstrap 1: use 0 (analytical errors) or at least 2"),
+    (["--bin-width", "0.0000001"], "use a wider one"),
+    (["--upload-report"], "--upload-report needs --bucket and --report"),
+])
+def test_settings_the_estimator_cannot_honour_are_refused(synthetic, arguments, message):
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(synthetic.root), "--target", synthetic.campaign.target, "--ff", synthetic.campaign.ff,
+        "-r", "1", *arguments])
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_the_command_defaults_to_the_kde_with_100_bootstrap_resamples(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROTBENCH_PMF_METHOD")
+    monkeypatch.delenv("PROTBENCH_BOOTSTRAP")
+    small = write_synthetic_campaign(tmp_path / "results", replicas=(1,), n_windows=8, n_frames=300,
+                                     correlation=0.3, k_kcal_per_mol=200.0)
+    result = CliRunner().invoke(build_command(), ["-o", str(small.root), "--target", small.campaign.target,
+                                                  "--ff", small.campaign.ff])
+    assert result.exit_code == 0, result.output
+    assert "PMF (kde)" in result.stdout
+    assert "errors bootstrap (100 resamples of the uncorrelated samples)" in result.stdout
+    boots, _ = read_dat(small.root / small.campaign.analysis_file("mbar-uncorrelated-samples.dat"))
+    assert len([c for c in boots if c.startswith("bootstrap_")]) == 100
