@@ -154,16 +154,7 @@ def test_image_user_is_the_uid_the_template_runs_as():
 
 
 def test_cuda_affinity_admits_exactly_the_nodes_with_a_new_enough_runtime():
-    def admits(terms, labels):
-        def holds(expression):
-            value = labels.get(expression["key"])
-            if value is None:
-                return False
-            if expression["operator"] == "In":
-                return value in expression["values"]
-            assert expression["operator"] == "Gt"
-            return int(value) > int(expression["values"][0])
-        return any(all(holds(e) for e in term["matchExpressions"]) for term in terms)
+    from tests.launcher.test_job_lifecycle import admits
 
     def node(major, minor):
         return {"nvidia.com/cuda.runtime.major": str(major), "nvidia.com/cuda.runtime.minor": str(minor)}
