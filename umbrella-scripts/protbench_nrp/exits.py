@@ -112,6 +112,7 @@ SCRIPT_EXITS: dict[str, dict[int, str]] = {
     },
     "copy-out.sh": {
         EXIT_OK: "uploaded (or nothing to upload, or a sync skipped for a running upload)",
+        EXIT_UNEXPECTED: "a local error while snapshotting the outputs (the volume is full)",
         EXIT_BAD_INPUT: "bad environment or usage",
         EXIT_BUCKET_UNUSABLE: "bucket missing, or the S3 server rejected the credentials",
         EXIT_TRANSIENT: "an upload failed (final/prestop: after the in-place retries)",
