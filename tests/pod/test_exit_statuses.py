@@ -175,8 +175,8 @@ def run_job(ctx, code):
     return main.wait(timeout=120)
 
 
-def _full_volume(ctx):
-    """copy-out.sh on a results volume too small for its snapshot: a real ENOSPC (tmpfs, root only)."""
+def _full_volume(ctx, upload=lambda pod: pod.copy_out("final", **FAST_RETRIES)):
+    """An upload on a results volume too small for its snapshot: a real ENOSPC (tmpfs, root only)."""
     import os
 
     if os.geteuid() != 0:
@@ -190,7 +190,7 @@ def _full_volume(ctx):
     try:
         (pod.results / pod.output_files[0]).mkdir(parents=True)
         (pod.results / pod.output_files[0] / "fake-production.out").write_bytes(b"f" * 60_000)
-        result = pod.copy_out("final", **FAST_RETRIES)
+        result = upload(pod)
         assert "could not snapshot" in result.stderr, result.stderr
         return result.returncode
     finally:
@@ -209,13 +209,19 @@ def copy_out(ctx, code):
 
 
 def pre_stop(ctx, code):
+    if code == exits.EXIT_UNEXPECTED:
+        return _full_volume(ctx, lambda pod: pod.run_prestop(**FAST_RETRIES))
     pod = _fake_pod(ctx)
+    (pod.results / pod.output_files[0]).mkdir(parents=True, exist_ok=True)
+    (pod.results / pod.output_files[0] / "fake-production.out").write_text("frame 0\n")
+    if code in (exits.EXIT_BUCKET_UNUSABLE, exits.EXIT_TRANSIENT):  # run-job.sh is not running: it uploads
+        _break_bucket(ctx, pod, code)
     if code == exits.EXIT_BAD_INPUT:  # a checkout without lib.sh
         lonely = ctx.tmp / "lonely" / POD_SCRIPTS
         lonely.mkdir(parents=True)
         shutil.copy2(REPO_ROOT / POD_SCRIPTS / "pre-stop.sh", lonely / "pre-stop.sh")
         pod.repo = ctx.tmp / "lonely"
-    return pod.run_prestop().returncode
+    return pod.run_prestop(**FAST_RETRIES).returncode
 
 
 def python_script(ctx, code):
