@@ -188,6 +188,7 @@ def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, v
     _assert_every_frame_once(final, files, _schedule(longer))
 
 
+@pytest.mark.slow
 def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod(make_pod, bucket, villin_inputs,
                                                                                  tmp_path, s3):
     # restartPolicy Never: the retry of a pod that exited 75 is a new pod with an empty volume.

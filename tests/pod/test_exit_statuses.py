@@ -175,7 +175,31 @@ def run_job(ctx, code):
     return main.wait(timeout=120)
 
 
+def _full_volume(ctx, upload=lambda pod: pod.copy_out("final", **FAST_RETRIES)):
+    """An upload on a results volume too small for its snapshot: a real ENOSPC (tmpfs, root only)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as a full volume needs root (CI runs as root)")
+    pod = ctx.make_pod(window=5)
+    pod.results.mkdir(parents=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(pod.results)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        (pod.results / pod.output_files[0]).mkdir(parents=True)
+        (pod.results / pod.output_files[0] / "fake-production.out").write_bytes(b"f" * 60_000)
+        result = upload(pod)
+        assert "could not snapshot" in result.stderr, result.stderr
+        return result.returncode
+    finally:
+        subprocess.run(["umount", str(pod.results)], check=True)
+
+
 def copy_out(ctx, code):
+    if code == exits.EXIT_UNEXPECTED:
+        return _full_volume(ctx)
     pod = _fake_pod(ctx)
     (pod.results / pod.output_files[0]).mkdir(parents=True, exist_ok=True)
     (pod.results / pod.output_files[0] / "fake-production.out").write_text("frame 0\n")
@@ -185,13 +209,19 @@ def copy_out(ctx, code):
 
 
 def pre_stop(ctx, code):
+    if code == exits.EXIT_UNEXPECTED:
+        return _full_volume(ctx, lambda pod: pod.run_prestop(**FAST_RETRIES))
     pod = _fake_pod(ctx)
+    (pod.results / pod.output_files[0]).mkdir(parents=True, exist_ok=True)
+    (pod.results / pod.output_files[0] / "fake-production.out").write_text("frame 0\n")
+    if code in (exits.EXIT_BUCKET_UNUSABLE, exits.EXIT_TRANSIENT):  # run-job.sh is not running: it uploads
+        _break_bucket(ctx, pod, code)
     if code == exits.EXIT_BAD_INPUT:  # a checkout without lib.sh
         lonely = ctx.tmp / "lonely" / POD_SCRIPTS
         lonely.mkdir(parents=True)
         shutil.copy2(REPO_ROOT / POD_SCRIPTS / "pre-stop.sh", lonely / "pre-stop.sh")
         pod.repo = ctx.tmp / "lonely"
-    return pod.run_prestop().returncode
+    return pod.run_prestop(**FAST_RETRIES).returncode
 
 
 def python_script(ctx, code):

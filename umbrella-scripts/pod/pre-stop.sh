@@ -19,6 +19,9 @@
 # when it names that run.
 #
 # Environment: PROTBENCH_RESULTS_DIR (default /results), and what copy-out.sh reads.
+#
+# Exit status (protbench_nrp/exits.py): 0; 2 lib.sh missing; when it uploads by
+# itself, copy-out.sh's (1, 67, 75). The kubelet only logs a hook's status.
 set -uo pipefail
 
 log() { printf 'pre-stop: %s\n' "$*"; }

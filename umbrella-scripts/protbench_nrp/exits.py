@@ -112,13 +112,17 @@ SCRIPT_EXITS: dict[str, dict[int, str]] = {
     },
     "copy-out.sh": {
         EXIT_OK: "uploaded (or nothing to upload, or a sync skipped for a running upload)",
+        EXIT_UNEXPECTED: "a local error while snapshotting the outputs (the volume is full)",
         EXIT_BAD_INPUT: "bad environment or usage",
         EXIT_BUCKET_UNUSABLE: "bucket missing, or the S3 server rejected the credentials",
         EXIT_TRANSIENT: "an upload failed (final/prestop: after the in-place retries)",
     },
     "pre-stop.sh": {
-        EXIT_OK: "run-job.sh finished its final upload, or exited",
+        EXIT_OK: "run-job.sh finished its final upload, or exited; or, run-job.sh gone, its own upload went up",
+        EXIT_UNEXPECTED: "run-job.sh gone, and its own upload could not snapshot the outputs (copy-out.sh's 1)",
         EXIT_BAD_INPUT: "lib.sh missing",
+        EXIT_BUCKET_UNUSABLE: "run-job.sh gone, and the bucket rejected its own upload (copy-out.sh's 67)",
+        EXIT_TRANSIENT: "run-job.sh gone, and its own upload failed after the in-place retries (copy-out.sh's 75)",
         # A hook's status fails no pod (the kubelet only logs it); listed for completeness.
     },
     "setup-umbrella-system.py, run-steered-md.py, run-umbrella-window.py": {

@@ -108,7 +108,7 @@ class ClusterJob:
     detail: str = ""
     restarts: int = 0
     failed_pods: int = 0
-    lost_pods: tuple["LostPod", ...] = ()
+    lost_pods: tuple[LostPod, ...] = ()
     failure: str = ""  # a Failed Job: the rule or exit status that failed it, and its meaning
 
     @property
@@ -842,12 +842,12 @@ def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
 def trouble_notes(rows: list[WindowStatus]) -> list[str]:
     """One note per kind of trouble the cluster would not tell: lost nodes, lost and failed Jobs."""
     notes = []
-    for state, what in (("node lost?", "Jobs with a pod stuck terminating on a node that may be lost; "
-                                       "each row says what to do"),
-                        ("lost", "Jobs launched but gone from the cluster with unfinished results; "
-                                 "replace them with the --relaunch command in each row"),
-                        ("failed", "Failed Jobs; each row says which rule or exit status failed it "
-                                   "(README: exit statuses); fix the cause, then --relaunch")):
+    for state, what in (("node lost?", ("Jobs with a pod stuck terminating on a node that may be lost; "
+                                        "each row says what to do")),
+                        ("lost", ("Jobs launched but gone from the cluster with unfinished results; "
+                                  "replace them with the --relaunch command in each row")),
+                        ("failed", ("Failed Jobs; each row says which rule or exit status failed it "
+                                    "(README: exit statuses); fix the cause, then --relaunch"))):
         count = sum(row.state == state for row in rows)
         if count:
             notes.append(f"{count} {what}")
