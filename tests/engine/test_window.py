@@ -243,14 +243,20 @@ def test_wall_clock_checkpoints_bound_what_a_hard_kill_loses(villin_results, win
     assert_window_exact(root, files, 40, 50, 40)
 
 
-def test_equilibration_stopped_midway_resumes_from_its_checkpoint(villin_results, window_files):
-    root, files = villin_results.root, window_files
+def stop_equilibration_midway(root, files) -> dict:
+    """SIGTERM a window 400+ steps into a 2000-step equilibration; return its settings."""
     settings = dict(EQUIL_LENGTH="0.002")  # 2000 steps of 1 fs, 40 frames
     process = start_window(root, **settings)
     wait_for_step(root / files.progress, "equilibration", 400, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143
     process.stdout.close()
+    return settings
+
+
+def test_equilibration_stopped_midway_resumes_from_its_checkpoint(villin_results, window_files):
+    root, files = villin_results.root, window_files
+    settings = stop_equilibration_midway(root, files)
     assert not (root / files.equilibrated_state).exists()
     assert not (root / files.production("chk")).exists()
     held = len(data_steps(root / files.equilibration("out"), ","))
@@ -373,12 +379,7 @@ def test_an_unknown_target_is_accepted_with_temperature_and_pressure(villin_resu
 def test_equilibration_stopped_on_one_platform_resumes_on_another_from_its_portable_state(
         villin_results, window_files):
     root, files = villin_results.root, window_files
-    settings = dict(EQUIL_LENGTH="0.002")  # 2000 steps of 1 fs, 40 frames
-    process = start_window(root, **settings)
-    wait_for_step(root / files.progress, "equilibration", 400, process)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 143
-    process.stdout.close()
+    settings = stop_equilibration_midway(root, files)
     step = state_xml_step(root / files.equilibration_portable)
     assert step is not None and 400 <= step < 2000
     assert not (root / files.equilibrated_state).exists()
