@@ -23,13 +23,13 @@ TOY_TEMPERATURE_KELVIN = 300.0
 
 # -- a one-particle system with an umbrella on its x coordinate ------------------------
 
-def toy_system():
-    """One particle in a harmonic well, biased by ``k*(Q-Q0)^2`` on Q = x (nm)."""
+def toy_system(potential: str = "50*(y^2+z^2)"):
+    """One particle in ``potential`` (kJ/mol, of x, y, z in nm), biased by ``k*(Q-Q0)^2`` on Q = x."""
     import openmm
 
     system = openmm.System()
     system.addParticle(12.0)
-    well = openmm.CustomExternalForce("50*(y^2+z^2)")
+    well = openmm.CustomExternalForce(potential)
     well.addParticle(0, [])
     system.addForce(well)
     cv = openmm.CustomExternalForce("x")

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from protbench_nrp.cli import run_stage
-from protbench_nrp.contacts import add_umbrella_bias
 from protbench_nrp.dcd import read_dcd
 from protbench_nrp.engine import EXIT_BLOWN_UP, BlownUpError, Schedule, state_xml_step
 from protbench_nrp.records import Progress
 from protbench_nrp.reporters import ProgressRecorder, read_cv_file
 
-from .conftest import ToyStage, data_steps, run_window
+from .conftest import ToyStage, data_steps, run_window, toy_system
 from .test_stage import _assert_exact, _schedule, _trajectory
 
 WALL_NM = 1.0
@@ -26,17 +25,7 @@ def wall_system():
     From anywhere left of the wall it hits the wall within ~150 steps of 2 fs,
     whatever its velocity: the toy explodes from every state.
     """
-    import openmm
-
-    system = openmm.System()
-    system.addParticle(12.0)
-    push = openmm.CustomExternalForce(f"50*(y^2+z^2) - 2000*x + 1e-3*sqrt({WALL_NM}-x)")
-    push.addParticle(0, [])
-    system.addForce(push)
-    cv = openmm.CustomExternalForce("x")
-    cv.addParticle(0, [])
-    add_umbrella_bias(system, cv, k_kj_per_mol=100.0, centre=0.5)
-    return system
+    return toy_system(f"50*(y^2+z^2) - 2000*x + 1e-3*sqrt({WALL_NM}-x)")
 
 
 def wall_toy(tmp_path, max_blowups=3, progress=True):
