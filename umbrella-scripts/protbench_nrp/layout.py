@@ -31,9 +31,11 @@ The layout, with ``S = {target}-{ff}``::
 from __future__ import annotations
 
 import hashlib
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Callable
 
 #: The three kinds of Job a campaign is made of, in the order they must run.
 STAGES = ("setup", "steered", "window")
@@ -61,6 +63,80 @@ def window_tag(window: int) -> str:
     if window < 0:
         raise ValueError(f"window index must be >= 0, got {window}")
     return f"{window:02d}"
+
+
+@dataclass(frozen=True)
+class JobId:
+    """Which Job of a campaign: its stage and, where the stage has them, replica and window.
+
+    Checked when built, so a Job that cannot exist (a setup of replica 2, a
+    window without a replica) is refused where it is made, not when a path
+    or a name is built from it.
+
+    Parameters
+    ----------
+    stage : str
+        One of :data:`STAGES`.
+    replica : int or None
+        From 1; steered MD and windows have one, setup (shared by every replica) none.
+    window : int or None
+        From 0; only a window Job has one.
+
+    Raises
+    ------
+    ValueError
+        Naming the field at fault and what it should be.
+    """
+
+    stage: str
+    replica: int | None = None
+    window: int | None = None
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; expected one of {', '.join(STAGES)}")
+        for field, number in (("replica", self.replica), ("window", self.window)):
+            if number is not None and (isinstance(number, bool) or not isinstance(number, numbers.Integral)):
+                raise ValueError(f"{field} must be a whole number or None, got {number!r} "
+                                 f"({type(number).__name__})")
+            if number is not None:
+                object.__setattr__(self, field, int(number))
+        has = {"replica": self.replica is not None, "window": self.window is not None}
+        for field in ("replica", "window"):
+            needed = field in _STAGE_PATHS[self.stage].identity
+            if needed and not has[field]:
+                raise ValueError(f"a {self.stage} Job needs a {field} ({_FIELD_RANGES[field]}); got None")
+            if has[field] and not needed:
+                raise ValueError(f"a {self.stage} Job has no {field} (got {field}={getattr(self, field)!r}): "
+                                 f"{_NO_FIELD_WHY[self.stage, field]}; leave {field} None")
+        if self.replica is not None and self.replica < 1:
+            raise ValueError(f"replicas are numbered from 1, got replica={self.replica}")
+        if self.window is not None and self.window < 0:
+            raise ValueError(f"window index must be >= 0, got window={self.window}")
+
+    @classmethod
+    def of(cls, stage: "str | JobId", replica: int | None = None, window: int | None = None) -> "JobId":
+        """``stage`` itself when it is a JobId, else ``JobId(stage, replica, window)``."""
+        if isinstance(stage, JobId):
+            if replica is not None or window is not None:
+                raise ValueError(f"give either a JobId ({stage}) or stage, replica and window, not both")
+            return stage
+        return cls(stage, replica, window)
+
+    def describe(self) -> str:
+        """``setup``, ``replica 2 steered MD`` or ``replica 1 window 07``, as messages say it."""
+        return _STAGE_PATHS[self.stage].describe(self)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+_FIELD_RANGES = {"replica": "numbered from 1", "window": "an index from 0"}
+_NO_FIELD_WHY = {
+    ("setup", "replica"): "setup is shared by every replica",
+    ("setup", "window"): "setup is shared by every window",
+    ("steered", "window"): "steered MD of a replica saves the structures of all its windows",
+}
 
 
 @dataclass(frozen=True)
@@ -160,19 +236,18 @@ class Campaign:
         return self._file(self.analysis_dir, suffix)
 
     # -- provenance -----------------------------------------------------------
-    def manifest(self, stage: str, replica: int | None = None, window: int | None = None) -> PurePosixPath:
+    # Each method below takes a JobId, or its stage, replica and window as three
+    # arguments; the per-stage answers are the rows of _STAGE_PATHS.
+    def manifest(self, stage: "str | JobId", replica: int | None = None,
+                 window: int | None = None) -> PurePosixPath:
         """Where the provenance manifest of a Job is kept.
 
         A window Job's is ``S/replica-{R}/S-{R}-{WW}.yaml``, as in the seed.
         """
-        _check_stage(stage)
-        if stage == "setup":
-            return self._file(self.setup_dir, "setup.yaml")
-        if stage == "steered":
-            return self._file(self.replica_dir(replica), f"{replica}-steered.yaml")
-        return self._file(self.replica_dir(replica), f"{replica}-{window_tag(window)}.yaml")
+        job = JobId.of(stage, replica, window)
+        return _STAGE_PATHS[job.stage].manifest(self, job)
 
-    def manifest_attempt(self, stage: str, replica: int | None = None, window: int | None = None,
+    def manifest_attempt(self, stage: "str | JobId", replica: int | None = None, window: int | None = None,
                          attempt: int = 1) -> PurePosixPath:
         """An earlier attempt's provenance, kept when ``--relaunch`` replaced its Job.
 
@@ -183,92 +258,68 @@ class Campaign:
         current = self.manifest(stage, replica, window)
         return current.with_name(f"{current.stem}.attempt-{attempt}.yaml")
 
-    def job_log(self, stage: str, replica: int | None = None, window: int | None = None) -> PurePosixPath:
+    def job_log(self, stage: "str | JobId", replica: int | None = None,
+                window: int | None = None) -> PurePosixPath:
         """Console output of a Job run by ``--local``, kept beside the Job's outputs."""
-        _check_stage(stage)
-        if stage == "setup":
-            return self._file(self.setup_dir, "setup.log")
-        if stage == "steered":
-            return self._file(self.steered_dir(replica), "steered.log")
-        return self._file(self.window_dir(replica, window), "window.log")
+        job = JobId.of(stage, replica, window)
+        return _STAGE_PATHS[job.stage].job_log(self, job)
 
     # -- run records ------------------------------------------------------------
-    def output_dir(self, stage: str, replica: int | None = None, window: int | None = None) -> PurePosixPath:
+    def output_dir(self, stage: "str | JobId", replica: int | None = None,
+                   window: int | None = None) -> PurePosixPath:
         """The directory a Job's pods write their own outputs to (and upload)."""
-        _check_stage(stage)
-        if stage == "setup":
-            return self.setup_dir
-        if stage == "steered":
-            return self.steered_dir(replica)
-        return self.window_dir(replica, window)
+        job = JobId.of(stage, replica, window)
+        return _STAGE_PATHS[job.stage].output_dir(self, job)
 
-    def run_records_dir(self, stage: str, replica: int | None = None,
+    def run_records_dir(self, stage: "str | JobId", replica: int | None = None,
                         window: int | None = None) -> PurePosixPath:
         """Where the run records of a Job's pods lie: one JSON per pod, inside its outputs."""
         return self.output_dir(stage, replica, window) / "run-records"
 
-    def run_record(self, stage: str, replica: int | None, window: int | None, pod: str) -> PurePosixPath:
+    def run_record(self, stage: "str | JobId", replica: int | None, window: int | None,
+                   pod: str) -> PurePosixPath:
         """The run record of pod ``pod`` (its Kubernetes name, a DNS label) of a Job."""
         if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", pod or ""):
             raise ValueError(f"pod name {pod!r} cannot name a run record: expected a Kubernetes pod name")
         return self.run_records_dir(stage, replica, window) / f"{pod}.json"
 
-    def progress_file(self, stage: str, replica: int | None = None,
+    def progress_file(self, stage: "str | JobId", replica: int | None = None,
                       window: int | None = None) -> PurePosixPath | None:
         """The progress record a Job's script rewrites as it runs; ``None`` for setup, which keeps none."""
-        _check_stage(stage)
-        if stage == "setup":
-            return None
-        if stage == "steered":
-            return self.steered_files(replica).progress
-        return self.window_files(replica, window).progress
+        job = JobId.of(stage, replica, window)
+        return _STAGE_PATHS[job.stage].progress(self, job)
 
     # -- what a Job reads and writes -------------------------------------------
-    def stage_inputs(self, stage: str, replica: int | None = None,
+    def stage_inputs(self, stage: "str | JobId", replica: int | None = None,
                      window: int | None = None) -> list[tuple[str, str]]:
         """What a Job reads that an earlier stage writes, each with the stage that writes it.
 
         These must be in the bucket before the Job is applied (the launcher's
         preflight checks them). Directories end in ``/``.
         """
-        _check_stage(stage)
-        if stage == "setup":
-            return []
-        setup = (f"{self.setup_dir}/", "setup")
-        if stage == "steered":
-            return [setup]
-        return [setup,
-                (str(self.steered_state(replica)), "steered"),
-                (str(self.window_pdb(replica, window)), "steered")]
+        job = JobId.of(stage, replica, window)
+        return _STAGE_PATHS[job.stage].inputs(self, job)
 
-    def required_files(self, stage: str, replica: int | None = None, window: int | None = None,
+    def required_files(self, stage: "str | JobId", replica: int | None = None, window: int | None = None,
                        n_windows: int | None = None) -> list[str]:
         """Entries a pod copies from the bucket before it starts.
 
-        Its inputs (:meth:`stage_inputs`) and its own earlier outputs, so that
-        a restarted pod resumes; those are absent for the first pod, which the
-        copy step tolerates. A restarted steered-MD pod needs the window
-        structures already saved (give ``n_windows``): the pull resumes past
-        their crossings and would not save them again.
+        Its inputs (:meth:`stage_inputs`) and its own earlier outputs
+        (:meth:`output_files`), so that a restarted pod resumes; those are
+        absent for the first pod, which the copy step tolerates. A restarted
+        steered-MD pod needs the window structures already saved (give
+        ``n_windows``): the pull resumes past their crossings and would not
+        save them again.
         """
-        inputs = [path for path, _producer in self.stage_inputs(stage, replica, window)]
-        if stage == "setup":
-            return [f"{self.setup_dir}/"]
-        if stage == "steered":
-            return inputs + self.output_files("steered", replica, n_windows=n_windows)
-        return inputs + [f"{self.window_dir(replica, window)}/"]
+        job = JobId.of(stage, replica, window)
+        return ([path for path, _producer in self.stage_inputs(job)]
+                + self.output_files(job, n_windows=n_windows))
 
-    def output_files(self, stage: str, replica: int | None = None, window: int | None = None,
+    def output_files(self, stage: "str | JobId", replica: int | None = None, window: int | None = None,
                      n_windows: int | None = None) -> list[str]:
         """Entries a pod uploads to the bucket: its own outputs and nothing else."""
-        _check_stage(stage)
-        if stage == "setup":
-            return [f"{self.setup_dir}/"]
-        if stage == "steered":
-            return [f"{self.steered_dir(replica)}/", str(self.steered_state(replica))] + [
-                str(self.window_pdb(replica, w)) for w in range(n_windows or 0)
-            ]
-        return [f"{self.window_dir(replica, window)}/"]
+        job = JobId.of(stage, replica, window)
+        return _STAGE_PATHS[job.stage].outputs(self, job, n_windows or 0)
 
 
 @dataclass(frozen=True)
@@ -403,6 +454,76 @@ class SteeredFiles:
         return self._file("progress.json")
 
 
+# -- the layout of each stage's Job ------------------------------------------------
+
+@dataclass(frozen=True)
+class _StagePaths:
+    """Who one stage's Job is and where it keeps each kind of file: one row per stage.
+
+    Read by :class:`JobId` and :class:`Campaign`; :mod:`protbench_nrp.stages`
+    adds the scripts and the completion checks.
+    """
+
+    #: Which of ``replica`` and ``window`` a Job of the stage has.
+    identity: tuple[str, ...]
+    #: The Job as messages name it.
+    describe: Callable[[JobId], str]
+    output_dir: Callable[[Campaign, JobId], PurePosixPath]
+    manifest: Callable[[Campaign, JobId], PurePosixPath]
+    job_log: Callable[[Campaign, JobId], PurePosixPath]
+    progress: Callable[[Campaign, JobId], "PurePosixPath | None"]
+    #: (path, the stage that writes it) for what the Job reads from earlier stages.
+    inputs: Callable[[Campaign, JobId], list[tuple[str, str]]]
+    #: What the Job's pods upload, given the campaign's number of windows.
+    outputs: Callable[[Campaign, JobId, int], list[str]]
+    #: The end of the Job's name, after ``pb-{initials}-{target}-{ff}``.
+    name_tail: Callable[[JobId], list[str]]
+
+
+def _setup_input(campaign: Campaign) -> tuple[str, str]:
+    return (f"{campaign.setup_dir}/", "setup")
+
+
+_STAGE_PATHS: dict[str, _StagePaths] = {
+    "setup": _StagePaths(
+        identity=(),
+        describe=lambda job: "setup",
+        output_dir=lambda c, job: c.setup_dir,
+        manifest=lambda c, job: c._file(c.setup_dir, "setup.yaml"),
+        job_log=lambda c, job: c._file(c.setup_dir, "setup.log"),
+        progress=lambda c, job: None,
+        inputs=lambda c, job: [],
+        outputs=lambda c, job, n_windows: [f"{c.setup_dir}/"],
+        name_tail=lambda job: ["setup"],
+    ),
+    "steered": _StagePaths(
+        identity=("replica",),
+        describe=lambda job: f"replica {job.replica} steered MD",
+        output_dir=lambda c, job: c.steered_dir(job.replica),
+        manifest=lambda c, job: c._file(c.replica_dir(job.replica), f"{job.replica}-steered.yaml"),
+        job_log=lambda c, job: c._file(c.steered_dir(job.replica), "steered.log"),
+        progress=lambda c, job: c.steered_files(job.replica).progress,
+        inputs=lambda c, job: [_setup_input(c)],
+        outputs=lambda c, job, n_windows: [f"{c.steered_dir(job.replica)}/", str(c.steered_state(job.replica))]
+        + [str(c.window_pdb(job.replica, w)) for w in range(n_windows)],
+        name_tail=lambda job: [str(job.replica), "steered"],
+    ),
+    "window": _StagePaths(
+        identity=("replica", "window"),
+        describe=lambda job: f"replica {job.replica} window {window_tag(job.window)}",
+        output_dir=lambda c, job: c.window_dir(job.replica, job.window),
+        manifest=lambda c, job: c._file(c.replica_dir(job.replica), f"{job.replica}-{window_tag(job.window)}.yaml"),
+        job_log=lambda c, job: c._file(c.window_dir(job.replica, job.window), "window.log"),
+        progress=lambda c, job: c.window_files(job.replica, job.window).progress,
+        inputs=lambda c, job: [_setup_input(c), (str(c.steered_state(job.replica)), "steered"),
+                               (str(c.window_pdb(job.replica, job.window)), "steered")],
+        outputs=lambda c, job, n_windows: [f"{c.window_dir(job.replica, job.window)}/"],
+        name_tail=lambda job: [str(job.replica), window_tag(job.window)],
+    ),
+}
+assert tuple(_STAGE_PATHS) == STAGES
+
+
 # -- Job names and labels -------------------------------------------------------
 
 def _dns_fragment(text: str) -> str:
@@ -416,7 +537,7 @@ def _short_hash(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:8]
 
 
-def job_name(initials: str, target: str, ff: str, stage: str = "window",
+def job_name(initials: str, target: str, ff: str, stage: "str | JobId" = "window",
              replica: int | None = None, window: int | None = None) -> str:
     """Name of the Kubernetes Job for one piece of a campaign.
 
@@ -427,13 +548,8 @@ def job_name(initials: str, target: str, ff: str, stage: str = "window",
     (dots, case, underscores), the target/FF part is shortened and an 8-digit
     hash of the full identity is added, so no two Jobs collide.
     """
-    _check_stage(stage)
-    if stage == "setup":
-        tail = ["setup"]
-    elif stage == "steered":
-        tail = [str(replica), "steered"]
-    else:
-        tail = [str(replica), window_tag(window)]
+    job = JobId.of(stage, replica, window)
+    tail = _STAGE_PATHS[job.stage].name_tail(job)
     head = ["pb", _dns_fragment(initials)]
     middle = [_dns_fragment(target), _dns_fragment(ff)]
     plain = "-".join(p for p in head + middle + tail if p)
@@ -444,7 +560,7 @@ def job_name(initials: str, target: str, ff: str, stage: str = "window",
                 and all(_dns_fragment(t) == t.replace(".", "") for t in (target, ff)))
     if lossless and len(plain) <= _DNS_LABEL_MAX and _DNS_LABEL.match(plain):
         return plain
-    digest = _short_hash(initials, target, ff, stage, replica, window)
+    digest = _short_hash(initials, target, ff, job.stage, job.replica, job.window)
     fixed = "-".join(p for p in head + tail if p)
     room = _DNS_LABEL_MAX - len(fixed) - len(digest) - 2
     squeezed = "-".join(p for p in middle if p)[: max(room, 0)].strip("-")
@@ -495,7 +611,3 @@ def job_annotations(initials: str, target: str, ff: str, stage: str = "window",
         notes[f"{LABEL_PREFIX}/window"] = window_tag(window)
     return notes
 
-
-def _check_stage(stage: str) -> None:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
