@@ -16,7 +16,14 @@ import pytest
 
 from protbench_nrp.layout import STAGES, Campaign, JobId
 from protbench_nrp.records import Progress
-from protbench_nrp.stages import STAGE_TABLE, FINISHED_PHASE, is_complete, prerequisites, stage_of
+from protbench_nrp.stages import (
+    FINISHED_PHASE,
+    STAGE_TABLE,
+    is_complete,
+    prerequisites,
+    stage_of,
+    window_record_complete,
+)
 from protbench_nrp.store import BucketStore, LocalStore, StoreError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -365,3 +372,15 @@ def test_refused_keys_are_an_error_not_a_job_to_redo(tmp_path, s3):
     store = BucketStore(s3.client(secret_access_key="not-the-secret"), bucket.name)
     with pytest.raises(StoreError, match="SignatureDoesNotMatch|Forbidden|403"):
         is_complete(store, CAMPAIGN, JobId("setup"), {})
+
+
+def test_a_record_already_read_is_judged_as_the_store_check_judges_it():
+    job = JobId("window", 1, 3)
+    finished = Progress.now(FINISHED_PHASE, WINDOW_STEPS, WINDOW_STEPS, 120.0)
+    assert window_record_complete(CAMPAIGN, job, WINDOW_ENV, finished)
+    assert not window_record_complete(CAMPAIGN, job, {**WINDOW_ENV, "PROTBENCH_PRODUCTION_LENGTH": "0.08"},
+                                      finished)
+    assert not window_record_complete(CAMPAIGN, job, WINDOW_ENV,
+                                      Progress.now("production", WINDOW_STEPS, WINDOW_STEPS, 120.0))
+    with pytest.raises(ValueError, match="not a Job of the window stage"):
+        window_record_complete(CAMPAIGN, JobId("steered", 1), WINDOW_ENV, finished)

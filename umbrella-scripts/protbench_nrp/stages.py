@@ -48,7 +48,7 @@ from .records import Progress
 from .store import ResultsStore
 
 __all__ = ["Stage", "Input", "Completion", "STAGE_TABLE", "stage_of", "is_complete", "prerequisites",
-           "production_steps", "JobId", "FINISHED_PHASE"]
+           "production_steps", "window_record_complete", "JobId", "FINISHED_PHASE"]
 
 #: The phase of a progress record whose Job has nothing left to run.
 FINISHED_PHASE = "finished"
@@ -203,6 +203,17 @@ def _window_complete(store: ResultsStore, campaign: Campaign, job: JobId, env: M
         record = Progress.from_dict(payload)
     except (ValueError, TypeError) as error:
         return Completion(False, f"{job.describe()}: its progress record {where} does not read ({error})")
+    return window_record_complete(campaign, job, env, record)
+
+
+def window_record_complete(campaign: Campaign, job: JobId, env: Mapping[str, str],
+                           record: Progress) -> Completion:
+    """The window check once its progress record is read: for a caller that has read it already.
+
+    ``--status`` reads every window's record for its progress and ETA, and
+    asks this instead of reading the record a second time.
+    """
+    job = stage_of("window")._own(job)
     if record.phase != FINISHED_PHASE:
         return Completion(False, f"{job.describe()} is in {record.phase}, step {record.step} of "
                                  f"{record.total_steps}")
