@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 from .errors import ProtbenchError
 from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
 from .layout import BUCKET_PREFIX, Campaign
-from .s3 import S3AccessError, explain, s3_access
+from .s3 import S3AccessError, bucket_place, open_bucket, s3_access
 from .store import BucketStore, StoreError
 
 #: The way round the bucket that preflight's messages offer.
@@ -142,15 +142,10 @@ def preflight(jobs: list[JobSpec], config: CampaignConfig, environ: Mapping[str,
     """
     try:
         access = s3_access(config.rclone_remote, environ, other_fix=SKIP_FIX)
-        client = access.client()
+        client = open_bucket(access, config.bucket, f"check BUCKET ('{config.bucket}') in run-umbrella-windows.py")
     except S3AccessError as error:
         raise PreflightError(str(error)) from None
-    where = f"bucket '{config.bucket}' at {access.endpoint_url or 'the default AWS endpoint'}"
-    bucket_fix = f"check BUCKET ('{config.bucket}') in run-umbrella-windows.py"
-    try:
-        client.head_bucket(Bucket=config.bucket)
-    except Exception as error:  # botocore raises many classes; each becomes one clear sentence
-        raise PreflightError(explain(error, where, access, bucket_fix)) from None
+    where = bucket_place(access, config.bucket)
     try:
         missing = find_missing(jobs, config, BucketStore(client, config.bucket))
     except StoreError as error:

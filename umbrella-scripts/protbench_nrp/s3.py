@@ -180,6 +180,32 @@ def bucket_client(endpoint_url: str | None = None, rclone_remote: str = "nrp",
     return access.client()
 
 
+def bucket_place(access: S3Access, bucket: str) -> str:
+    """The bucket and its endpoint, as messages name them: ``bucket 'b' at https://host``."""
+    return f"bucket '{bucket}' at {access.endpoint_url or 'the default AWS endpoint'}"
+
+
+def open_bucket(access: S3Access, bucket: str, bucket_fix: str):
+    """A client for ``bucket`` once one request showed the endpoint, the keys and the bucket work.
+
+    Parameters
+    ----------
+    bucket_fix : str
+        What to do when the bucket does not exist (where its name is set).
+
+    Raises
+    ------
+    S3AccessError
+        Naming the cause (unreachable endpoint, refused keys, no such bucket) and the fix.
+    """
+    client = access.client()
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as error:  # botocore raises many classes; each becomes one clear sentence
+        raise S3AccessError(explain(error, bucket_place(access, bucket), access, bucket_fix)) from None
+    return client
+
+
 def explain(error: Exception, where: str, access: S3Access, bucket_fix: str) -> str:
     """One sentence for a failed request to the bucket ``where``, naming the cause and the fix.
 
@@ -234,5 +260,5 @@ def first_line(error: BaseException) -> str:
 
 
 __all__ = ["S3Access", "S3AccessError", "s3_access", "bucket_client", "rclone_config_path",
-           "read_rclone_remote", "explain", "first_line", "CONNECT_TIMEOUT_S", "READ_TIMEOUT_S",
-           "MAX_ATTEMPTS"]
+           "read_rclone_remote", "bucket_place", "open_bucket", "explain", "first_line",
+           "CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "MAX_ATTEMPTS"]
