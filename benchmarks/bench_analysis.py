@@ -25,8 +25,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT / "umbrella-scripts"), str(REPO_ROOT)]
 
-from protbench_nrp.analysis import (DEFAULT_BOOTSTRAPS, DEFAULT_METHOD, LocalResults,  # noqa: E402
+from protbench_nrp.analysis import (DEFAULT_BOOTSTRAPS, DEFAULT_METHOD,  # noqa: E402
                                     analyze_campaign, load_campaign, write_outputs)
+from protbench_nrp.store import LocalStore  # noqa: E402
 from tests.analysis.synthetic import write_synthetic_campaign  # noqa: E402
 
 BUDGET_S = 60.0
@@ -36,7 +37,7 @@ REPEATS = 3
 def time_once(root: Path, campaign) -> tuple[float, dict[str, float]]:
     parts = {}
     start = time.perf_counter()
-    samples = load_campaign(LocalResults(root), campaign)
+    samples = load_campaign(LocalStore(root), campaign)
     parts["reading CV and parameter files"] = time.perf_counter() - start
     analysis = analyze_campaign(samples, method=DEFAULT_METHOD, n_bootstraps=DEFAULT_BOOTSTRAPS)
     parts.update(analysis.timings_s)

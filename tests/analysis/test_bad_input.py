@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import (AnalysisError, LocalResults, analyze_campaign, build_command,
+from protbench_nrp.analysis import (AnalysisError, analyze_campaign, build_command,
                                     load_campaign, parse_cv_timeseries)
 from protbench_nrp.layout import Campaign
+from protbench_nrp.store import LocalStore
 
 from .synthetic import CV_HEADER, DoubleWell, sample_window, write_cv_file, write_parameters
 
@@ -110,7 +111,7 @@ def test_a_gap_in_the_windows_is_reported_as_poor_overlap(synthetic_results):
     for replica in synthetic_results.replicas:
         for window in (7, 8):
             shutil.rmtree(root / campaign.window_dir(replica, window))
-    samples = load_campaign(LocalResults(root), campaign)
+    samples = load_campaign(LocalStore(root), campaign)
     analysis = analyze_campaign(samples)
     poor = [w for w in analysis.warnings if "overlap less than 0.03" in w]
     # All replicas together, and each replica alone.

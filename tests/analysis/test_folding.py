@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import LocalResults, analyze_campaign, build_command, load_campaign
+from protbench_nrp.analysis import analyze_campaign, build_command, load_campaign
+from protbench_nrp.store import LocalStore
 from protbench_nrp.outputs import (FREE_ENERGY_DAT_COLUMNS, SAMPLES_DAT_COLUMNS, WINDOWS_DAT_COLUMNS,
                                    read_dat, rebuild_pmf)
 from protbench_nrp.pmf import solve_mbar_from
@@ -33,7 +34,7 @@ def tilted(request, tmp_path_factory):
     temperature = request.param
     synthetic = write_synthetic_campaign(tmp_path_factory.mktemp("tilted") / "results", pmf=TILTED,
                                          temperature_kelvin=temperature, seed=int(temperature))
-    samples = load_campaign(LocalResults(synthetic.root), synthetic.campaign)
+    samples = load_campaign(LocalStore(synthetic.root), synthetic.campaign)
     analyses = {method: analyze_campaign(samples, method=method, n_bootstraps=BOOTSTRAPS,
                                          convergence_fractions=())
                 for method in ("histogram", "kde")}
@@ -298,7 +299,7 @@ def test_next_steps_name_the_cv_ranges_that_need_more_windows(tmp_path):
         lines = path.read_text().splitlines(keepends=True)
         path.write_text("".join(line for line in lines if line.startswith("#")
                                 or not 0.69 <= float(line.split()[1]) <= 0.75))
-    analysis = analyze_campaign(load_campaign(LocalResults(holed.root), holed.campaign))
+    analysis = analyze_campaign(load_campaign(LocalStore(holed.root), holed.campaign))
     text = "\n".join(analysis.next_steps.lines())
     assert "CV ranges that need more windows:" in text
     assert "no samples (a hole) between windows 06 and 08; new windows 13,15 of 31" in text

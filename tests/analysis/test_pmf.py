@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import (PMF, LocalResults, PMFEstimator, analyze_campaign, build_command,
+from protbench_nrp.analysis import (PMF, PMFEstimator, analyze_campaign, build_command,
                                     load_campaign)
+from protbench_nrp.store import LocalStore
 
 from .synthetic import DoubleWell, bin_averaged_pmf, write_synthetic_campaign
 
@@ -30,7 +31,7 @@ def deviations(pmf, synthetic, min_samples=30):
 
 @pytest.fixture(scope="module")
 def analysis(synthetic):
-    return analyze_campaign(load_campaign(LocalResults(synthetic.root), synthetic.campaign))
+    return analyze_campaign(load_campaign(LocalStore(synthetic.root), synthetic.campaign))
 
 
 def test_every_window_is_read_with_its_recorded_parameters(synthetic, analysis):
@@ -82,7 +83,7 @@ def test_well_spaced_windows_raise_no_overlap_warning(analysis):
 
 
 def test_bootstrap_errors_agree_with_analytical_ones(synthetic):
-    samples = load_campaign(LocalResults(synthetic.root), synthetic.campaign, replicas=(1,))
+    samples = load_campaign(LocalStore(synthetic.root), synthetic.campaign, replicas=(1,))
     analytical = analyze_campaign(samples).combined
     bootstrap = analyze_campaign(samples, n_bootstraps=40).combined
     np.testing.assert_allclose(bootstrap.pmf_kcal_per_mol, analytical.pmf_kcal_per_mol)
@@ -169,7 +170,7 @@ def test_pmf_is_computed_at_the_temperature_the_windows_recorded(tmp_path):
     hot = write_synthetic_campaign(tmp_path / "results", replicas=(1,), n_windows=8,
                                    k_kcal_per_mol=10.0, temperature_kelvin=350.0, n_frames=8000,
                                    correlation=0.3, pmf=DoubleWell(4.0), seed=7)
-    samples = load_campaign(LocalResults(hot.root), hot.campaign)
+    samples = load_campaign(LocalStore(hot.root), hot.campaign)
     assert samples.temperature_kelvin == 350.0
     result = analyze_campaign(samples, n_bins=30)
     assert result.warnings == []
@@ -208,7 +209,7 @@ def test_a_hole_in_the_sampled_range_is_named_with_the_windows_around_it(tmp_pat
             lines = path.read_text().splitlines(keepends=True)
             path.write_text("".join(line for line in lines if line.startswith("#")
                                     or not 0.69 <= float(line.split()[1]) <= 0.75))
-    result = analyze_campaign(load_campaign(LocalResults(holed.root), holed.campaign))
+    result = analyze_campaign(load_campaign(LocalStore(holed.root), holed.campaign))
     holes = [w for w in result.warnings if "no samples between" in w]
     assert [w.split(":")[0] for w in holes] == ["all replicas", "replica 1", "replica 2"], holes
     for warning in holes:

@@ -15,6 +15,7 @@ from protbench_nrp import status
 from protbench_nrp.jobs import CampaignConfig, JobSpec
 from protbench_nrp.layout import job_name
 from protbench_nrp.records import Progress
+from protbench_nrp.store import BucketStore, LocalStore
 
 from .conftest import DATA_DIR
 
@@ -90,7 +91,7 @@ def local_campaign(tmp_path):
 def test_each_window_gets_its_state_from_its_progress(local_campaign):
     root, config = local_campaign
     jobs = all_jobs(config, PROTBENCH_PRODUCTION_LENGTH="10")
-    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    progress = status.read_all_progress(LocalStore(root), config.campaign, jobs)
     cluster = status.ClusterView(None, "not asked")
     rows = rows_by_window(status.gather_status(jobs, config.campaign, progress, cluster, NOW))
     assert {key: row.state for key, row in rows.items()} == {
@@ -129,7 +130,7 @@ def test_only_a_finished_record_finishes_a_window(tmp_path, phase, step, state):
     config = make_config(tmp_path)
     write_progress(tmp_path, config, 1, 0, phase, step, 1000, 100.0, 5 * HOUR)
     job = window_job(config, 1, 0)
-    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+    reading = status.read_all_progress(LocalStore(tmp_path), config.campaign, [job])[job.name]
     row = status.window_status(job, reading, status.ClusterView(None), NOW)
     assert row.state == state
     assert (row.note == "") == (state == "finished"), row.note
@@ -138,7 +139,7 @@ def test_only_a_finished_record_finishes_a_window(tmp_path, phase, step, state):
 def test_the_table_shows_every_window_and_the_totals(local_campaign):
     root, config = local_campaign
     jobs = all_jobs(config, PROTBENCH_PRODUCTION_LENGTH="10")
-    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    progress = status.read_all_progress(LocalStore(root), config.campaign, jobs)
     rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW)
     text = render(rows, "synthetic-double-well: results in here", ["kubectl is not on PATH"])
     assert "synthetic-double-well: results in here" in text
@@ -203,7 +204,7 @@ def _setup_and_steered_results(root: Path):
 def test_setup_and_steered_jobs_are_finished_when_all_their_products_exist(tmp_path):
     root = tmp_path / "results"
     config, jobs = _setup_and_steered_results(root)
-    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    progress = status.read_all_progress(LocalStore(root), config.campaign, jobs)
     rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW)
     # Replica 2 has its equilibrated state but its pull has not saved every window yet.
     assert [row.state for row in rows] == ["finished", "finished", "missing", "missing"]
@@ -218,7 +219,7 @@ def test_from_the_bucket_steered_md_is_finished_by_its_last_window_structure(s3_
     for path in root.rglob("*"):
         if path.is_file():
             client.upload_file(str(path), config.bucket, f"results/{path.relative_to(root).as_posix()}")
-    progress = status.read_all_progress(status.BucketProgress(client, config.bucket),
+    progress = status.read_all_progress(BucketStore(client, config.bucket),
                                         config.campaign, jobs)
     rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW,
                                 bucket=True)
@@ -282,7 +283,7 @@ def test_status_with_the_cluster_combines_job_states_and_progress(cluster_campai
     cluster = status.query_cluster(selector)
     assert cluster.reachable and cluster.note == ""
     jobs = all_jobs(config)
-    progress = status.read_all_progress(status.LocalProgress(root), config.campaign, jobs)
+    progress = status.read_all_progress(LocalStore(root), config.campaign, jobs)
     rows = rows_by_window(status.gather_status(jobs, config.campaign, progress, cluster, time.time()))
     assert {key: (row.state, row.job_state, row.restarts) for key, row in rows.items()} == {
         (1, 0): ("finished", "Complete", 1),
@@ -363,7 +364,7 @@ def test_status_reads_progress_objects_from_the_bucket(s3_server, tmp_path, monk
     client.meta.events.register("before-parameter-build.s3.GetObject",
                                 lambda params, **_: fetched.append(params["Key"]))
     jobs = all_jobs(config)
-    progress = status.read_all_progress(status.BucketProgress(client, config.bucket), config.campaign, jobs)
+    progress = status.read_all_progress(BucketStore(client, config.bucket), config.campaign, jobs)
     assert sorted(fetched) == sorted(f"results/{config.campaign.window_files(r, w).progress}"
                                      for r in (1, 2) for w in range(4))
     assert progress[jobs[1].name].progress.step == 500
@@ -492,7 +493,7 @@ def write_run_record(root: Path, config: CampaignConfig, replica: int, window: i
 
 
 def usage_rows(root: Path, config: CampaignConfig, jobs: list[JobSpec]):
-    reader = status.LocalProgress(root)
+    reader = LocalStore(root)
     progress = status.read_all_progress(reader, config.campaign, jobs)
     rows = status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW)
     return status.with_usage(rows, status.read_all_run_records(reader, config.campaign, jobs))
@@ -607,11 +608,11 @@ def test_run_records_are_read_from_the_bucket_and_a_broken_one_is_reported(s3_se
     client.create_bucket(Bucket=config.bucket)
     for path in root.rglob("*.json"):
         client.upload_file(str(path), config.bucket, f"results/{path.relative_to(root).as_posix()}")
-    reader = status.BucketProgress(client, config.bucket)
+    reader = BucketStore(client, config.bucket)
 
-    records, errors = reader.run_records(config.campaign.run_records_dir("window", 1, 0))
+    records, errors = status.read_run_records(reader, config.campaign.run_records_dir("window", 1, 0))
     assert [r["pod"] for r in records] == ["pod-a"] and errors == []
-    records, errors = reader.run_records(config.campaign.run_records_dir("window", 1, 1))
+    records, errors = status.read_run_records(reader, config.campaign.run_records_dir("window", 1, 1))
     assert records == [] and len(errors) == 1 and "pod-x.json: not JSON" in errors[0]
 
     assert status.show_status(all_jobs(config)[:2], config, use_kubectl=False, source="bucket") == 0
@@ -628,7 +629,7 @@ def test_eta_and_stall_threshold_use_what_the_window_recorded_not_the_jobs_envir
     path = tmp_path / config.campaign.window_files(1, 0).progress
     Progress("equilibration", 100_000, 250_000, 2.0, NOW - 5.0, timestep_fs=2.0, frame_ps=100.0,
              steps_after_phase=1_000_000).write(path)
-    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+    reading = status.read_all_progress(LocalStore(tmp_path), config.campaign, [job])[job.name]
     row = status.window_status(job, reading, status.ClusterView(None, "not asked"), NOW)
     # 150 000 equilibration + 1 000 000 production steps, each taking the wall time of a 2 fs step at 2 ns/day
     assert row.eta_s == pytest.approx(1_150_000 * 2e-6 / 2.0 * 86400)
@@ -643,7 +644,7 @@ def test_a_progress_record_written_before_it_carried_the_timestep_still_reads(tm
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"kind": "progress", "phase": "production", "step": 0, "total_steps": 1_000_000,
                                 "ns_per_day": 100.0, "updated_unix": NOW - 5.0}))
-    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+    reading = status.read_all_progress(LocalStore(tmp_path), config.campaign, [job])[job.name]
     assert reading.progress is not None and reading.progress.timestep_fs is None
     row = status.window_status(job, reading, status.ClusterView(None, "not asked"), NOW)
     assert row.state == "running"
@@ -694,7 +695,7 @@ def test_a_pod_terminating_past_its_grace_period_and_five_minutes_is_on_a_lost_n
     pod = _pod_item(job.name, "x7k2p", deletionTimestamp=_iso(requested + 600), deletionGracePeriodSeconds=600)
     cluster = status.ClusterView(status.parse_cluster_list(
         {"kind": "List", "items": [_job_item(job.name, {"active": 1}), pod]}, now=NOW))
-    reading = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, [job])[job.name]
+    reading = status.read_all_progress(LocalStore(tmp_path), config.campaign, [job])[job.name]
 
     row = status.window_status(job, reading, cluster, NOW)
 
@@ -721,7 +722,7 @@ def test_a_launched_window_without_a_job_and_unfinished_results_is_lost_with_the
         path = tmp_path / jobs[window].provenance_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("kind: Job\n")
-    progress = status.read_all_progress(status.LocalProgress(tmp_path), config.campaign, jobs)
+    progress = status.read_all_progress(LocalStore(tmp_path), config.campaign, jobs)
     empty_cluster = status.ClusterView({})
 
     rows = status.gather_status(jobs, config.campaign, progress, empty_cluster, NOW,

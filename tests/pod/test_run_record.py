@@ -20,6 +20,7 @@ import pytest
 
 from protbench_nrp import status, usage
 from protbench_nrp.layout import Campaign
+from protbench_nrp.store import BucketStore
 
 from tests.conftest import REPO_ROOT, VILLIN_FF
 from tests.pod.harness import NODE_NAME, make_fake_repo, seed_inputs
@@ -154,8 +155,8 @@ def test_a_stopped_pod_and_its_replacement_leave_two_records_showing_the_work_do
     assert stopped["last_step"]["step"] > resumed["first_step"]["step"]  # done again by the second pod
 
     # --status reads both from the bucket: two pods, and GPU-hours lost to the steps done again
-    reader = status.BucketProgress(s3.client(), bucket.name)
-    records, errors = reader.run_records(Campaign("villin", VILLIN_FF).run_records_dir("window", 1, 3))
+    reader = BucketStore(s3.client(), bucket.name)
+    records, errors = status.read_run_records(reader, Campaign("villin", VILLIN_FF).run_records_dir("window", 1, 3))
     assert errors == []
     summed = usage.window_usage(records)
     assert summed.pods == 2

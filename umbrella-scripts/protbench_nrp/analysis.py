@@ -2,8 +2,9 @@
 
 Orchestration and the command line; each piece lives in a module of its own:
 
-* :mod:`protbench_nrp.cvfiles` reads CV files and parameter records, from a
-  results root or straight from the bucket (:func:`load_campaign`).
+* :mod:`protbench_nrp.cvfiles` reads CV files and parameter records through
+  a :mod:`~protbench_nrp.store` (a results root, or straight from the bucket
+  with :func:`protbench_nrp.s3.bucket_client`): :func:`load_campaign`.
 * :mod:`protbench_nrp.pmf` decorrelates windows and turns them into a PMF and
   a folding free energy with MBAR and :class:`pymbar.FES`.
 * :func:`analyze_campaign` (here) does that for all replicas together and each
@@ -24,10 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .cvfiles import (AnalysisError, BucketResults, CampaignSamples, CVTimeSeries,  # noqa: F401
-                      LocalResults, WindowSamples, bucket_client, load_campaign, parse_cv_timeseries)
+from .cvfiles import (AnalysisError, CampaignSamples, CVTimeSeries, WindowSamples,  # noqa: F401
+                      load_campaign, parse_cv_timeseries)
+from .errors import ProtbenchError
 from .layout import BUCKET_PREFIX, Campaign, comparison_file, window_tag
+from .s3 import bucket_client
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
+from .store import BucketStore, LocalStore
 from .pmf import (KDE_BANDWIDTH_PER_WINDOW_SPACING, KDE_GRID_SPACING, METHODS, MIN_FRAMES,  # noqa: F401
                   PMF, DecorrelatedWindow, FoldingFreeEnergy, PMFEstimator, decorrelate_window,
                   default_bin_edges, window_spacing)
@@ -569,8 +573,8 @@ def build_command():
                 chosen = [Campaign(target, ff)]
             if upload_report and not (bucket and report):
                 raise click.UsageError("--upload-report needs --bucket and --report")
-            source = (BucketResults(bucket_client(endpoint_url, rclone_remote), bucket, bucket_prefix)
-                      if bucket else LocalResults(results_dir))
+            source = (BucketStore(bucket_client(endpoint_url, rclone_remote), bucket, bucket_prefix)
+                      if bucket else LocalStore(results_dir))
             analyses, written = [], []
             for campaign in chosen:
                 samples = load_campaign(source, campaign, tuple(replicas) or None)
@@ -587,7 +591,7 @@ def build_command():
                     key = path.relative_to(Path(results_dir)).as_posix()
                     source.write_bytes(key, path.read_bytes(), "text/html; charset=utf-8")
                     written.append(source.describe(key))
-        except (AnalysisError, ValueError) as error:
+        except (ProtbenchError, ValueError) as error:  # AnalysisError, StoreError, S3AccessError
             raise click.ClickException(str(error)) from None
         for analysis in analyses:
             prefix = f"{analysis.campaign.name}: " if compare else ""

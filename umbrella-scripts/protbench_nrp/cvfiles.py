@@ -2,9 +2,10 @@
 
 * :func:`parse_cv_timeseries` reads one window's CV file, tolerating the torn
   last line a killed pod leaves and the frames a restart rewrites.
-* :class:`LocalResults` and :class:`BucketResults` read files of the results
-  layout from a results root on this machine or straight from the S3 bucket
-  (only the CV and parameter files of each window: never a trajectory).
+* :func:`replicas_found` and :func:`windows_found` list what a
+  :class:`~protbench_nrp.store.ResultsStore` holds, on this machine or
+  straight from the S3 bucket (only the CV and parameter files of each window
+  are read: never a trajectory).
 * :func:`load_campaign` gathers every window with its recorded
   :class:`~protbench_nrp.records.UmbrellaParameters` and checks them against
   each other, naming what is missing or inconsistent.
@@ -17,13 +18,14 @@ import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import numpy as np
 
 from .errors import ProtbenchError
-from .layout import BUCKET_PREFIX, Campaign, window_tag
+from .layout import Campaign, window_tag
 from .records import UmbrellaParameters, record_from_dict
+from .store import ResultsStore
 
 #: Windows read at once (each is two round trips to the bucket).
 READ_THREADS = 8
@@ -140,146 +142,20 @@ def _latest_frames(steps: np.ndarray) -> np.ndarray:
 # -- where results are read from -----------------------------------------------------
 
 
-class LocalResults:
-    """Files of the results layout below a results root on this machine.
-
-    Parameters
-    ----------
-    root : path-like
-        The results root (the launcher's ``LOCAL_RESULT_DIR``, ``-o`` of the scripts).
-    """
-
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
-
-    def describe(self, relative: PurePosixPath | str) -> str:
-        return str(self.root / relative)
-
-    def read_text(self, relative: PurePosixPath | str) -> str | None:
-        """The file's text, or ``None`` when it does not exist."""
-        try:
-            return (self.root / relative).read_text()
-        except FileNotFoundError:
-            return None
-
-    def _numbered(self, directory: PurePosixPath, pattern: re.Pattern) -> list[int]:
-        path = self.root / directory
-        if not path.is_dir():
-            return []
-        found = (pattern.match(p.name) for p in path.iterdir() if p.is_dir())
-        return sorted(int(m.group(1)) for m in found if m)
-
-    def replicas(self, campaign: Campaign) -> list[int]:
-        return self._numbered(campaign.root, _REPLICA_DIR)
-
-    def windows(self, campaign: Campaign, replica: int) -> list[int]:
-        return self._numbered(campaign.replica_dir(replica), _WINDOW_DIR)
+def numbered(store: ResultsStore, directory: PurePosixPath, pattern: re.Pattern) -> list[int]:
+    """The numbers of the entries of ``directory`` whose names match ``pattern``, sorted."""
+    found = (pattern.match(name) for name in store.list(directory))
+    return sorted(int(match.group(1)) for match in found if match)
 
 
-class BucketResults:
-    """Files of the results layout read straight from an S3 bucket.
-
-    Only the objects asked for are downloaded; directories are listed with a
-    delimiter so a window's trajectory segments are never even listed.
-
-    Parameters
-    ----------
-    client : botocore S3 client
-        From :func:`bucket_client` or any ``boto3.client("s3")``.
-    bucket : str
-        Bucket name.
-    prefix : str
-        Key prefix of the results root inside the bucket (``results`` for
-        ``nrp:proteinbenchmark-jm-bucket/results``).
-    """
-
-    def __init__(self, client, bucket: str, prefix: str = BUCKET_PREFIX):
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-
-    def key(self, relative: PurePosixPath | str) -> str:
-        return f"{self.prefix}/{relative}" if self.prefix else str(relative)
-
-    def describe(self, relative: PurePosixPath | str) -> str:
-        return f"s3://{self.bucket}/{self.key(relative)}"
-
-    def read_text(self, relative: PurePosixPath | str) -> str | None:
-        """The object's text, or ``None`` when there is no such key."""
-        from botocore.exceptions import ClientError
-
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key(relative))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise self._explain(error) from None
-        except Exception as error:  # endpoint unreachable, no credentials, ...
-            raise self._explain(error) from None
-        return response["Body"].read().decode()
-
-    def write_bytes(self, relative: PurePosixPath | str, data: bytes, content_type: str) -> None:
-        """Upload one object (a report to share: a public bucket serves it over HTTP as is)."""
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=data,
-                                   ContentType=content_type)
-        except Exception as error:
-            raise self._explain(error) from None
-
-    def _numbered(self, directory: PurePosixPath, pattern: re.Pattern) -> list[int]:
-        prefix = self.key(directory) + "/"
-        found = []
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-            for page in pages:
-                for entry in page.get("CommonPrefixes", []):
-                    match = pattern.match(entry["Prefix"][len(prefix):].rstrip("/"))
-                    if match:
-                        found.append(int(match.group(1)))
-        except Exception as error:
-            raise self._explain(error) from None
-        return sorted(found)
-
-    def replicas(self, campaign: Campaign) -> list[int]:
-        return self._numbered(campaign.root, _REPLICA_DIR)
-
-    def windows(self, campaign: Campaign, replica: int) -> list[int]:
-        return self._numbered(campaign.replica_dir(replica), _WINDOW_DIR)
-
-    def _explain(self, error: Exception) -> AnalysisError:
-        return AnalysisError(
-            f"cannot read s3://{self.bucket}/{self.prefix}: {error}. Check the bucket name "
-            f"(--bucket), the endpoint and the keys (the rclone config's remote, or "
-            f"AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-        )
+def replicas_found(store: ResultsStore, campaign: Campaign) -> list[int]:
+    """The replicas with a directory in the results (``replica-N``)."""
+    return numbered(store, campaign.root, _REPLICA_DIR)
 
 
-def bucket_client(endpoint_url: str | None = None, rclone_remote: str = "nrp"):
-    """An S3 client for the results bucket, with the launcher's preflight credentials.
-
-    Keys and endpoint come from section ``[rclone_remote]`` of the rclone
-    config (``$RCLONE_CONFIG`` or ``~/.config/rclone/rclone.conf``), else from
-    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_ENDPOINT_URL``
-    (see :func:`protbench_nrp.preflight.s3_access`). ``endpoint_url`` wins
-    over both.
-
-    Raises
-    ------
-    AnalysisError
-        When no credentials are found.
-    """
-    from dataclasses import replace
-
-    from .preflight import PreflightError, s3_access
-
-    try:
-        access = s3_access(rclone_remote)
-    except PreflightError as error:
-        raise AnalysisError(str(error).replace(", or launch with --skip-preflight", "")) from None
-    if endpoint_url:
-        access = replace(access, endpoint_url=endpoint_url)
-    return access.client()
+def windows_found(store: ResultsStore, campaign: Campaign, replica: int) -> list[int]:
+    """The windows of ``replica`` with a directory in the results (``window-NN``)."""
+    return numbered(store, campaign.replica_dir(replica), _WINDOW_DIR)
 
 
 # -- a whole campaign ----------------------------------------------------------------
@@ -324,12 +200,14 @@ class CampaignSamples:
         return self.windows[0].parameters.cv_name
 
 
-def load_campaign(source, campaign: Campaign, replicas: tuple[int, ...] | None = None) -> CampaignSamples:
+def load_campaign(source: ResultsStore, campaign: Campaign, replicas: tuple[int, ...] | None = None) -> CampaignSamples:
     """Read the CV file and umbrella parameters of every window of a campaign.
 
     Parameters
     ----------
-    source : LocalResults or BucketResults
+    source : ResultsStore
+        Where the results are (:class:`~protbench_nrp.store.LocalStore` or
+        :class:`~protbench_nrp.store.BucketStore`).
     campaign : Campaign
     replicas : tuple of int, optional
         The replicas to read; all found when omitted.
@@ -346,8 +224,10 @@ def load_campaign(source, campaign: Campaign, replicas: tuple[int, ...] | None =
         When nothing can be analysed, a requested replica does not exist, a
         CV file has no parameters beside it, or windows disagree on what
         they simulated.
+    StoreError
+        When the results cannot be read (an unreachable bucket, refused keys).
     """
-    found = source.replicas(campaign)
+    found = replicas_found(source, campaign)
     where = source.describe(campaign.root)
     if not found:
         raise AnalysisError(
@@ -363,7 +243,7 @@ def load_campaign(source, campaign: Campaign, replicas: tuple[int, ...] | None =
             )
         found = sorted(set(replicas))
 
-    slots = [(replica, window) for replica in found for window in source.windows(campaign, replica)]
+    slots = [(replica, window) for replica in found for window in windows_found(source, campaign, replica)]
     # A few reads at a time: from the bucket each file is a round trip.
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         read = list(pool.map(lambda slot: _read_window(source, campaign, *slot), slots))
@@ -405,7 +285,7 @@ def load_campaign(source, campaign: Campaign, replicas: tuple[int, ...] | None =
     return CampaignSamples(campaign, tuple(found), n_windows, windows, missing, warnings)
 
 
-def _read_window(source, campaign: Campaign, replica: int, window: int):
+def _read_window(source: ResultsStore, campaign: Campaign, replica: int, window: int):
     """One window's samples, or ``(None, reason)`` when it has produced nothing yet."""
     files = campaign.window_files(replica, window)
     cv_text = source.read_text(files.cv_timeseries)

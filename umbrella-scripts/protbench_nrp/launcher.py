@@ -372,13 +372,15 @@ def _is_finished(job: JobSpec, reading) -> bool | None:
 def results_reader(config: CampaignConfig, settings: LaunchSettings):
     """Where --relaunch reads whether a Job's results are finished: the bucket, or (without
     preflight) LOCAL_RESULT_DIR, as ``--status --status-source`` would."""
-    from .status import BucketProgress, LocalProgress
+    from .s3 import S3AccessError, bucket_client
+    from .store import BucketStore, LocalStore
 
     if not settings.preflight:
-        return LocalProgress(config.local_result_dir)
+        return LocalStore(config.local_result_dir)
     try:
-        return BucketProgress(preflight.s3_access(config.rclone_remote).client(), config.bucket)
-    except preflight.PreflightError as error:
+        return BucketStore(bucket_client(rclone_remote=config.rclone_remote,
+                                         other_fix=preflight.SKIP_FIX), config.bucket)
+    except S3AccessError as error:
         raise LaunchRefused(f"cannot read the results in the bucket to tell finished Jobs: {error}") from None
 
 

@@ -5,9 +5,11 @@ Gathering and rendering are apart so each can be checked on its own:
 * :func:`parse_cluster_list` turns the JSON of ``kubectl get jobs,pods -o
   json`` into a :class:`ClusterJob` per Job; :func:`query_cluster` runs
   kubectl and says why when the cluster cannot be reached.
-* :class:`LocalProgress` and :class:`BucketProgress` read each window's
-  :class:`~protbench_nrp.records.Progress` record from a results root or the
-  S3 bucket (that small JSON object only, never a trajectory).
+* :func:`read_all_progress` reads each window's
+  :class:`~protbench_nrp.records.Progress` record through a
+  :class:`~protbench_nrp.store.ResultsStore` (a results root or the S3
+  bucket; that small JSON object only, never a trajectory), and
+  :func:`products_present` says whether setup and steered MD are done.
 * :func:`gather_status` combines both into a :class:`WindowStatus` per Job,
   :func:`campaign_totals` sums them up, :func:`render_status` draws the table.
 * :func:`read_all_run_records` reads the run record each pod leaves
@@ -40,12 +42,13 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from . import exits, science, usage
 from .jobs import CampaignConfig, JobSpec
-from .layout import BUCKET_PREFIX, LABEL_PREFIX, Campaign, job_labels, window_tag
+from .layout import LABEL_PREFIX, Campaign, job_labels, window_tag
 from .records import Progress
+from .store import BucketStore, LocalStore, ResultsStore, StoreError
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
 STALL_AFTER_S = 30 * 60.0
@@ -72,6 +75,9 @@ NODE_LOST_RUNBOOK = ("confirm its node is NotReady (kubectl get node {node}), th
 
 #: Where show_status reads progress when its caller does not say: "local" or "bucket".
 SOURCE_ENV = "PROTBENCH_STATUS_SOURCE"
+
+#: Records read at once (from the bucket each is a round trip).
+READ_THREADS = 8
 
 #: Read errors printed under the table; the rest are counted.
 MAX_ERRORS_SHOWN = 5
@@ -363,134 +369,72 @@ def _parse_progress(text: str, where: str) -> ProgressReading:
         return ProgressReading(None, f"{where}: {error}")
 
 
-class LocalProgress:
-    """Progress records under a results root on this machine."""
-
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
-
-    @property
-    def description(self) -> str:
-        return f"results in {self.root}"
-
-    def read(self, relative: PurePosixPath) -> ProgressReading:
-        path = self.root / relative
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return ProgressReading(None)
-        except OSError as error:
-            return ProgressReading(None, f"{path}: {error}")
-        return _parse_progress(text, str(path))
-
-    def exists(self, relative: PurePosixPath) -> bool:
-        return (self.root / relative).is_file()
-
-    def run_records(self, directory: PurePosixPath) -> tuple[list[dict], list[str]]:
-        """The run records in ``directory``, and why any could not be read."""
-        found = []
-        for path in sorted((self.root / directory).glob("*.json")):
-            try:
-                found.append((str(path), path.read_text()))
-            except OSError as error:
-                found.append((str(path), error))
-        return _parse_run_records(found)
-
-    def steered_done(self, campaign: Campaign, replica: int, n_windows: int) -> bool:
-        """Whether steered MD left the equilibrated state and every window's structure."""
-        from .steered import steered_products_exist
-
-        return steered_products_exist(self.root, campaign, replica, n_windows)
+def read_progress(store: ResultsStore, relative: PurePosixPath) -> ProgressReading:
+    """The progress record at ``relative``: absent, parsed, or why it could not be read."""
+    try:
+        text = store.read_text(relative)
+    except StoreError as error:
+        return ProgressReading(None, str(error))
+    if text is None:
+        return ProgressReading(None)
+    return _parse_progress(text, store.describe(relative))
 
 
-class BucketProgress:
-    """Progress records read straight from the S3 bucket, one small GET each."""
+def products_present(store: ResultsStore, campaign: Campaign, job: JobSpec) -> bool:
+    """Whether a setup or steered-MD Job left its final products: the one place status says so.
 
-    def __init__(self, client, bucket: str, prefix: str = BUCKET_PREFIX):
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
+    Setup: the System XML. Steered MD: the equilibrated state and the
+    structures of all windows (the pull saves them as it goes, so the state
+    alone means the pull may still be running or have failed), both found
+    with one listing of the replica's directory. Windows are done by their
+    progress record instead (:func:`production_done`).
 
-    @property
-    def description(self) -> str:
-        return f"results in s3://{self.bucket}/{self.prefix}"
-
-    def read(self, relative: PurePosixPath) -> ProgressReading:
-        from botocore.exceptions import ClientError
-
-        key = f"{self.prefix}/{relative}" if self.prefix else str(relative)
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return ProgressReading(None)
-            return ProgressReading(None, f"s3://{self.bucket}/{key}: {error}")
-        except Exception as error:  # endpoint unreachable, no credentials, ...
-            return ProgressReading(None, f"s3://{self.bucket}/{key}: {error}")
-        return _parse_progress(body, f"s3://{self.bucket}/{key}")
-
-    def exists(self, relative: PurePosixPath) -> bool:
-        key = f"{self.prefix}/{relative}" if self.prefix else str(relative)
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except Exception:  # absent, or unreadable: either way not known to be there
-            return False
-        return True
-
-    def run_records(self, directory: PurePosixPath) -> tuple[list[dict], list[str]]:
-        """The run records under ``directory`` in the bucket: one listing, one GET each."""
-        prefix = f"{self.prefix}/{directory}/" if self.prefix else f"{directory}/"
-        found = []
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            keys = [item["Key"] for page in pages for item in page.get("Contents", []) or []
-                    if item["Key"].endswith(".json") and "/" not in item["Key"][len(prefix):]]
-        except Exception as error:  # endpoint unreachable, no credentials, ...
-            return [], [f"s3://{self.bucket}/{prefix}: {error}"]
-        for key in sorted(keys):
-            try:
-                found.append((f"s3://{self.bucket}/{key}",
-                              self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()))
-            except Exception as error:
-                found.append((f"s3://{self.bucket}/{key}", error))
-        return _parse_run_records(found)
-
-    def steered_done(self, campaign: Campaign, replica: int, n_windows: int) -> bool:
-        """Whether steered MD left its equilibrated state and the last window's structure.
-
-        The pull saves window structures in order, so the last one stands for
-        all of them: two HEAD requests instead of one per window.
-        """
-        return (self.exists(campaign.steered_state(replica))
-                and self.exists(campaign.window_pdb(replica, n_windows - 1)))
-
-
-def read_all_progress(reader, campaign: Campaign, jobs: list[JobSpec]) -> dict[str, ProgressReading]:
-    """Each Job's progress by Job name; the bucket is asked a few keys at a time.
-
-    Windows keep a progress record; setup and steered MD are only known to
-    be done by their final products: the System XML; the equilibrated state
-    and the structures of all windows (the pull saves them as it goes, so the
-    equilibrated state alone means the pull may still be running or fail).
+    Raises
+    ------
+    StoreError
+        When the results cannot be read.
     """
-    def one(job: JobSpec) -> ProgressReading:
-        if job.stage == "window":
-            return reader.read(campaign.window_files(job.replica, job.window).progress)
-        if job.stage == "setup":
-            return ProgressReading(None, product_present=reader.exists(campaign.system_xml))
-        n_windows = int(_env_float(job, "PROTBENCH_N_WINDOWS", science.N_WINDOWS))
-        return ProgressReading(None, product_present=reader.steered_done(campaign, job.replica,
-                                                                         n_windows))
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(zip((job.name for job in jobs), pool.map(one, jobs)))
+    if job.stage == "setup":
+        return store.exists(campaign.system_xml)
+    n_windows = int(_env_float(job, "PROTBENCH_N_WINDOWS", science.N_WINDOWS))
+    names = set(store.sizes(campaign.replica_dir(job.replica)))
+    wanted = [campaign.steered_state(job.replica)] + [campaign.window_pdb(job.replica, w) for w in range(n_windows)]
+    return all(path.name in names for path in wanted)
 
 
-def _parse_run_records(found: list[tuple[str, object]]) -> tuple[list[dict], list[str]]:
+def read_job_progress(store: ResultsStore, campaign: Campaign, job: JobSpec) -> ProgressReading:
+    """What the results say about one Job: a window's progress record, or whether a setup or
+    steered-MD Job's products are there; a read failure is the reading's error."""
+    if job.stage == "window":
+        return read_progress(store, campaign.window_files(job.replica, job.window).progress)
+    try:
+        return ProgressReading(None, product_present=products_present(store, campaign, job))
+    except StoreError as error:
+        return ProgressReading(None, str(error))
+
+
+def read_all_progress(store: ResultsStore, campaign: Campaign, jobs: list[JobSpec]) -> dict[str, ProgressReading]:
+    """Each Job's progress by Job name (:func:`read_job_progress`); the bucket is asked a few keys at a time."""
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        return dict(zip((job.name for job in jobs), pool.map(lambda job: read_job_progress(store, campaign, job),
+                                                             jobs)))
+
+
+def read_run_records(store: ResultsStore, directory: PurePosixPath) -> tuple[list[dict], list[str]]:
+    """The run records (``*.json``) directly in ``directory``, and why any could not be read."""
     records, errors = [], []
-    for where, text in found:
-        if isinstance(text, Exception):
-            errors.append(f"{where}: {text}")
+    try:
+        names = [name for name in store.list(directory) if name.endswith(".json")]
+    except StoreError as error:
+        return [], [str(error)]
+    for name in names:
+        where = store.describe(directory / name)
+        try:
+            text = store.read_text(directory / name)
+        except StoreError as error:
+            errors.append(str(error))
+            continue
+        if text is None:  # a directory named *.json, or gone since the listing
             continue
         try:
             payload = json.loads(text)
@@ -504,12 +448,13 @@ def _parse_run_records(found: list[tuple[str, object]]) -> tuple[list[dict], lis
     return records, errors
 
 
-def read_all_run_records(reader, campaign: Campaign, jobs: list[JobSpec]) -> dict[str, tuple[list[dict], list[str]]]:
+def read_all_run_records(store: ResultsStore, campaign: Campaign,
+                         jobs: list[JobSpec]) -> dict[str, tuple[list[dict], list[str]]]:
     """Each Job's pods' run records (and read errors) by Job name, a few Jobs at a time."""
     def one(job: JobSpec):
-        return reader.run_records(campaign.run_records_dir(job.stage, job.replica, job.window))
+        return read_run_records(store, campaign.run_records_dir(job.stage, job.replica, job.window))
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         return dict(zip((job.name for job in jobs), pool.map(one, jobs)))
 
 
@@ -878,7 +823,7 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
     source : {"local", "bucket"}, optional
         Read progress records from ``config.local_result_dir`` or from
         ``config.bucket`` (credentials and endpoint as the launcher's
-        preflight finds them, see :func:`protbench_nrp.analysis.bucket_client`).
+        preflight finds them, see :func:`protbench_nrp.s3.bucket_client`).
         When omitted, ``$PROTBENCH_STATUS_SOURCE``, else ``"local"``: so
         ``PROTBENCH_STATUS_SOURCE=bucket ./run-umbrella-windows.py --status``
         follows a cluster campaign without copying anything down.
@@ -904,16 +849,15 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
             errors.print("[red]error:[/] reading status from the bucket needs BUCKET set in "
                          "run-umbrella-windows.py")
             return EXIT_BAD_INPUT
-        from .analysis import AnalysisError, bucket_client
+        from .s3 import S3AccessError, bucket_client
 
         try:
-            reader = BucketProgress(bucket_client(rclone_remote=config.rclone_remote or "nrp"),
-                                    config.bucket)
-        except AnalysisError as error:
+            reader = BucketStore(bucket_client(rclone_remote=config.rclone_remote or "nrp"), config.bucket)
+        except S3AccessError as error:
             errors.print(f"[red]error:[/] {error}")
             return EXIT_BAD_INPUT
     else:
-        reader = LocalProgress(config.local_result_dir)
+        reader = LocalStore(config.local_result_dir)
     campaign = config.campaign
     notes = []
     if use_kubectl:
@@ -939,5 +883,5 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
                      f"{usage.MIN_GPU_UTILIZATION_PERCENT:.0f}%, memory at least "
                      f"{100 * usage.MIN_MEMORY_FRACTION:.0f}% of the request): size the requests from a "
                      f"pilot window (README, 'Sizing the requests')")
-    render_status(rows, totals, f"{campaign.name}: {reader.description}", notes, console)
+    render_status(rows, totals, f"{campaign.name}: {reader.location}", notes, console)
     return EXIT_OK

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from .errors import ProtbenchError
 from .layout import BUCKET_PREFIX
+from .s3 import first_line
 
 __all__ = ["ResultsStore", "LocalStore", "BucketStore", "StoreError"]
 
@@ -42,6 +43,9 @@ class ResultsStore(Protocol):
 
     def list(self, directory: PurePosixPath | str) -> list[str]:
         """Names of the files and directories directly in ``directory``, sorted; ``[]`` when absent."""
+
+    def sizes(self, directory: PurePosixPath | str) -> dict[str, int]:
+        """Bytes of each file directly in ``directory`` by name (one listing); ``{}`` when absent."""
 
 
 class LocalStore:
@@ -81,9 +85,22 @@ class LocalStore:
         except OSError as error:
             raise StoreError(f"cannot list {path}: {error}; check its permissions") from None
 
+    def sizes(self, directory: PurePosixPath | str) -> dict[str, int]:
+        path = self.root / directory
+        try:
+            return {entry.name: entry.stat().st_size for entry in path.iterdir() if entry.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as error:
+            raise StoreError(f"cannot list {path}: {error}; check its permissions") from None
+
 
 class BucketStore:
     """The results tree read straight from an S3 bucket: one request per question.
+
+    Directories are listed with a delimiter, so listing a window's directory
+    never lists its trajectory segments, and only the objects asked for are
+    downloaded.
 
     Parameters
     ----------
@@ -103,6 +120,8 @@ class BucketStore:
 
     def key(self, relative: PurePosixPath | str) -> str:
         relative = str(relative).strip("/")
+        if relative in ("", "."):
+            return self.prefix
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
     def describe(self, relative: PurePosixPath | str) -> str:
@@ -118,38 +137,56 @@ class BucketStore:
             raise self._explain(error, relative) from None
 
     def exists(self, relative: PurePosixPath | str) -> bool:
+        # A listing rather than HEAD: HEAD answers a bare 404 both for an absent key and for an
+        # absent bucket, and a wrong bucket name must be an error, not "not there yet".
+        key = self.key(relative)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
         except Exception as error:
-            if _is_absent(error):
-                return False
             raise self._explain(error, relative) from None
-        return True
+        # The key itself sorts before every longer key it is a prefix of.
+        return any(entry["Key"] == key for entry in page.get("Contents", []) or [])
 
-    def list(self, directory: PurePosixPath | str) -> list[str]:
-        prefix = self.key(directory).rstrip("/") + "/" if str(directory).strip("/") else (
-            f"{self.prefix}/" if self.prefix else "")
-        names = set()
+    def _directory_prefix(self, directory: PurePosixPath | str) -> str:
+        key = self.key(directory)
+        return f"{key}/" if key else ""
+
+    def _listing(self, directory: PurePosixPath | str) -> tuple[set[str], dict[str, int]]:
+        """Sub-directory names and file sizes directly under ``directory``: one delimited listing,
+        so nothing below a sub-directory (a window's trajectory segments) is ever listed."""
+        prefix = self._directory_prefix(directory)
+        subdirectories, files = set(), {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix, Delimiter="/")
             for page in pages:
-                names.update(entry["Prefix"][len(prefix):].rstrip("/") for entry in page.get("CommonPrefixes", []))
-                names.update(entry["Key"][len(prefix):] for entry in page.get("Contents", []) or [])
+                subdirectories.update(entry["Prefix"][len(prefix):].rstrip("/")
+                                      for entry in page.get("CommonPrefixes", []) or [])
+                files.update((entry["Key"][len(prefix):], entry["Size"])
+                             for entry in page.get("Contents", []) or [])
         except Exception as error:
             raise self._explain(error, directory) from None
-        return sorted(name for name in names if name)
+        subdirectories.discard("")
+        files.pop("", None)  # the "directory marker" object some tools leave
+        return subdirectories, files
+
+    def list(self, directory: PurePosixPath | str) -> list[str]:
+        subdirectories, files = self._listing(directory)
+        return sorted(subdirectories | set(files))
+
+    def sizes(self, directory: PurePosixPath | str) -> dict[str, int]:
+        return self._listing(directory)[1]
 
     def write_bytes(self, relative: PurePosixPath | str, data: bytes, content_type: str) -> None:
         """Upload one object (a report to share: a public bucket serves it over HTTP as is)."""
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=data, ContentType=content_type)
         except Exception as error:
-            raise self._explain(error, relative) from None
+            raise self._explain(error, relative, "write") from None
 
-    def _explain(self, error: Exception, relative: PurePosixPath | str) -> StoreError:
+    def _explain(self, error: Exception, relative: PurePosixPath | str, verb: str = "read") -> StoreError:
         return StoreError(
-            f"cannot read {self.describe(relative)}: {error}. Check the bucket name (BUCKET, --bucket), "
+            f"cannot {verb} {self.describe(relative)}: {first_line(error)}. Check the bucket name (BUCKET, --bucket), "
             f"the endpoint and the keys (the rclone config's remote, or AWS_ENDPOINT_URL, "
             f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
 
