@@ -4,7 +4,7 @@
 Edit the constants below, then run this file: one Kubernetes Job per selected
 replica and window, each manifest kept under LOCAL_RESULT_DIR as provenance.
 ``--dry-run`` prints the Jobs instead; ``--help`` lists every option. The
-logic lives in umbrella-scripts/protbench_nrp/launcher.py.
+command line lives in umbrella-scripts/protbench_nrp/command.py, the launch in launcher.py.
 """
 
 # -- the campaign ------------------------------------------------------------------
@@ -86,12 +86,12 @@ def _import_path() -> None:
 
 
 def main() -> None:
-    """Hand the campaign to the launcher's command line (``--help`` lists the options)."""
+    """Hand the campaign to the command line (``--help`` lists the options)."""
     use_project_python()
     _import_path()
-    from protbench_nrp import launcher
+    from protbench_nrp import command
 
-    launcher.main(campaign_config(), repo_dir=HERE, template_path=HERE / TEMPLATE_PATH, preflight=PREFLIGHT)
+    command.main(campaign_config(), repo_dir=HERE, template_path=HERE / TEMPLATE_PATH, preflight=PREFLIGHT)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,8 @@ def time_in_process(work: Path) -> float:
     """Build, render and check 93 Jobs inside one Python (no start-up, git or kubectl)."""
     import runpy
 
-    from protbench_nrp.launcher import build_jobs, check_manifests
+    from protbench_nrp.jobs import build_jobs
+    from protbench_nrp.launcher import check_manifests
     from protbench_nrp.manifest import load_template, render_manifest
 
     config = runpy.run_path(str(work / LAUNCHER))["campaign_config"]()

@@ -26,7 +26,7 @@ def load_command(script: str) -> click.Command:
 
 def commands() -> dict[str, click.Command]:
     from protbench_nrp.analysis import build_command
-    from protbench_nrp.launcher import cli
+    from protbench_nrp.command import cli
 
     found = {name: load_command(name) for name in SCRIPT_NAMES.values()}
     found.update({"analyze-umbrella-windows.py": build_command(), "run-umbrella-windows.py": cli})
@@ -95,10 +95,10 @@ def test_every_protbench_name_in_the_code_is_registered():
 
 
 def test_the_launcher_refuses_exactly_the_names_it_and_the_template_set():
-    from protbench_nrp import launcher
+    from protbench_nrp import jobs
 
-    assert set(launcher.LAUNCHER_ENV) == {v.name for v in VARIABLES if v.set_by == "launcher"}
-    assert {"PROTBENCH_RESULTS_DIR", "PROTBENCH_REPO_DIR"} <= set(launcher.TEMPLATE_ENV)
+    assert set(jobs.LAUNCHER_ENV) == {v.name for v in VARIABLES if v.set_by == "launcher"}
+    assert {"PROTBENCH_RESULTS_DIR", "PROTBENCH_REPO_DIR"} <= set(jobs.TEMPLATE_ENV)
     assert not any(v.settable for v in VARIABLES if v.set_by)
 
 

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from protbench_nrp import status
+from protbench_nrp.cluster import parse_cluster_list
 from protbench_nrp.jobs import CampaignConfig, JobSpec
 from protbench_nrp.layout import job_name
 from protbench_nrp.records import Progress
@@ -239,7 +240,7 @@ def test_brackets_in_messages_are_shown_as_written(tmp_path):
 
 
 def test_kubectl_list_maps_to_job_states():
-    jobs = status.parse_cluster_list(json.loads(KUBECTL_ANSWER.read_text()))
+    jobs = parse_cluster_list(json.loads(KUBECTL_ANSWER.read_text()))
     prefix = "pb-jm-synthetic-double-well-"
     summary = {name[len(prefix):]: (job.state, job.detail, job.restarts, job.failed_pods)
                for name, job in jobs.items()}
@@ -257,7 +258,7 @@ def test_kubectl_list_maps_to_job_states():
 @pytest.mark.parametrize("payload", [[], {"kind": "List"}, {"items": "x"}])
 def test_a_payload_that_is_not_a_list_is_refused(payload):
     with pytest.raises(ValueError, match="List with 'items'"):
-        status.parse_cluster_list(payload)
+        parse_cluster_list(payload)
 
 
 @pytest.fixture
@@ -693,7 +694,7 @@ def test_a_pod_terminating_past_its_grace_period_and_five_minutes_is_on_a_lost_n
     requested = NOW - terminating_for_s
     # deletionTimestamp is the delete request plus the grace period (600 s here)
     pod = _pod_item(job.name, "x7k2p", deletionTimestamp=_iso(requested + 600), deletionGracePeriodSeconds=600)
-    cluster = status.ClusterView(status.parse_cluster_list(
+    cluster = status.ClusterView(parse_cluster_list(
         {"kind": "List", "items": [_job_item(job.name, {"active": 1}), pod]}, now=NOW))
     reading = status.read_all_progress(LocalStore(tmp_path), config.campaign, [job])[job.name]
 
@@ -767,7 +768,7 @@ def test_a_failed_job_says_which_rule_or_exit_status_failed_it(tmp_path, job_sta
     config = make_config(tmp_path)
     job = window_job(config, 1, 0)
     pods = [_failed_pod(job.name, f"p{index}", code, when) for index, (code, when) in enumerate(pod_exits)]
-    cluster = status.ClusterView(status.parse_cluster_list(
+    cluster = status.ClusterView(parse_cluster_list(
         {"kind": "List", "items": [_job_item(job.name, job_status), *pods]}, now=NOW))
 
     row = status.window_status(job, status.ProgressReading(None), cluster, NOW)

@@ -28,10 +28,10 @@ def main() -> None:
             overrides[selection] = tuple(overrides[selection])
     config = dataclasses.replace(constants.campaign_config(), **overrides)
 
-    from protbench_nrp import launcher
+    from protbench_nrp import command
 
-    launcher.main(config, repo_dir=REPO_ROOT, template_path=REPO_ROOT / constants.TEMPLATE_PATH,
-                  preflight=False, argv=sys.argv[2:])
+    command.main(config, repo_dir=REPO_ROOT, template_path=REPO_ROOT / constants.TEMPLATE_PATH,
+                 preflight=False, argv=sys.argv[2:])
 
 
 if __name__ == "__main__":

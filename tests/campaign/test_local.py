@@ -292,7 +292,7 @@ def test_demo_preset_is_a_valid_villin_campaign(tmp_path):
     """The demo's constants pass the launcher's checks and every script's own."""
     import importlib.util
 
-    from protbench_nrp.launcher import build_jobs
+    from protbench_nrp.jobs import build_jobs
     from protbench_nrp.local import demo_config
     from protbench_nrp.steered import SteeredSettings
     from protbench_nrp.window import WindowSettings

@@ -13,8 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from protbench_nrp.jobs import STAGE_SCRIPTS
-from protbench_nrp.launcher import build_jobs
+from protbench_nrp.jobs import STAGE_SCRIPTS, build_jobs
 from protbench_nrp.manifest import KUBERNETES_VERSION
 
 from .conftest import LAUNCHER, REPO_ROOT, TEMPLATE, all_containers, documents, env_of

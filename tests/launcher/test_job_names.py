@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from protbench_nrp.jobs import CampaignConfig
-from protbench_nrp.launcher import build_jobs
+from protbench_nrp.jobs import CampaignConfig, build_jobs
 from protbench_nrp.manifest import load_template, render_manifest
 
 from .conftest import REPO_ROOT, TEMPLATE, documents

@@ -120,14 +120,14 @@ def test_ctrl_c_between_writing_and_applying_a_manifest_reports_and_keeps_no_app
     import signal
 
     from protbench_nrp import launcher
-    from protbench_nrp.jobs import CampaignConfig
+    from protbench_nrp.jobs import CampaignConfig, build_jobs
     from protbench_nrp.manifest import load_template
 
     config = CampaignConfig(initials="tst", target="gb3", ff="ff", n_replicas=1, n_windows=4,
                             local_result_dir=tmp_path / "results", bucket="bucket-name", rclone_remote="nrp",
                             rclone_secret="rclone", openeye_secret="oe", image="image:tag",
                             repo_url="https://example.org/r.git", proteinbenchmark_ref="main", cuda_version="12.4")
-    jobs = launcher.build_jobs(config, "0" * 40)
+    jobs = build_jobs(config, "0" * 40)
     template = load_template(launcher_repo.dir / "k8s_template.yaml")
     manifests = [launcher.render_manifest(job, config, template) for job in jobs]
     written = []

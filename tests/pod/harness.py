@@ -100,7 +100,7 @@ def campaign_config(bucket_name: str, stage: str = "window", replicas=(1,), wind
 
 def render_job(bucket_name: str, stage: str = "window", replica: int = 1, window: int = 0):
     """A Job manifest rendered by the launcher from k8s_template.yaml, and its JobSpec."""
-    from protbench_nrp.launcher import build_jobs
+    from protbench_nrp.jobs import build_jobs
     from protbench_nrp.manifest import load_template, render_manifest
 
     config = campaign_config(bucket_name, stage, (replica,), (window,))

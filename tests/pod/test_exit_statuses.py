@@ -87,7 +87,7 @@ def test_the_template_with_other_rules_is_refused():
 
     template = load_template(REPO_ROOT / "k8s_template.yaml")
     config = campaign_config("policy-check")
-    from protbench_nrp.launcher import build_jobs
+    from protbench_nrp.jobs import build_jobs
 
     [job] = build_jobs(config, "0" * 40)
     changed = copy.deepcopy(template)

@@ -15,7 +15,7 @@ SETUP = "umbrella-scripts/setup-umbrella-system.py"
 
 
 def _jobs(bucket_name: str, stage: str = "window", replicas=(1,), windows=(0,)):
-    from protbench_nrp.launcher import build_jobs
+    from protbench_nrp.jobs import build_jobs
 
     config = campaign_config(bucket_name, stage, replicas, windows)
     return build_jobs(config, commit="0" * 40), config
@@ -143,7 +143,8 @@ def test_unusable_credentials_name_the_fix(bucket, tmp_path, config_text, expect
 
 
 def test_the_launcher_refuses_with_the_list(bucket, villin_inputs, user_config, monkeypatch):
-    from protbench_nrp.launcher import LaunchRefused, run_preflight
+    from protbench_nrp.jobs import LaunchRefused
+    from protbench_nrp.launcher import run_preflight
 
     bucket.put_tree(villin_inputs.root, str(villin_inputs.campaign.setup_dir))
     monkeypatch.setenv("RCLONE_CONFIG", str(user_config))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from . import science, variables
 from .errors import ProtbenchError
-from .jobs import CampaignConfig, JobSpec
+from .jobs import CampaignConfig, JobSpec, build_jobs
 from .layout import STAGES, Campaign
 from .records import Progress
 
@@ -209,14 +209,12 @@ def _production_steps(spec: JobSpec) -> int | None:
 def campaign_jobs(jobs: list[JobSpec], config: CampaignConfig) -> list[JobSpec]:
     """``jobs`` preceded by the Jobs of every earlier stage they need, in stage order.
 
-    Earlier stages are built by :func:`protbench_nrp.launcher.build_jobs` from
+    Earlier stages are built by :func:`protbench_nrp.jobs.build_jobs` from
     the same ``config`` (and so the same checks and environment), for the
     replicas ``jobs`` use.
     """
     if not jobs:
         return []
-    from .launcher import build_jobs
-
     commit = jobs[0].env.get("PROTBENCH_SCRIPT_COMMIT", "")
     stage = jobs[0].stage
     replicas = tuple(sorted({job.replica for job in jobs if job.replica is not None}))
@@ -450,7 +448,7 @@ def run_local(jobs: list[JobSpec], config: CampaignConfig, *, max_parallel: int 
     Parameters
     ----------
     jobs : list of JobSpec
-        From :func:`protbench_nrp.launcher.build_jobs` for ``config``.
+        From :func:`protbench_nrp.jobs.build_jobs` for ``config``.
     config : CampaignConfig
         Its ``local_result_dir`` is the results root.
     max_parallel : int

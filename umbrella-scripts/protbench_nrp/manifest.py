@@ -21,7 +21,7 @@ import yaml
 
 from . import exits
 from .errors import ProtbenchError
-from .jobs import CampaignConfig, JobSpec
+from .jobs import CUDA_VERSION_FORMAT, CampaignConfig, JobSpec
 from .layout import LABEL_PREFIX, job_annotations, job_labels
 
 #: The Kubernetes version manifests are validated against (NRP Nautilus runs 1.31+).
@@ -41,8 +41,6 @@ CUDA_LABEL_FAMILIES = (
     ("nvidia.com/cuda.runtime-version.major", "nvidia.com/cuda.runtime-version.minor"),
 )
 CUDA_MAJOR_LABEL, CUDA_MINOR_LABEL = CUDA_LABEL_FAMILIES[0]
-
-CUDA_VERSION_FORMAT = re.compile(r"^(\d+)\.(\d+)$")
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .layout import Campaign
+from .report import campaign_report, folding_rows
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
 
 #: Column names of the upstream-style files (one fact, one place: the README and tests use these).
@@ -52,8 +53,6 @@ def write_outputs(analysis, results_root: Path | str, *, report: bool = False) -
     figures = plots.campaign_figures(analysis, root, campaign)
     written += list(figures.values())
     if report:
-        from .report import campaign_report
-
         path = file("report.html")
         path.write_text(campaign_report(analysis, figures))
         written.append(path)
@@ -94,17 +93,6 @@ def _write_window_table(analysis, path: Path) -> Path:
                              w.n_frames, w.n_discarded, f"{w.statistical_inefficiency:.3f}",
                              len(w.samples), f"{w.effective_samples:.1f}"])
     return path
-
-
-def folding_rows(analysis) -> list[dict]:
-    """Rows of ``{S}-folding.csv``: ``all``, then ``replica_R`` for each replica."""
-    rows = [("all", analysis.combined)]
-    if len(analysis.per_replica) > 1:
-        rows += [(f"replica_{r}", p) for r, p in sorted(analysis.per_replica.items())]
-    return [{"scope": name, "dg_fold_kcal_per_mol": p.folding.dg_kcal_per_mol,
-             "uncertainty_kcal_per_mol": p.folding.uncertainty_kcal_per_mol,
-             "boundary": p.folding.boundary, "boundary_source": p.folding.boundary_source,
-             "folded_minimum": p.folded_minimum()} for name, p in rows]
 
 
 def write_folding_csv(analysis, path: Path) -> Path:

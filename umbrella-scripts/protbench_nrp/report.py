@@ -55,9 +55,19 @@ def _page(title: str, sections: list[str]) -> str:
             f"<h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>\n")
 
 
-def folding_section(analysis) -> str:
-    from .outputs import folding_rows
+def folding_rows(analysis) -> list[dict]:
+    """The folding free energies, ``all`` then ``replica_R`` for each replica: this page's table and
+    :mod:`outputs`' ``{S}-folding.csv`` alike."""
+    rows = [("all", analysis.combined)]
+    if len(analysis.per_replica) > 1:
+        rows += [(f"replica_{r}", p) for r, p in sorted(analysis.per_replica.items())]
+    return [{"scope": name, "dg_fold_kcal_per_mol": p.folding.dg_kcal_per_mol,
+             "uncertainty_kcal_per_mol": p.folding.uncertainty_kcal_per_mol,
+             "boundary": p.folding.boundary, "boundary_source": p.folding.boundary_source,
+             "folded_minimum": p.folded_minimum()} for name, p in rows]
 
+
+def folding_section(analysis) -> str:
     folding = analysis.folding
     rows = [[r["scope"], _number(r["dg_fold_kcal_per_mol"], signed=True),
              _number(r["uncertainty_kcal_per_mol"]), f"{r['boundary']:.3g}", _number(r["folded_minimum"], 3)]

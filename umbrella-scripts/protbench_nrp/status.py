@@ -2,9 +2,9 @@
 
 Gathering and rendering are apart so each can be checked on its own:
 
-* :func:`parse_cluster_list` turns the JSON of ``kubectl get jobs,pods -o
-  json`` into a :class:`ClusterJob` per Job; :func:`query_cluster` runs
-  kubectl and says why when the cluster cannot be reached.
+* :func:`protbench_nrp.cluster.query_cluster` asks kubectl for a
+  :class:`~protbench_nrp.cluster.ClusterJob` per Job, and says why when the
+  cluster cannot be reached.
 * :func:`read_all_progress` reads each window's
   :class:`~protbench_nrp.records.Progress` record through a
   :class:`~protbench_nrp.store.ResultsStore` (a results root or the S3
@@ -23,7 +23,7 @@ two updates when that is longer (a slow system, or progress that only
 reaches the bucket with the pod's periodic uploads).
 
 What the cluster hides is said too: a pod whose deletion has been pending
-longer than its grace period plus :data:`NODE_LOST_AFTER_S` is on a lost node
+longer than its grace period plus :data:`cluster.NODE_LOST_AFTER_S` is on a lost node
 (``node lost?``, with :data:`NODE_LOST_RUNBOOK`); a window launched before
 (its provenance exists) with no Job and unfinished results is ``lost`` (its
 Job failed and went with ``ttlSecondsAfterFinished``, or was deleted), with
@@ -37,16 +37,15 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from . import exits, science, usage
+from . import science, usage
+from .cluster import ClusterView, LostPod, campaign_selector, query_cluster
 from .jobs import CampaignConfig, JobSpec
-from .layout import LABEL_PREFIX, Campaign, job_labels, window_tag
+from .layout import Campaign, window_tag
 from .records import Progress
 from .store import BucketStore, LocalStore, ResultsStore, StoreError
 
@@ -56,8 +55,6 @@ STALL_UPDATES = 3
 #: Minutes between a pod's uploads to the bucket when PROTBENCH_SYNC_MINUTES is
 #: not set (the default of umbrella-scripts/pod/run-job.sh).
 POD_SYNC_MINUTES = 30.0
-#: Longest wait for ``kubectl get``.
-KUBECTL_TIMEOUT_S = 60
 
 #: Window states, in the order the totals list them.
 STATES = ("finished", "running", "starting", "stalled", "pending", "failed", "blew-up", "node lost?", "lost",
@@ -66,8 +63,6 @@ _STYLES = {"finished": "green", "running": "cyan", "starting": "cyan", "stalled"
            "pending": "yellow", "failed": "bold red", "blew-up": "bold red", "node lost?": "bold red",
            "lost": "bold red", "missing": "dim", "unreadable": "bold red"}
 
-#: A pod still terminating this long after its grace period ended is taken for one on a lost node.
-NODE_LOST_AFTER_S = 5 * 60.0
 #: What to do about it (README: "A lost node").
 NODE_LOST_RUNBOOK = ("confirm its node is NotReady (kubectl get node {node}), then kubectl delete pod --force "
                      "--grace-period=0 {pod}: the Job then starts a new pod, which resumes from the bucket. "
@@ -84,267 +79,6 @@ MAX_ERRORS_SHOWN = 5
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-
-
-# -- the cluster ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClusterJob:
-    """What Kubernetes says about one Job and its pods.
-
-    Attributes
-    ----------
-    state : str
-        ``"Complete"``, ``"Failed"``, ``"Suspended"``, ``"Running"`` (a pod's
-        main container runs), ``"Pending"`` (pods exist but none runs yet:
-        unscheduled, pulling, initialising, crash-looping) or ``"Waiting"``
-        (no pod at all).
-    detail : str
-        Why, when Kubernetes says: a condition reason (``BackoffLimitExceeded``)
-        or a container's waiting reason (``CrashLoopBackOff``, ``Unschedulable``).
-    restarts : int
-        Container restarts summed over the Job's pods (pod ``restartCount``).
-    failed_pods : int
-        Pods of the Job that failed (Job ``status.failed``), e.g. evictions.
-    """
-
-    name: str
-    state: str
-    detail: str = ""
-    restarts: int = 0
-    failed_pods: int = 0
-    lost_pods: tuple[LostPod, ...] = ()
-    failure: str = ""  # a Failed Job: the rule or exit status that failed it, and its meaning
-
-    @property
-    def restarts_total(self) -> int:
-        return self.restarts + self.failed_pods
-
-
-@dataclass(frozen=True)
-class LostPod:
-    """A pod whose deletion has been pending longer than its grace period plus NODE_LOST_AFTER_S."""
-
-    name: str
-    node: str
-    pending_s: float
-    grace_s: float
-
-    def runbook(self) -> str:
-        return (f"pod {self.name} on node {self.node} has been terminating for "
-                f"{format_duration(self.pending_s)} (grace period {format_duration(self.grace_s)}): "
-                + NODE_LOST_RUNBOOK.format(node=self.node, pod=self.name))
-
-
-def _timestamp(text: str) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def lost_pods(pods: list[dict], now: float) -> tuple[LostPod, ...]:
-    """The pods of ``pods`` stuck terminating: a lost node's kubelet never confirms their end.
-
-    Kubernetes sets ``deletionTimestamp`` to the time of the delete request
-    plus the grace period, so a deletion is pending since
-    ``deletionTimestamp - deletionGracePeriodSeconds``.
-    """
-    lost = []
-    for pod in pods:
-        metadata = pod.get("metadata", {}) or {}
-        deadline = _timestamp(metadata.get("deletionTimestamp", "")) if metadata.get("deletionTimestamp") else None
-        if deadline is None:
-            continue
-        grace = metadata.get("deletionGracePeriodSeconds")
-        if grace is None:
-            grace = (pod.get("spec", {}) or {}).get("terminationGracePeriodSeconds", 30)
-        grace = float(grace or 0)
-        pending = now - (deadline - grace)
-        if pending > grace + NODE_LOST_AFTER_S:
-            lost.append(LostPod(metadata.get("name", "?"), (pod.get("spec", {}) or {}).get("nodeName", "?"),
-                                pending, grace))
-    return tuple(lost)
-
-
-def failure_reason(job: dict, pods: list[dict]) -> str:
-    """Why a Failed Job failed: the podFailurePolicy rule and exit status, or the backoff limit.
-
-    Kubernetes writes ``PodFailurePolicy`` with a message naming the container,
-    its exit code and the rule's index; ``BackoffLimitExceeded`` names no
-    status, so the last failed pod's main container tells.
-    """
-    import re
-
-    conditions = _true_conditions(job)
-    failed = conditions.get("Failed") or conditions.get("FailureTarget") or {}
-    reason, message = failed.get("reason", "") or "", failed.get("message", "") or ""
-    if reason == "PodFailurePolicy":
-        match = re.search(r"exit code (\d+)", message)
-        rule = re.search(r"rule at index (\d+)", message)
-        where = f"podFailurePolicy rule {rule.group(1)} (FailJob)" if rule else "podFailurePolicy (FailJob)"
-        if match:
-            return f"{where}: {exits.describe(int(match.group(1)))}"
-        return f"{where}: {message or 'no message'}"
-    last = _last_exit_code(pods)
-    last_text = f"; last pod: {exits.describe(last)}" if last is not None else ""
-    if reason == "BackoffLimitExceeded":
-        limit = (job.get("spec", {}) or {}).get("backoffLimit")
-        return (f"backoffLimit{f' ({limit})' if limit is not None else ''} reached by counted failures"
-                f"{last_text}")
-    return f"{reason or 'Failed'}: {message or 'no message'}{last_text}"
-
-
-def _last_exit_code(pods: list[dict]) -> int | None:
-    """Exit code of the main container of the most recently finished failed pod."""
-    ends = []
-    for pod in pods:
-        if (pod.get("status", {}) or {}).get("phase") != "Failed":
-            continue
-        for container in (pod.get("status", {}) or {}).get("containerStatuses", []) or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if container.get("name") == "main" and "exitCode" in terminated:
-                ends.append((str(terminated.get("finishedAt", "")), int(terminated["exitCode"])))
-    return max(ends)[1] if ends else None
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    """The campaign's Jobs by name, or ``jobs=None`` and the reason the cluster was not read."""
-
-    jobs: dict[str, ClusterJob] | None
-    note: str = ""
-
-    @property
-    def reachable(self) -> bool:
-        return self.jobs is not None
-
-
-def _true_conditions(obj: dict) -> dict[str, dict]:
-    return {c.get("type"): c for c in obj.get("status", {}).get("conditions", []) or []
-            if str(c.get("status")) == "True"}
-
-
-def _pod_owner(pod: dict) -> str | None:
-    for owner in pod.get("metadata", {}).get("ownerReferences", []) or []:
-        if owner.get("kind") == "Job":
-            return owner.get("name")
-    labels = pod.get("metadata", {}).get("labels", {}) or {}
-    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-
-
-def _pod_summary(pod: dict) -> tuple[bool, str, int]:
-    """``(main container running, waiting reason, restarts)`` of one pod."""
-    status = pod.get("status", {}) or {}
-    containers = status.get("containerStatuses", []) or []
-    inits = status.get("initContainerStatuses", []) or []
-    restarts = sum(int(c.get("restartCount", 0) or 0) for c in containers + inits)
-    running = status.get("phase") == "Running" and any("running" in (c.get("state") or {})
-                                                       for c in containers)
-    reason = ""
-    for c in inits + containers:
-        waiting = (c.get("state") or {}).get("waiting")
-        if waiting and waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
-            reason = waiting["reason"]
-            break
-    if not reason:
-        scheduled = next((c for c in status.get("conditions", []) or []
-                          if c.get("type") == "PodScheduled"), None)
-        if scheduled and str(scheduled.get("status")) == "False":
-            reason = scheduled.get("reason") or "Unschedulable"
-        elif status.get("phase") == "Pending":
-            waiting = [c for c in inits if "running" in (c.get("state") or {})]
-            reason = f"init: {waiting[0].get('name')}" if waiting else "starting"
-    return running, reason, restarts
-
-
-def parse_cluster_list(payload: dict, now: float | None = None) -> dict[str, ClusterJob]:
-    """Jobs (with their pods) of a ``kubectl get jobs,pods -o json`` List.
-
-    Parameters
-    ----------
-    payload : dict
-        The decoded JSON: ``{"kind": "List", "items": [Job..., Pod...]}``.
-    now : float, optional
-        Seconds since the epoch, to tell pods stuck terminating (default: now).
-
-    Raises
-    ------
-    ValueError
-        When ``payload`` is not such a list.
-    """
-    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
-        raise ValueError("kubectl did not return a List with 'items'")
-    pods: dict[str, list[dict]] = {}
-    for item in payload["items"]:
-        if item.get("kind") == "Pod":
-            owner = _pod_owner(item)
-            if owner:
-                pods.setdefault(owner, []).append(item)
-    jobs = {}
-    for item in payload["items"]:
-        if item.get("kind") != "Job":
-            continue
-        name = item.get("metadata", {}).get("name", "")
-        status = item.get("status", {}) or {}
-        conditions = _true_conditions(item)
-        summaries = [_pod_summary(p) for p in pods.get(name, [])
-                     if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
-        restarts = sum(_pod_summary(p)[2] for p in pods.get(name, []))
-        detail = ""
-        if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
-            state = "Complete"
-        elif "Failed" in conditions or "FailureTarget" in conditions:
-            state = "Failed"
-            failed = conditions.get("Failed") or conditions.get("FailureTarget")
-            detail = failed.get("reason", "") or ""
-        elif "Suspended" in conditions or (item.get("spec", {}) or {}).get("suspend"):
-            state = "Suspended"
-        elif any(running for running, _, _ in summaries):
-            state = "Running"
-        elif summaries or int(status.get("active", 0) or 0) > 0:
-            state = "Pending"
-            detail = next((reason for _, reason, _ in summaries if reason), "")
-        else:
-            state = "Waiting"
-        own = pods.get(name, [])
-        jobs[name] = ClusterJob(name, state, detail, restarts, int(status.get("failed", 0) or 0),
-                                lost_pods=lost_pods(own, time.time() if now is None else now),
-                                failure=failure_reason(item, own) if state == "Failed" else "")
-    return jobs
-
-
-def campaign_selector(config: CampaignConfig) -> str:
-    """``kubectl -l`` selector of every Job of the campaign (any stage)."""
-    key = f"{LABEL_PREFIX}/campaign"
-    return f"{key}={job_labels(config.initials, config.target, config.ff)[key]}"
-
-
-def query_cluster(selector: str, kubectl: str | None = None,
-                  timeout_s: float = KUBECTL_TIMEOUT_S) -> ClusterView:
-    """Run ``kubectl get jobs,pods -l SELECTOR -o json``; never raises for an unreachable cluster."""
-    kubectl = kubectl or shutil.which("kubectl")
-    if kubectl is None:
-        return ClusterView(None, "kubectl is not on PATH: cluster state unknown, showing results only")
-    try:
-        done = subprocess.run([kubectl, "get", "jobs,pods", "-l", selector, "-o", "json"],
-                              capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return ClusterView(None, f"kubectl get did not answer within {timeout_s:g} s: cluster "
-                                 f"unreachable, showing results only")
-    except OSError as error:
-        return ClusterView(None, f"kubectl could not run ({error}): showing results only")
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return ClusterView(None, f"kubectl get failed ({reason}): cluster unreachable, showing "
-                                 f"results only")
-    try:
-        return ClusterView(parse_cluster_list(json.loads(done.stdout)))
-    except ValueError as error:
-        return ClusterView(None, f"kubectl returned unusable output ({error}): showing results only")
 
 
 # -- progress records ------------------------------------------------------------------------
@@ -582,6 +316,13 @@ def production_done(progress: Progress) -> bool:
     return progress.phase == "finished"
 
 
+def node_lost_note(pod: LostPod) -> str:
+    """What the table says of a pod stuck terminating, with :data:`NODE_LOST_RUNBOOK`."""
+    return (f"pod {pod.name} on node {pod.node} has been terminating for "
+            f"{format_duration(pod.pending_s)} (grace period {format_duration(pod.grace_s)}): "
+            + NODE_LOST_RUNBOOK.format(node=pod.node, pod=pod.name))
+
+
 def relaunch_command(job: JobSpec) -> str:
     """The launcher command that replaces ``job``'s Job."""
     command = f"./run-umbrella-windows.py --relaunch --stage {job.stage}"
@@ -604,7 +345,7 @@ def window_status(job: JobSpec, reading: ProgressReading | None, cluster: Cluste
     if row.state in ("finished", "unreadable"):
         return row
     if kube is not None and kube.lost_pods:
-        return dataclasses.replace(row, state="node lost?", note="; ".join(p.runbook() for p in kube.lost_pods))
+        return dataclasses.replace(row, state="node lost?", note="; ".join(map(node_lost_note, kube.lost_pods)))
     if kube is not None and kube.state == "Failed" and kube.failure:
         return dataclasses.replace(row, note=f"{kube.failure}; then {relaunch_command(job)}")
     if cluster.reachable and kube is None and launched:

@@ -1,0 +1,131 @@
+"""The command line of ``run-umbrella-windows.py``: options in, one mode out.
+
+:func:`main` turns the file's constants and the options into one of four
+modes: a cluster launch (or ``--relaunch``/``--extend``; :mod:`launcher`), a
+``--dry-run`` (:mod:`launcher`, printing instead of applying), ``--local``
+(:mod:`local`) or ``--status`` (:mod:`status`). The last two are imported
+only when chosen, so a cluster launch stays quick to start and ``--local``
+plans its Jobs with :mod:`jobs` alone. Every refusal is printed as
+``refused: ...`` with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from .gitcheck import GitCheckError
+from .jobs import CampaignConfig, LaunchRefused, jobs_for_this_machine
+from .launcher import EXIT_REFUSED, LaunchSettings, launch
+from .layout import STAGES
+from .manifest import TemplateError
+
+__all__ = ["cli", "main", "parse_selection"]
+
+
+def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | None:
+    """``"1,3,5-7"`` -> ``(1, 3, 5, 6, 7)``; ``"all"`` -> ``None`` (everything)."""
+    if text.strip().lower() == "all":
+        return None
+    chosen: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise click.BadParameter(f"{part.strip()!r} is not a number or a range like 3-7", param_hint=option)
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise click.BadParameter(f"range {part.strip()!r} runs backwards", param_hint=option)
+        chosen.extend(range(first, last + 1))
+    return tuple(chosen)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dry-run", is_flag=True,
+              help="Print every manifest as one YAML stream and stop: no file, no kubectl, no network.")
+@click.option("--stage", type=click.Choice(STAGES), default=None,
+              help="Which Jobs: setup (once), steered (one per replica) or window. Overrides STAGE.")
+@click.option("--replicas", metavar="LIST", default=None,
+              help="Replicas to launch, e.g. 2 or 1,3 or 1-2 ('all': every one). Overrides REPLICAS.")
+@click.option("--windows", metavar="LIST", default=None,
+              help="Windows to launch, e.g. 4 or 0-9,17 ('all': every one). Overrides WINDOWS.")
+@click.option("--skip-preflight", is_flag=True,
+              help="Do not check the bucket for the Jobs' inputs before applying (PREFLIGHT = False).")
+@click.option("--local", "local_run", is_flag=True,
+              help="Run the selected Jobs on this machine with the same scripts and environment.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --local: how many Jobs run at once.")
+@click.option("--demo", is_flag=True, help="Use the bundled demo campaign instead of the constants.")
+@click.option("--status", "status", is_flag=True, help="Show how far the selected Jobs have got.")
+@click.option("--status-source", type=click.Choice(["local", "bucket"]), default="local",
+              envvar="PROTBENCH_STATUS_SOURCE", show_default=True,
+              help="With --status: read progress from LOCAL_RESULT_DIR or from the bucket.")
+@click.option("--no-kubectl", is_flag=True,
+              help="With --status: do not ask the cluster for Job states.")
+@click.option("--relaunch", is_flag=True,
+              help="Replace the selected Jobs whose Job is Failed or gone and whose results are unfinished; "
+                   "the old provenance is kept as NAME.attempt-K.yaml.")
+@click.option("--extend", is_flag=True,
+              help="As --relaunch, and also replace Complete Jobs and finished windows, to run them further "
+                   "(a longer PROTBENCH_PRODUCTION_LENGTH in EXTRA_ENV).")
+@click.pass_obj
+def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status,
+        status_source, no_kubectl, relaunch, extend):
+    """Launch one Kubernetes Job per selected replica and window (see README.md)."""
+    config, settings = obj
+    if sum((dry_run, local_run, status)) > 1:
+        raise click.UsageError("choose one of --dry-run, --local and --status")
+    if (relaunch or extend) and (local_run or status or demo):
+        raise click.UsageError("--relaunch and --extend replace cluster Jobs: not with --local, --status or --demo")
+    if demo and not (dry_run or local_run or status):
+        # The demo's lengths are minutes of CPU time: never a cluster campaign.
+        raise click.UsageError("--demo runs on this machine: add --local (or --dry-run, --status)")
+    if demo or local_run:
+        from . import local  # only these modes need it; a cluster launch stays quick to start
+    if demo:
+        config = local.demo_config(config)
+    changes = {"stage": stage} if stage else {}
+    if replicas is not None:
+        changes["replicas"] = parse_selection(replicas, "--replicas")
+    if windows is not None:
+        changes["windows"] = parse_selection(windows, "--windows")
+    config = dataclasses.replace(config, **changes)
+    if skip_preflight:
+        settings = dataclasses.replace(settings, preflight=False)
+    try:
+        if local_run:
+            code = local.run_local(jobs_for_this_machine(config, settings.repo_dir), config, max_parallel=max_parallel)
+        elif status:
+            from .status import show_status
+
+            code = show_status(jobs_for_this_machine(config, settings.repo_dir), config,
+                               use_kubectl=not no_kubectl, source=status_source)
+        else:
+            code = launch(config, settings, dry_run=dry_run, relaunch=relaunch, extend=extend)
+    except (LaunchRefused, TemplateError, GitCheckError) as error:
+        click.echo(f"refused: {error}", err=True)
+        click.echo("Nothing was applied.", err=True)
+        code = EXIT_REFUSED
+    raise SystemExit(code)
+
+
+def main(config: CampaignConfig, *, repo_dir: Path | str, template_path: Path | str,
+         preflight: bool = True, argv: list[str] | None = None) -> None:
+    """Run the command line for ``config``; exits with the launch's status.
+
+    Parameters
+    ----------
+    config : CampaignConfig
+        The constants of ``run-umbrella-windows.py``.
+    repo_dir : path
+        The git repository the pods clone a commit of (the launcher's own).
+    template_path : path
+        ``k8s_template.yaml``.
+    preflight : bool
+        ``PREFLIGHT``: check the bucket before applying unless ``--skip-preflight``.
+    argv : list of str, optional
+        Command-line arguments; ``sys.argv[1:]`` when omitted.
+    """
+    settings = LaunchSettings(Path(repo_dir), Path(template_path), preflight)
+    cli.main(args=argv, prog_name="run-umbrella-windows.py", obj=(config, settings))
