@@ -168,7 +168,8 @@ def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, v
     pod = make_pod(window=WINDOW, name="lost")
     assert pod.run("init-rclone").returncode == 0
     portable = f"results/{files.portable_checkpoint}"
-    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.04"}  # 200 frames: time to lose the node
+    # 150 frames: the node is lost near frame 40 (3 periodic uploads), well before the end
+    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.03"}
     main = pod.start("main", log=tmp_path / "lost.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"})
     _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 3 or main.process.poll() is not None,
               what="periodic uploads of production checkpoints")
