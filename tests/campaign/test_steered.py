@@ -91,8 +91,9 @@ def _wait_for_pull(root, process, min_step=1000, timeout=120):
                          ids=["sigterm", "sigkill"])
 def test_interrupted_pull_resumes(villin_setup, tmp_path, signum, code):
     root = _results(villin_setup, tmp_path)
-    # checkpoints every 0.3 s of wall-clock time, so a SIGKILL finds one to resume from
-    slow = dict(PROTBENCH_PULL_LENGTH="0.04", PROTBENCH_CHECKPOINT_MINUTES="0.005")
+    # checkpoints every 0.3 s of wall-clock time, so a SIGKILL finds one to resume from; the stop
+    # comes near step 1,000 of SHORT's 5,000, after the first centre and well before the last
+    slow = dict(PROTBENCH_CHECKPOINT_MINUTES="0.005")
     process = _start(root, **slow)
     _wait_for_pull(root, process)
     process.send_signal(signum)
