@@ -199,7 +199,7 @@ def test_ctrl_c_checkpoints_the_running_jobs_and_work_resumes(local_run, tmp_pat
     for window in (0, 1):
         shutil.rmtree(copy / CAMPAIGN.window_dir(1, window))
     config = _config(copy, n_windows=2, windows=[0],
-                     extra_env={**SHORT_ENV, "PROTBENCH_PRODUCTION_LENGTH": "0.04"})
+                     extra_env={**SHORT_ENV, "PROTBENCH_PRODUCTION_LENGTH": "0.02"})
     runner = subprocess.Popen([sys.executable, str(DRIVER), json.dumps(config), "--local"],
                               env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, cwd=REPO_ROOT)
@@ -221,7 +221,7 @@ def test_ctrl_c_checkpoints_the_running_jobs_and_work_resumes(local_run, tmp_pat
     log = (copy / CAMPAIGN.job_log("window", 1, 0)).read_text()
     assert "stopped by signal 15" in log  # the window got SIGTERM, as in a pod
     stopped_at = Progress.read(progress).step
-    assert 0 < stopped_at < 10_000
+    assert 0 < stopped_at < 5_000  # 20 ps of 4 fs steps
 
     again = _launch(config, "--local")
     assert again.returncode == 0, again.stdout + again.stderr

@@ -168,7 +168,8 @@ def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, v
     pod = make_pod(window=WINDOW, name="lost")
     assert pod.run("init-rclone").returncode == 0
     portable = f"results/{files.portable_checkpoint}"
-    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.04"}  # 200 frames: time to lose the node
+    # 150 frames: the node is lost near frame 40 (3 periodic uploads), well before the end
+    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.03"}
     main = pod.start("main", log=tmp_path / "lost.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"})
     _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 3 or main.process.poll() is not None,
               what="periodic uploads of production checkpoints")
@@ -197,11 +198,11 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
 
     seed_inputs(bucket, villin_inputs)
     files = villin_inputs.campaign.window_files(1, WINDOW)
-    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.04"}
+    settings = SETTINGS  # 100 frames: the bucket goes after its first two checkpoints (~frame 10)
     pod = make_pod(window=WINDOW, name="uploads-fail")
     assert pod.run("init-rclone").returncode == 0
     portable = f"results/{files.portable_checkpoint}"
-    main = pod.start("main", log=tmp_path / "a.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"},
+    main = pod.start("main", log=tmp_path / "a.log", **{**settings, "PROTBENCH_SYNC_MINUTES": "0.002"},
                      PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1", RCLONE_RETRIES="1",
                      RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
     _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 2 or main.process.poll() is not None,
@@ -209,13 +210,13 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
     s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")  # the bucket goes
     assert main.wait(timeout=300) == 75, main.output()
     assert "exiting 75 so the Job starts a new pod" in main.output()
-    claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", longer)
-    schedule = _schedule(longer)
+    claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", settings)
+    schedule = _schedule(settings)
     assert claimed is not None and claimed < schedule.total_frames  # the bucket lacks the end
 
     fresh = make_pod(window=WINDOW, name="next")
     assert fresh.run("init-rclone").returncode == 0
-    finish = fresh.start("main", log=tmp_path / "b.log", **longer)
+    finish = fresh.start("main", log=tmp_path / "b.log", **settings)
     assert finish.wait(timeout=300) == 0, finish.output()
     assert f"starting from checkpoint {Path(files.production('chk')).name} at step " \
            f"{claimed * schedule.frame_steps}" in finish.output()  # only what the bucket lacked runs again
@@ -228,7 +229,7 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
     versions = bucket.version_counts()
     again = make_pod(window=WINDOW, name="after-finish")
     assert again.run("init-rclone").returncode == 0
-    done = again.start("main", log=tmp_path / "c.log", **longer)
+    done = again.start("main", log=tmp_path / "c.log", **settings)
     assert done.wait(timeout=300) == 0, done.output()
     # What it uploads is its own run record only; every output of the window stays as it was.
     record = f"results/{villin_inputs.campaign.run_record('window', 1, WINDOW, again.pod_name)}"

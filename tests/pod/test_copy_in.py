@@ -181,8 +181,9 @@ def test_unreachable_endpoint_is_retried_in_place_then_exits_75(make_pod):
     pod = make_pod(endpoint=f"http://127.0.0.1:{free_port()}")
 
     started = time.monotonic()
+    # one attempt per listing (rclone's SDK would back off seconds between 3): the tries are the script's
     result = pod.run("init-rclone", timeout=120, PROTBENCH_TRANSFER_TRIES="3",
-                     PROTBENCH_TRANSFER_RETRY_SECONDS="0.2")
+                     PROTBENCH_TRANSFER_RETRY_SECONDS="0.2", RCLONE_LOW_LEVEL_RETRIES="1")
 
     assert result.returncode == 75
     assert "cannot reach the S3 endpoint of remote 'podtest' after 3 tries" in result.stderr
@@ -200,7 +201,7 @@ def test_an_endpoint_that_comes_back_during_the_retries_is_used(make_pod, bucket
     pod = make_pod(endpoint=f"http://127.0.0.1:{free_port()}")
     log = pod.home / "init.log"
     container = pod.start("init-rclone", log=log, PROTBENCH_TRANSFER_TRIES="5",
-                          PROTBENCH_TRANSFER_RETRY_SECONDS="1")
+                          PROTBENCH_TRANSFER_RETRY_SECONDS="1", RCLONE_LOW_LEVEL_RETRIES="1")
     deadline = time.monotonic() + 60
     while "retrying in" not in log.read_text():
         assert time.monotonic() < deadline and container.process.poll() is None, log.read_text()

@@ -95,6 +95,10 @@ def _env(pod, **extra):
             "FAKE_FRAME_SECONDS": "0.2", **extra}
 
 
+#: For tests that check what a pod says and how it exits, not what its monitor saw on the way.
+QUICK = {"FAKE_STARTUP_SECONDS": "0", "FAKE_FRAME_SECONDS": "0.01"}
+
+
 def _record(bucket, pod) -> dict:
     key = f"results/{Campaign('villin', VILLIN_FF).run_record('window', 1, 3, pod.pod_name)}"
     return json.loads(bucket.read(key))
@@ -188,7 +192,7 @@ def test_gpu_model_driver_and_mean_utilisation_come_from_nvidia_smi(record_pod, 
 
 def test_a_pod_without_its_name_keeps_no_record_and_runs_on(record_pod, bucket):
     pod = record_pod()
-    main = pod.start("main", **_env(pod, POD_NAME=""))
+    main = pod.start("main", **_env(pod, POD_NAME="", **QUICK))
     assert main.wait(timeout=120) == 0
     assert "POD_NAME is empty" in main.output()
     keys = [v.key for v in bucket.versions()]
@@ -200,7 +204,7 @@ def test_a_checkout_without_the_helper_runs_without_a_record(make_pod, bucket, v
     pod = make_pod(window=3)
     pod.repo = make_fake_repo(tmp_path / "bare-repo", pod.job.script_path, PROGRESS_SCRIPT)
     assert pod.run("init-rclone").returncode == 0
-    main = pod.start("main", **_env(pod))
+    main = pod.start("main", **_env(pod, **QUICK))
     assert main.wait(timeout=120) == 0
     assert "no run record kept" in main.output()
 
@@ -219,7 +223,7 @@ def test_pinned_proteinbenchmark_is_installed_at_exactly_the_launch_commit(make_
     commit = "0123456789abcdef0123456789abcdef01234567"
     extra = _env(pod, PATH=f"{fake_bin}:{pod.env()['PATH']}", FAKE_STARTED=str(tmp_path / "pip-args"),
                  PROTBENCH_PROTEINBENCHMARK_REF=commit,
-                 PROTBENCH_PROTEINBENCHMARK_REPO="https://git.example.org/fork/proteinbenchmark.git")
+                 PROTBENCH_PROTEINBENCHMARK_REPO="https://git.example.org/fork/proteinbenchmark.git", **QUICK)
 
     assert pod.start("main", **extra).wait(timeout=120) == 0
     assert (tmp_path / "pip-args").read_text().split()[-1] == \

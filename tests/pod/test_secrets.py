@@ -33,7 +33,11 @@ def test_no_secret_leaves_the_secret_file(make_pod, bucket, villin_inputs, s3, t
 
     assert pod.run("init-rclone").returncode == 0
     main = pod.start("main", **env)
-    time.sleep(1.5)  # a few periodic uploads
+    reporter = f"results/{pod.output_files[0]}fake-production.out"
+    deadline = time.monotonic() + 120
+    while bucket.version_counts().get(reporter, 0) < 2:  # a few periodic uploads
+        assert time.monotonic() < deadline and main.process.poll() is None, main.output()
+        time.sleep(0.05)
     assert pod.run_prestop(**env).returncode == 0
     main.signal(signal.SIGTERM)
     assert main.wait(timeout=60) == 143

@@ -86,11 +86,13 @@ show_errors() {
 
 # One cheap listing of the bucket's top level tells a missing bucket, rejected
 # credentials and an unreachable endpoint apart before any copy starts. The
-# first two are final; anything else is retried in place.
+# first two are final; anything else is retried in place. RCLONE_LOW_LEVEL_RETRIES,
+# when set, wins over the 3 here as it would over rclone's own default.
 check_access() {
     try=1
     while :; do
-        rclone lsf --max-depth 1 --retries 1 --low-level-retries 3 --contimeout 15s --timeout 60s \
+        rclone lsf --max-depth 1 --retries 1 --low-level-retries "${RCLONE_LOW_LEVEL_RETRIES:-3}" \
+            --contimeout 15s --timeout 60s \
             "$remote:$bucket" >/dev/null 2>"$errors"
         status=$?
         [ "$status" -eq 0 ] && return 0
