@@ -18,11 +18,11 @@ What "done" means, per stage:
 
 setup
     Its three outputs (native contacts, minimized PDB, the System XML) are in
-    the setup directory.
+    the setup directory, none of them empty.
 steered
     The replica's equilibrated state and the starting structure of *every*
-    window are in the replica directory (one listing, not one request per
-    window). The equilibrated state alone means the pull may still be
+    window are in the replica directory, none empty (one listing, not one
+    request per window). The equilibrated state alone means the pull may still be
     running, or failed midway.
 window
     Its progress record reads, says ``finished``, and counted as many
@@ -40,8 +40,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
+from . import products
 from .errors import ProtbenchError
 from .layout import STAGES, Campaign, JobId, window_tag
 from .records import Progress
@@ -158,21 +159,14 @@ def _producer(stage: str, job: JobId) -> JobId:
 
 # -- the completion checks ---------------------------------------------------------------------
 
-def _missing_names(store: ResultsStore, directory: PurePosixPath,
-                   paths: Iterable[PurePosixPath]) -> list[str]:
-    """Which of ``paths`` (all directly in ``directory``) are absent, by one listing."""
-    present = set(store.list(directory))
-    return [path.name for path in paths if path.name not in present]
-
-
 def _lacks(job: JobId, store: ResultsStore, directory: PurePosixPath, missing: list[str]) -> Completion:
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-    return Completion(False, f"{job.describe()} is not done: {store.describe(directory)} lacks {shown}")
+    return Completion(False, f"{job.describe()} is not done: {store.describe(directory)} lacks {shown} "
+                             f"(or has it empty)")
 
 
 def _setup_complete(store: ResultsStore, campaign: Campaign, job: JobId, env: Mapping[str, str]) -> Completion:
-    outputs = (campaign.contacts_file, campaign.minimized_pdb, campaign.system_xml)
-    missing = _missing_names(store, campaign.setup_dir, outputs)
+    missing = products.missing_setup(store, campaign)
     if missing:
         return _lacks(job, store, campaign.setup_dir, missing)
     return Completion(True, "setup is done: contacts, minimized structure and System are in place")
@@ -182,9 +176,7 @@ def _steered_complete(store: ResultsStore, campaign: Campaign, job: JobId, env: 
     n_windows = _n_windows(env)
     if isinstance(n_windows, str):
         return Completion(False, f"{job.describe()}: cannot tell which window structures it saves: {n_windows}")
-    products = [campaign.steered_state(job.replica)] + [
-        campaign.window_pdb(job.replica, window) for window in range(n_windows)]
-    missing = _missing_names(store, campaign.replica_dir(job.replica), products)
+    missing = products.missing_steered(store, campaign, job.replica, n_windows)
     if missing:
         return _lacks(job, store, campaign.replica_dir(job.replica), missing)
     return Completion(True, f"{job.describe()} is done: equilibrated state and all {n_windows} window "
