@@ -44,7 +44,7 @@ from typing import Callable, Mapping
 
 from . import products
 from .errors import ProtbenchError
-from .layout import STAGES, Campaign, JobId, window_tag
+from .layout import STAGES, Campaign, JobId, stage_identity, window_tag
 from .records import Progress
 from .store import ResultsStore
 
@@ -103,6 +103,11 @@ class Stage:
     needs: str | None
     summary: str
     _check: Callable[[ResultsStore, Campaign, JobId, Mapping[str, str]], Completion] = field(repr=False)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Which of ``replica`` and ``window`` a Job of this stage has."""
+        return stage_identity(self.name)
 
     def script_for(self, script_path: str | None = None) -> str:
         """The script a Job of this stage runs, given the launcher's ``SCRIPT_PATH``."""
