@@ -59,11 +59,15 @@ FINISHED_PHASE = "finished"
 class Completion:
     """Whether a Job is done, and why (or why not), in words for a status line.
 
-    True in a boolean context exactly when ``done``.
+    True in a boolean context exactly when ``done``. ``settings_read`` is
+    False when a window's check could not read the settings its script would
+    run with (here: not done); ``--status``, which only reports, then shows
+    what the record says instead of calling every finished window unfinished.
     """
 
     done: bool
     reason: str
+    settings_read: bool = True
 
     def __bool__(self) -> bool:
         return self.done
@@ -217,7 +221,7 @@ def window_record_complete(campaign: Campaign, job: JobId, env: Mapping[str, str
     wanted = production_steps(campaign, job, env)
     if isinstance(wanted, str):
         return Completion(False, f"{job.describe()}: its settings do not read ({wanted}); its script will "
-                                 f"say so when it runs")
+                                 f"say so when it runs", settings_read=False)
     if record.total_steps != wanted:
         return Completion(False, f"{job.describe()} finished {record.total_steps} production steps, but its "
                                  f"settings now ask for {wanted}: it runs on from its last checkpoint")
