@@ -26,8 +26,9 @@ from pathlib import PurePosixPath
 from typing import Iterable, Mapping
 
 from .errors import ProtbenchError
-from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
+from .jobs import CampaignConfig, JobSpec
 from .layout import BUCKET_PREFIX, Campaign
+from .stages import stage_of
 from .s3 import S3AccessError, bucket_place, open_bucket, s3_access
 from .store import BucketStore, StoreError
 
@@ -68,8 +69,8 @@ class MissingInput:
     replica: int | None = None
 
     def describe(self) -> str:
-        script = STAGE_SCRIPTS[self.stage]
-        if self.stage == "setup":
+        script = stage_of(self.stage).script
+        if self.replica is None:  # setup: one Job for every replica
             what = "is missing or empty" if self.path.endswith("/") else "is missing"
             return (f"{self.path} {what}: written by the setup stage ({script}); "
                     f"launch STAGE = 'setup' first")
@@ -80,9 +81,10 @@ class MissingInput:
 # -- what each Job needs -------------------------------------------------------------------
 
 def required_inputs(job: JobSpec, campaign: Campaign) -> list[MissingInput]:
-    """The inputs a Job reads that an earlier stage writes (as candidates for "missing")."""
-    return [MissingInput(path, producer, None if producer == "setup" else job.replica)
-            for path, producer in campaign.stage_inputs(job.stage, job.replica, job.window)]
+    """The inputs a Job reads that an earlier stage writes (as candidates for "missing"): its
+    stage's inputs in the stage table, each with the Job that writes it."""
+    return [MissingInput(needed.path, needed.producer.stage, needed.producer.replica)
+            for needed in stage_of(job.id).inputs(campaign, job.id)]
 
 
 def find_missing(jobs: list[JobSpec], config: CampaignConfig, store: BucketStore) -> list[MissingInput]:

@@ -163,7 +163,7 @@ class Stage:
 
 def _producer(stage: str, job: JobId) -> JobId:
     """The Job of ``stage`` that writes an input of ``job``: setup, or steered MD of ``job``'s replica."""
-    return JobId("setup") if stage == "setup" else JobId(stage, job.replica)
+    return JobId(stage, job.replica if "replica" in stage_identity(stage) else None)
 
 
 # -- the completion checks ---------------------------------------------------------------------
@@ -238,7 +238,7 @@ def production_steps(campaign: Campaign, job: JobId, env: Mapping[str, str]) -> 
 
     from . import variables
 
-    if job.stage != "window":
+    if "window" not in stage_identity(job.stage):
         raise ValueError(f"{job} is not a window Job; only windows have a production")
     env = {**env, "PROTBENCH_TARGET": campaign.target, "PROTBENCH_FF": campaign.ff,
            "PROTBENCH_REPLICA": str(job.replica), "PROTBENCH_WINDOW": window_tag(job.window)}
