@@ -7,13 +7,17 @@ import subprocess
 
 import pytest
 
-from protbench_nrp.layout import Campaign
+from protbench_nrp.layout import Campaign, JobId
 from protbench_nrp.records import Progress
+from protbench_nrp.stages import production_steps
 
 from .conftest import git
 
 CAMPAIGN = Campaign("gb3", "null-0.0.3-pair-opc3")
 NAME = "pb-tst-gb3-null-003-pair-opc3-1-{:02d}"
+#: A finished record counts only with the production its window's settings ask for (stages.STAGE_TABLE);
+#: the launched Jobs set no production setting, so the defaults'.
+STEPS = production_steps(CAMPAIGN, JobId("window", 1, 0), {})
 
 
 def provenance(repo, window: int, attempt: int | None = None):
@@ -25,7 +29,7 @@ def provenance(repo, window: int, attempt: int | None = None):
 def write_progress(repo, window: int, phase: str) -> None:
     path = repo.results / CAMPAIGN.window_files(1, window).progress
     path.parent.mkdir(parents=True, exist_ok=True)
-    Progress.now(phase, 100 if phase == "finished" else 40, 100, 50.0).write(path)
+    Progress.now(phase, STEPS if phase == "finished" else 40, STEPS, 50.0).write(path)
 
 
 def new_commit(repo, **constants) -> str:
@@ -278,7 +282,7 @@ def test_with_preflight_relaunch_reads_from_the_bucket_which_windows_are_finishe
                 CAMPAIGN.window_pdb(1, 0), CAMPAIGN.window_pdb(1, 1)):  # the windows' inputs, for preflight
         bucket.client.put_object(Bucket=bucket.name, Key=f"results/{key}", Body=b"input\n")
     finished = tmp_path / "finished.json"
-    Progress.now("finished", 100, 100, 50.0).write(finished)
+    Progress.now("finished", STEPS, STEPS, 50.0).write(finished)
     bucket.client.put_object(Bucket=bucket.name, Key=f"results/{CAMPAIGN.window_files(1, 1).progress}",
                              Body=finished.read_bytes())
     for window in (0, 1):
