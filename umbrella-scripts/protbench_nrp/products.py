@@ -3,9 +3,12 @@
 :mod:`protbench_nrp.stages` judges these two stages done with these
 functions, and so do their own scripts when they decide to skip work
 (:meth:`protbench_nrp.systems.SetupFiles.is_complete`,
-:func:`protbench_nrp.steered.steered_products_exist`). It lives below both
-(it needs only the layout and a :class:`~protbench_nrp.store.ResultsStore`)
-because ``stages`` reaches the scripts' modules through ``variables``.
+:func:`protbench_nrp.steered.steered_products_exist`). It sits with the
+layout, below both: ``stages`` reaches the scripts' modules through
+``variables``, and the scripts' modules may not import the results store's
+layer. Its functions take anything with ``sizes(directory)`` (a
+:class:`~protbench_nrp.store.ResultsStore`, or :class:`LocalSizes` for a
+results root on this machine).
 
 A product counts when it is a file of at least one byte: an empty file (an
 upload cut short, a full disk) is as missing as none. Each directory is
@@ -15,13 +18,44 @@ window structures it should hold.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from typing import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Protocol
 
 from .layout import Campaign
-from .store import ResultsStore
 
-__all__ = ["setup_products", "steered_products", "missing_products", "missing_setup", "missing_steered"]
+__all__ = ["setup_products", "steered_products", "missing_products", "missing_setup", "missing_steered",
+           "file_sizes", "LocalSizes"]
+
+
+class Sizes(Protocol):
+    """What the checks need of a results tree: the sizes of the files directly in a directory."""
+
+    def sizes(self, directory: PurePosixPath | str) -> dict[str, int]:
+        """Bytes of each file directly in ``directory`` by name; ``{}`` when absent."""
+
+
+def file_sizes(directory: Path) -> dict[str, int]:
+    """Bytes of each file directly in ``directory`` on this machine; ``{}`` when there is no such directory.
+
+    Raises
+    ------
+    OSError
+        When it exists but cannot be listed.
+    """
+    try:
+        return {entry.name: entry.stat().st_size for entry in directory.iterdir() if entry.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+
+
+class LocalSizes:
+    """:class:`Sizes` of a results root on this machine (for the scripts, which read no store)."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def sizes(self, directory: PurePosixPath | str) -> dict[str, int]:
+        return file_sizes(self.root / directory)
 
 
 def setup_products(campaign: Campaign) -> tuple[PurePosixPath, ...]:
@@ -34,18 +68,18 @@ def steered_products(campaign: Campaign, replica: int, n_windows: int) -> list[P
     return [campaign.steered_state(replica)] + [campaign.window_pdb(replica, window) for window in range(n_windows)]
 
 
-def missing_products(store: ResultsStore, directory: PurePosixPath,
+def missing_products(store: Sizes, directory: PurePosixPath,
                      paths: Iterable[PurePosixPath]) -> list[str]:
     """Names of ``paths`` (all directly in ``directory``) that are absent or empty, by one listing."""
     sizes = store.sizes(directory)
     return [path.name for path in paths if sizes.get(path.name, 0) <= 0]
 
 
-def missing_setup(store: ResultsStore, campaign: Campaign) -> list[str]:
+def missing_setup(store: Sizes, campaign: Campaign) -> list[str]:
     """The setup outputs absent or empty in ``store``."""
     return missing_products(store, campaign.setup_dir, setup_products(campaign))
 
 
-def missing_steered(store: ResultsStore, campaign: Campaign, replica: int, n_windows: int) -> list[str]:
+def missing_steered(store: Sizes, campaign: Campaign, replica: int, n_windows: int) -> list[str]:
     """Replica ``replica``'s steered-MD outputs absent or empty in ``store``."""
     return missing_products(store, campaign.replica_dir(replica), steered_products(campaign, replica, n_windows))

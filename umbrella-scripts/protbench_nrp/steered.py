@@ -36,10 +36,9 @@ from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage
 from .errors import ProtbenchError
 from .files import atomic_write
 from .layout import Campaign, SteeredFiles
-from .products import missing_steered
+from .products import LocalSizes, missing_steered
 from .reporters import CVReporter, Frame, FrameReporter, ProgressRecorder, StateDataReporter, read_cv_file
 from .settings import StageSettings
-from .store import LocalStore
 from .systems import SetupError, SetupFiles
 
 #: Defaults of the pull, one per ``PROTBENCH_*`` variable of run-steered-md.py: the seed's
@@ -414,7 +413,7 @@ def steered_products_exist(root: Path | str, campaign: Campaign, replica: int, n
     The same test as ``stages.is_complete`` for the steered Job
     (:func:`protbench_nrp.products.missing_steered`): no output absent or empty.
     """
-    return not missing_steered(LocalStore(root), campaign, replica, n_windows)
+    return not missing_steered(LocalSizes(root), campaign, replica, n_windows)
 
 
 def _nm():

@@ -35,8 +35,7 @@ from .contacts import (
 from .errors import ProtbenchError
 from .files import atomic_write
 from .layout import Campaign
-from .products import missing_setup
-from .store import LocalStore
+from .products import LocalSizes, missing_setup
 
 LOCAL_TARGET = "villin"
 LOCAL_FORCE_FIELDS = {
@@ -322,7 +321,7 @@ class SetupFiles:
 
     def missing(self) -> list[Path]:
         """The outputs absent or empty (:func:`protbench_nrp.products.missing_setup`), as paths."""
-        names = set(missing_setup(LocalStore(self.root), self.campaign))
+        names = set(missing_setup(LocalSizes(self.root), self.campaign))
         return [path for path in self.all() if path.name in names]
 
     def is_complete(self) -> bool:
