@@ -88,6 +88,10 @@ def answers(root: Path, job: JobSpec) -> dict[str, bool]:
         "--status": row.state == "finished",
         "--relaunch": launcher._is_finished(job, reading),
     }
+    if job.stage in NEXT_STAGE:  # preflight of the Jobs that read its outputs finds none missing
+        config = _config(root, NEXT_STAGE[job.stage])
+        said["preflight"] = not [missing for missing in find_missing(build_jobs(config, "0" * 40), config, store)
+                                 if missing.stage == job.stage]
     if job.stage == "setup":
         said["setup script"] = SetupFiles(root, CAMPAIGN).is_complete()
     if job.stage == "steered":
@@ -95,6 +99,7 @@ def answers(root: Path, job: JobSpec) -> dict[str, bool]:
     return said
 
 
+NEXT_STAGE = {"setup": "steered", "steered": "window"}
 MINIMIZED, CONTACTS = CAMPAIGN.minimized_pdb.name, CAMPAIGN.contacts_file.name
 STATE, MIDDLE = CAMPAIGN.steered_state(1).name, CAMPAIGN.window_pdb(1, 2).name
 

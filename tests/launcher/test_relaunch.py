@@ -278,7 +278,7 @@ def test_with_preflight_relaunch_reads_from_the_bucket_which_windows_are_finishe
     bucket = Bucket(s3_server, "relaunch-test").create()
     new_commit(launched, BUCKET=bucket.name)
     write_rclone_config(launched, s3_server.endpoint, s3_server.access_key_id, s3_server.secret_access_key)
-    for key in (f"{CAMPAIGN.setup_dir}/{CAMPAIGN.name}-minimized.pdb", CAMPAIGN.steered_state(1),
+    for key in (CAMPAIGN.minimized_pdb, CAMPAIGN.contacts_file, CAMPAIGN.system_xml, CAMPAIGN.steered_state(1),
                 CAMPAIGN.window_pdb(1, 0), CAMPAIGN.window_pdb(1, 1)):  # the windows' inputs, for preflight
         bucket.client.put_object(Bucket=bucket.name, Key=f"results/{key}", Body=b"input\n")
     finished = tmp_path / "finished.json"
