@@ -297,3 +297,17 @@ def test_with_preflight_relaunch_reads_from_the_bucket_which_windows_are_finishe
     result = launched.run("--relaunch", "--replicas", "1", "--windows", "0", skip_preflight=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert provenance(launched, 0, attempt=1).exists()
+
+
+def test_relaunch_replaces_a_failed_job_whose_finished_record_is_shorter_than_its_settings_now_ask(launched):
+    # The stage table's check (stages.is_complete), not the record's phase alone: a window that
+    # finished a shorter production than its Job now asks for is not done, so --relaunch runs it on.
+    launched.set_job(NAME.format(0), "failed")
+    write_progress(launched, 0, "finished")
+    new_commit(launched, EXTRA_ENV={"PROTBENCH_PRODUCTION_LENGTH": "1000"})
+
+    result = launched.run("--relaunch", "--replicas", "1", "--windows", "0")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls_since(launched)[-1] == f"create -f {provenance(launched, 0)}"
+    assert launched.cluster_states()[NAME.format(0)] == "active"
