@@ -188,7 +188,9 @@ def _setup_and_steered_results(root: Path):
     config = make_config(root, stage="steered", n_replicas=3)
     campaign = config.campaign
     env = {"PROTBENCH_N_WINDOWS": str(config.n_windows)}  # 4 windows
-    products = [campaign.system_xml, campaign.steered_state(1), campaign.steered_state(2)]
+    # Setup is done when all three of its outputs are there (stages.STAGE_TABLE).
+    products = [campaign.contacts_file, campaign.minimized_pdb, campaign.system_xml,
+                campaign.steered_state(1), campaign.steered_state(2)]
     products += [campaign.window_pdb(1, w) for w in range(4)]
     products += [campaign.window_pdb(2, w) for w in range(3)]  # window 03 not reached yet
     for product in products:

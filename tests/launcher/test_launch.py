@@ -221,8 +221,9 @@ def test_preflight_asks_the_bucket_of_the_rclone_config_and_launches_once_inputs
     assert f"{CAMPAIGN}/setup/ is missing or empty: written by the setup stage" in result.stderr
     assert launcher_repo.kubectl_calls() == []
 
-    bucket.client.put_object(Bucket=bucket.name, Key=f"results/{CAMPAIGN}/setup/{CAMPAIGN}-minimized.pdb",
-                             Body=b"ATOM\n")
+    for name in ("minimized.pdb", "native-contacts.dat", "umbrella-openmm-system.xml"):  # setup, done
+        bucket.client.put_object(Bucket=bucket.name, Key=f"results/{CAMPAIGN}/setup/{CAMPAIGN}-{name}",
+                                 Body=b"ATOM\n")
     result = launcher_repo.run("--stage", "steered", skip_preflight=False)
     assert result.returncode == 0, result.stderr
     assert len(launcher_repo.kubectl_calls()) == 3  # one steered-MD Job per replica

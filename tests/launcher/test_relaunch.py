@@ -7,13 +7,17 @@ import subprocess
 
 import pytest
 
-from protbench_nrp.layout import Campaign
+from protbench_nrp.layout import Campaign, JobId
 from protbench_nrp.records import Progress
+from protbench_nrp.stages import production_steps
 
 from .conftest import git
 
 CAMPAIGN = Campaign("gb3", "null-0.0.3-pair-opc3")
 NAME = "pb-tst-gb3-null-003-pair-opc3-1-{:02d}"
+#: A finished record counts only with the production its window's settings ask for (stages.STAGE_TABLE);
+#: the launched Jobs set no production setting, so the defaults'.
+STEPS = production_steps(CAMPAIGN, JobId("window", 1, 0), {})
 
 
 def provenance(repo, window: int, attempt: int | None = None):
@@ -25,7 +29,7 @@ def provenance(repo, window: int, attempt: int | None = None):
 def write_progress(repo, window: int, phase: str) -> None:
     path = repo.results / CAMPAIGN.window_files(1, window).progress
     path.parent.mkdir(parents=True, exist_ok=True)
-    Progress.now(phase, 100 if phase == "finished" else 40, 100, 50.0).write(path)
+    Progress.now(phase, STEPS if phase == "finished" else 40, STEPS, 50.0).write(path)
 
 
 def new_commit(repo, **constants) -> str:
@@ -274,11 +278,11 @@ def test_with_preflight_relaunch_reads_from_the_bucket_which_windows_are_finishe
     bucket = Bucket(s3_server, "relaunch-test").create()
     new_commit(launched, BUCKET=bucket.name)
     write_rclone_config(launched, s3_server.endpoint, s3_server.access_key_id, s3_server.secret_access_key)
-    for key in (f"{CAMPAIGN.setup_dir}/{CAMPAIGN.name}-minimized.pdb", CAMPAIGN.steered_state(1),
+    for key in (CAMPAIGN.minimized_pdb, CAMPAIGN.contacts_file, CAMPAIGN.system_xml, CAMPAIGN.steered_state(1),
                 CAMPAIGN.window_pdb(1, 0), CAMPAIGN.window_pdb(1, 1)):  # the windows' inputs, for preflight
         bucket.client.put_object(Bucket=bucket.name, Key=f"results/{key}", Body=b"input\n")
     finished = tmp_path / "finished.json"
-    Progress.now("finished", 100, 100, 50.0).write(finished)
+    Progress.now("finished", STEPS, STEPS, 50.0).write(finished)
     bucket.client.put_object(Bucket=bucket.name, Key=f"results/{CAMPAIGN.window_files(1, 1).progress}",
                              Body=finished.read_bytes())
     for window in (0, 1):
@@ -293,3 +297,17 @@ def test_with_preflight_relaunch_reads_from_the_bucket_which_windows_are_finishe
     result = launched.run("--relaunch", "--replicas", "1", "--windows", "0", skip_preflight=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert provenance(launched, 0, attempt=1).exists()
+
+
+def test_relaunch_replaces_a_failed_job_whose_finished_record_is_shorter_than_its_settings_now_ask(launched):
+    # The stage table's check (stages.is_complete), not the record's phase alone: a window that
+    # finished a shorter production than its Job now asks for is not done, so --relaunch runs it on.
+    launched.set_job(NAME.format(0), "failed")
+    write_progress(launched, 0, "finished")
+    new_commit(launched, EXTRA_ENV={"PROTBENCH_PRODUCTION_LENGTH": "1000"})
+
+    result = launched.run("--relaunch", "--replicas", "1", "--windows", "0")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls_since(launched)[-1] == f"create -f {provenance(launched, 0)}"
+    assert launched.cluster_states()[NAME.format(0)] == "active"

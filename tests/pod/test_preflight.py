@@ -85,6 +85,25 @@ def test_an_empty_input_file_counts_as_missing(bucket, villin_inputs, environ, t
     assert [m.path for m in caught.value.missing] == [str(pdb)]
 
 
+@pytest.mark.parametrize("arrange", ["only the minimized structure", "an empty System"])
+def test_an_incomplete_setup_is_missing_as_the_stage_table_says(bucket, villin_inputs, environ, arrange):
+    campaign = villin_inputs.campaign
+    if arrange == "only the minimized structure":
+        bucket.put_tree(villin_inputs.root, str(campaign.minimized_pdb))
+        lacking = [campaign.contacts_file.name, campaign.system_xml.name]
+    else:
+        bucket.put_tree(villin_inputs.root, str(campaign.setup_dir))
+        bucket.client.put_object(Bucket=bucket.name, Key=f"results/{campaign.system_xml}", Body=b"")
+        lacking = [campaign.system_xml.name]
+    with pytest.raises(PreflightError) as caught:
+        _check(bucket.name, environ, stage="steered", replicas=(1, 2))
+    assert caught.value.missing == [MissingInput(f"{campaign.setup_dir}/", "setup")]
+    message = str(caught.value)
+    assert f"{campaign.setup_dir}/ is incomplete (setup is not done: " in message
+    assert all(name in message for name in lacking), message
+    assert f"written by the setup stage ({SETUP}); launch STAGE = 'setup' first" in message
+
+
 def test_setup_needs_nothing_but_a_bucket(bucket, environ):
     _check(bucket.name, environ, stage="setup")
 

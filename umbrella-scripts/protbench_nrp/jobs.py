@@ -22,13 +22,12 @@ from pathlib import Path, PurePosixPath
 
 from . import gitcheck, variables
 from .errors import ProtbenchError
-from .layout import STAGES, Campaign, job_name, window_tag
+from .layout import STAGES, Campaign, JobId, job_name, window_tag
+from .stages import STAGE_TABLE, stage_of
 
-#: The script each stage runs, relative to the repository root.
-STAGE_SCRIPTS = {
-    "setup": "umbrella-scripts/setup-umbrella-system.py",
-    "steered": "umbrella-scripts/run-steered-md.py",
-}
+#: The script of each stage no launcher constant chooses (windows: SCRIPT_PATH), relative to the
+#: repository root; read from :data:`protbench_nrp.stages.STAGE_TABLE`.
+STAGE_SCRIPTS = {stage.name: stage.script for stage in STAGE_TABLE if stage.script_setting is None}
 
 #: Variables the Job template sets (``OE_LICENSE``: where the OpenEye license secret is
 #: mounted) or the pod's commands take their mount points from; EXTRA_ENV may not set them.
@@ -105,7 +104,9 @@ class JobSpec:
     stage : str
         ``"setup"``, ``"steered"`` or ``"window"``.
     replica, window : int or None
-        Which replica/window; ``None`` where the stage has none.
+        Which replica/window; ``None`` where the stage has none. Together
+        they are :attr:`id`, checked when the JobSpec is built: a JobSpec of
+        a Job that cannot exist (a setup of replica 2) raises ``ValueError``.
     name : str
         The Kubernetes Job name (from :func:`layout.job_name`).
     script_path : str
@@ -123,6 +124,17 @@ class JobSpec:
     script_path: str
     env: dict[str, str]
     provenance_path: PurePosixPath
+
+    def __post_init__(self):
+        # JobId checks the identity (and normalises integral numbers); keep what it made.
+        identity = JobId(self.stage, self.replica, self.window)
+        object.__setattr__(self, "replica", identity.replica)
+        object.__setattr__(self, "window", identity.window)
+
+    @property
+    def id(self) -> JobId:
+        """Which Job this is: stage, replica and window as one checked value."""
+        return JobId(self.stage, self.replica, self.window)
 
 
 # -- the constants -------------------------------------------------------------------
@@ -249,17 +261,16 @@ def validate_config(config: CampaignConfig) -> None:
 # -- the Jobs ------------------------------------------------------------------------------
 
 def stage_script(config: CampaignConfig, stage: str) -> str:
-    """The script a stage's pods run: SCRIPT_PATH for windows, jobs.STAGE_SCRIPTS otherwise."""
-    return config.script_path if stage == "window" else STAGE_SCRIPTS[stage]
+    """The script a stage's pods run: its row of the stage table, or SCRIPT_PATH where that row says so."""
+    return stage_of(stage).script_for(config.script_path)
 
 
 def _slots(config: CampaignConfig) -> list[tuple[int | None, int | None]]:
     """(replica, window) of every selected Job of the configured stage."""
-    if config.stage == "setup":
-        return [(None, None)]
-    if config.stage == "steered":
-        return [(replica, None) for replica in config.selected_replicas()]
-    return [(replica, window) for replica in config.selected_replicas() for window in config.selected_windows()]
+    identity = stage_of(config.stage).identity
+    replicas = config.selected_replicas() if "replica" in identity else (None,)
+    windows = config.selected_windows() if "window" in identity else (None,)
+    return [(replica, window) for replica in replicas for window in windows]
 
 
 def job_env(config: CampaignConfig, stage: str, replica: int | None, window: int | None,
@@ -309,12 +320,13 @@ def build_jobs(config: CampaignConfig, commit: str) -> list[JobSpec]:
     validate_config(config)
     jobs = []
     for replica, window in _slots(config):
+        identity = JobId(config.stage, replica, window)
         jobs.append(JobSpec(
             stage=config.stage, replica=replica, window=window,
-            name=job_name(config.initials, config.target, config.ff, config.stage, replica, window),
+            name=job_name(config.initials, config.target, config.ff, identity),
             script_path=stage_script(config, config.stage),
             env=job_env(config, config.stage, replica, window, commit),
-            provenance_path=config.campaign.manifest(config.stage, replica, window),
+            provenance_path=config.campaign.manifest(identity),
         ))
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):  # layout.job_name hashes lossy names; this guards that promise
@@ -326,14 +338,12 @@ def build_jobs(config: CampaignConfig, commit: str) -> list[JobSpec]:
 def describe(jobs: list[JobSpec]) -> str:
     """``replica 1 windows 00-03, 07; replica 2 windows 00-30`` for a list of Jobs."""
     parts = []
-    for (stage, replica), group in groupby(jobs, key=lambda job: (job.stage, job.replica)):
+    for _, group in groupby(jobs, key=lambda job: (job.stage, job.replica)):
         group = list(group)
-        if stage == "setup":
-            parts.append("setup")
-        elif stage == "steered":
-            parts.append(f"replica {replica} steered MD")
+        if group[0].window is None:  # one Job per (stage, replica): it says itself what it is
+            parts.append(group[0].id.describe())
         else:
-            parts.append(f"replica {replica} windows {_ranges([job.window for job in group])}")
+            parts.append(f"replica {group[0].replica} windows {_ranges([job.window for job in group])}")
     return "; ".join(parts) or "none"
 
 

@@ -104,14 +104,11 @@ def attempt_paths(job: JobSpec, config: CampaignConfig) -> list[Path]:
 
 
 def _is_finished(job: JobSpec, reading) -> bool | None:
-    """Whether the results say ``job`` is finished; ``None`` when they cannot be read."""
-    from .status import production_done
-
+    """Whether the stage table calls ``job`` done (``status.read_job_progress``'s completion);
+    ``None`` when its results cannot be read. No window record: not done."""
     if reading is None or reading.error:
         return None
-    if job.stage == "window":
-        return reading.progress is not None and production_done(reading.progress)
-    return reading.product_present
+    return reading.completion is not None and reading.completion.done
 
 
 def results_reader(config: CampaignConfig, settings: LaunchSettings):

@@ -524,6 +524,11 @@ _STAGE_PATHS: dict[str, _StagePaths] = {
 assert tuple(_STAGE_PATHS) == STAGES
 
 
+def stage_identity(stage: str) -> tuple[str, ...]:
+    """Which of ``replica`` and ``window`` a Job of ``stage`` has (setup: neither; a window: both)."""
+    return _STAGE_PATHS[stage].identity
+
+
 # -- Job names and labels -------------------------------------------------------
 
 def _dns_fragment(text: str) -> str:

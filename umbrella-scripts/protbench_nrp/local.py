@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import science, variables
-from .errors import ProtbenchError
 from .jobs import CampaignConfig, JobSpec, build_jobs
-from .layout import STAGES, Campaign
+from .layout import Campaign
 from .records import Progress
+from .stages import STAGE_TABLE, is_complete, prerequisites, stage_of
+from .store import LocalStore
 
 #: The platform of a local run unless EXTRA_ENV or the environment names one.
 LOCAL_PLATFORM = "CPU"
@@ -149,11 +150,8 @@ class LocalJob:
 
     @property
     def progress_path(self) -> Path | None:
-        if self.spec.stage == "window":
-            return self.root / self.campaign.window_files(self.spec.replica, self.spec.window).progress
-        if self.spec.stage == "steered":
-            return self.root / self.campaign.steered_files(self.spec.replica).progress
-        return None
+        relative = stage_of(self.spec.id).progress_file(self.campaign, self.spec.id)
+        return None if relative is None else self.root / relative
 
     def command(self, python: str = sys.executable) -> list[str]:
         return [python, str(REPO_ROOT / self.spec.script_path), "-o", str(self.root)]
@@ -168,40 +166,12 @@ class LocalJob:
             return None
 
     def is_finished(self) -> bool:
-        """Whether the Job's outputs are complete on disk (reads only; the script has the last word)."""
-        campaign, root = self.campaign, self.root
-        if self.spec.stage == "setup":
-            from .systems import SetupFiles
-
-            return SetupFiles(root, campaign).is_complete()
-        if self.spec.stage == "steered":
-            from .steered import steered_products_exist
-
-            return steered_products_exist(root, campaign, self.spec.replica, self.n_windows)
-        from .status import production_done
-
-        record = self.progress()
-        return (record is not None and production_done(record)
-                and record.total_steps == _production_steps(self.spec))
+        """Whether the stage table calls the Job done in this results root (reads only; the script
+        has the last word)."""
+        return is_complete(LocalStore(self.root), self.campaign, self.spec.id, self.spec.env).done
 
     def describe(self) -> str:
-        if self.spec.stage == "setup":
-            return "setup"
-        if self.spec.stage == "steered":
-            return f"replica {self.spec.replica} steered MD"
-        return f"replica {self.spec.replica} window {self.spec.window:02d}"
-
-
-def _production_steps(spec: JobSpec) -> int | None:
-    """Production steps the window of ``spec`` runs: its script's own settings, catalog included."""
-    import click
-
-    env = {"PROTBENCH_REPLICA": str(spec.replica), "PROTBENCH_WINDOW": str(spec.window), **spec.env}
-    try:
-        settings = variables.stage_settings("window", variables.env_values("window", env), check_availability=False)
-    except (click.BadParameter, ProtbenchError):
-        return None  # the script itself will say what is wrong
-    return settings.production_schedule().total_steps
+        return self.spec.id.describe()
 
 
 # -- the whole campaign -----------------------------------------------------------------
@@ -216,27 +186,20 @@ def campaign_jobs(jobs: list[JobSpec], config: CampaignConfig) -> list[JobSpec]:
     if not jobs:
         return []
     commit = jobs[0].env.get("PROTBENCH_SCRIPT_COMMIT", "")
-    stage = jobs[0].stage
+    stage = stage_of(jobs[0].stage)
     replicas = tuple(sorted({job.replica for job in jobs if job.replica is not None}))
     earlier = []
-    for previous in STAGES[: STAGES.index(stage)]:
-        earlier += build_jobs(dataclasses.replace(config, stage=previous,
+    for previous in STAGE_TABLE[: STAGE_TABLE.index(stage)]:
+        earlier += build_jobs(dataclasses.replace(config, stage=previous.name,
                                                   replicas=replicas or None), commit)
     return earlier + list(jobs)
 
 
 def _dependencies(specs: list[JobSpec]) -> dict[str, tuple[str, ...]]:
-    setup = [s.name for s in specs if s.stage == "setup"]
-    steered = {s.replica: s.name for s in specs if s.stage == "steered"}
-    needs = {}
-    for spec in specs:
-        if spec.stage == "steered":
-            needs[spec.name] = tuple(setup)
-        elif spec.stage == "window":
-            needs[spec.name] = tuple(setup) + ((steered[spec.replica],) if spec.replica in steered else ())
-        else:
-            needs[spec.name] = ()
-    return needs
+    """Each Job's name -> the names of the Jobs among ``specs`` it needs (stages.prerequisites)."""
+    by_id = {spec.id: spec.name for spec in specs}
+    return {spec.name: tuple(by_id[needed] for needed in prerequisites(spec.id) if needed in by_id)
+            for spec in specs}
 
 
 class LocalRunner:

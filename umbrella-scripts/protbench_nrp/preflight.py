@@ -6,7 +6,9 @@ fails after minutes of scheduling, image pulling and cloning, 93 times over.
 of what is missing and the stage that writes it:
 
 * setup Jobs read nothing;
-* steered-MD Jobs read ``S/setup/`` (must hold at least one file);
+* steered-MD Jobs read ``S/setup/``, which counts when the stage table calls
+  setup done (:func:`protbench_nrp.stages.is_complete`: its three outputs,
+  none empty);
 * window Jobs read ``S/setup/``, their replica's steered state and their
   window's starting structure.
 
@@ -21,13 +23,14 @@ never contains a key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Iterable, Mapping
 
 from .errors import ProtbenchError
-from .jobs import STAGE_SCRIPTS, CampaignConfig, JobSpec
-from .layout import BUCKET_PREFIX, Campaign
+from .jobs import CampaignConfig, JobSpec
+from .layout import BUCKET_PREFIX, Campaign, JobId
+from .stages import is_complete, stage_of
 from .s3 import S3AccessError, bucket_place, open_bucket, s3_access
 from .store import BucketStore, StoreError
 
@@ -66,11 +69,15 @@ class MissingInput:
     path: str
     stage: str
     replica: int | None = None
+    #: What the stage table says is lacking, when the input is there but incomplete.
+    detail: str = field(default="", compare=False)
 
     def describe(self) -> str:
-        script = STAGE_SCRIPTS[self.stage]
-        if self.stage == "setup":
+        script = stage_of(self.stage).script
+        if self.replica is None:  # setup: one Job for every replica
             what = "is missing or empty" if self.path.endswith("/") else "is missing"
+            if self.detail:
+                what = f"is incomplete ({self.detail})"
             return (f"{self.path} {what}: written by the setup stage ({script}); "
                     f"launch STAGE = 'setup' first")
         return (f"{self.path} is missing: written by steered MD of replica {self.replica} ({script}); "
@@ -80,17 +87,19 @@ class MissingInput:
 # -- what each Job needs -------------------------------------------------------------------
 
 def required_inputs(job: JobSpec, campaign: Campaign) -> list[MissingInput]:
-    """The inputs a Job reads that an earlier stage writes (as candidates for "missing")."""
-    return [MissingInput(path, producer, None if producer == "setup" else job.replica)
-            for path, producer in campaign.stage_inputs(job.stage, job.replica, job.window)]
+    """The inputs a Job reads that an earlier stage writes (as candidates for "missing"): its
+    stage's inputs in the stage table, each with the Job that writes it."""
+    return [MissingInput(needed.path, needed.producer.stage, needed.producer.replica)
+            for needed in stage_of(job.id).inputs(campaign, job.id)]
 
 
 def find_missing(jobs: list[JobSpec], config: CampaignConfig, store: BucketStore) -> list[MissingInput]:
     """Every input of ``jobs`` absent from the bucket, each once, in Job order.
 
-    A directory counts when it holds anything; a file when it exists and is
-    not empty (an empty input is as bad as none). Each directory is listed
-    once, whatever the number of windows.
+    A directory (setup's) counts when the stage table calls the Job that
+    writes it done; a file when it exists and is not empty (an empty input
+    is as bad as none). Each directory is listed once, whatever the number
+    of windows.
 
     Raises
     ------
@@ -98,24 +107,31 @@ def find_missing(jobs: list[JobSpec], config: CampaignConfig, store: BucketStore
         When the bucket cannot be listed.
     """
     sizes: dict[str, dict[str, int]] = {}
-    non_empty: dict[str, bool] = {}
+    judged: dict[MissingInput, str | None] = {}  # a directory input -> None (done) or what it lacks
 
-    def present(path: str) -> bool:
-        if path.endswith("/"):
-            if path not in non_empty:
-                non_empty[path] = bool(store.list(path))
-            return non_empty[path]
-        file = PurePosixPath(path)
+    def lacking(needed: MissingInput, job: JobSpec) -> str | None:
+        """``None`` when ``needed`` is there; else "" (absent) or what the stage table says it lacks."""
+        if needed.path.endswith("/"):
+            if needed not in judged:
+                producer = JobId(needed.stage, needed.replica)
+                completion = is_complete(store, config.campaign, producer, job.env)
+                judged[needed] = None if completion.done else (
+                    completion.reason if store.list(needed.path) else "")
+            return judged[needed]
+        file = PurePosixPath(needed.path)
         directory = str(file.parent)
         if directory not in sizes:
             sizes[directory] = store.sizes(directory)
-        return sizes[directory].get(file.name, 0) > 0
+        return None if sizes[directory].get(file.name, 0) > 0 else ""
 
     missing: list[MissingInput] = []
     for job in jobs:
         for needed in required_inputs(job, config.campaign):
-            if needed not in missing and not present(needed.path):
-                missing.append(needed)
+            if needed in missing:
+                continue
+            detail = lacking(needed, job)
+            if detail is not None:
+                missing.append(replace(needed, detail=detail))
     return missing
 
 

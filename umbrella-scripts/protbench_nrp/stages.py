@@ -18,11 +18,11 @@ What "done" means, per stage:
 
 setup
     Its three outputs (native contacts, minimized PDB, the System XML) are in
-    the setup directory.
+    the setup directory, none of them empty.
 steered
     The replica's equilibrated state and the starting structure of *every*
-    window are in the replica directory (one listing, not one request per
-    window). The equilibrated state alone means the pull may still be
+    window are in the replica directory, none empty (one listing, not one
+    request per window). The equilibrated state alone means the pull may still be
     running, or failed midway.
 window
     Its progress record reads, says ``finished``, and counted as many
@@ -40,10 +40,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
+from . import products
 from .errors import ProtbenchError
-from .layout import STAGES, Campaign, JobId, window_tag
+from .layout import STAGES, Campaign, JobId, stage_identity, window_tag
 from .records import Progress
 from .store import ResultsStore
 
@@ -58,11 +59,15 @@ FINISHED_PHASE = "finished"
 class Completion:
     """Whether a Job is done, and why (or why not), in words for a status line.
 
-    True in a boolean context exactly when ``done``.
+    True in a boolean context exactly when ``done``. ``settings_read`` is
+    False when a window's check could not read the settings its script would
+    run with (here: not done); ``--status``, which only reports, then shows
+    what the record says instead of calling every finished window unfinished.
     """
 
     done: bool
     reason: str
+    settings_read: bool = True
 
     def __bool__(self) -> bool:
         return self.done
@@ -102,6 +107,11 @@ class Stage:
     needs: str | None
     summary: str
     _check: Callable[[ResultsStore, Campaign, JobId, Mapping[str, str]], Completion] = field(repr=False)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Which of ``replica`` and ``window`` a Job of this stage has."""
+        return stage_identity(self.name)
 
     def script_for(self, script_path: str | None = None) -> str:
         """The script a Job of this stage runs, given the launcher's ``SCRIPT_PATH``."""
@@ -153,26 +163,19 @@ class Stage:
 
 def _producer(stage: str, job: JobId) -> JobId:
     """The Job of ``stage`` that writes an input of ``job``: setup, or steered MD of ``job``'s replica."""
-    return JobId("setup") if stage == "setup" else JobId(stage, job.replica)
+    return JobId(stage, job.replica if "replica" in stage_identity(stage) else None)
 
 
 # -- the completion checks ---------------------------------------------------------------------
 
-def _missing_names(store: ResultsStore, directory: PurePosixPath,
-                   paths: Iterable[PurePosixPath]) -> list[str]:
-    """Which of ``paths`` (all directly in ``directory``) are absent, by one listing."""
-    present = set(store.list(directory))
-    return [path.name for path in paths if path.name not in present]
-
-
 def _lacks(job: JobId, store: ResultsStore, directory: PurePosixPath, missing: list[str]) -> Completion:
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-    return Completion(False, f"{job.describe()} is not done: {store.describe(directory)} lacks {shown}")
+    return Completion(False, f"{job.describe()} is not done: {store.describe(directory)} lacks {shown} "
+                             f"(or has it empty)")
 
 
 def _setup_complete(store: ResultsStore, campaign: Campaign, job: JobId, env: Mapping[str, str]) -> Completion:
-    outputs = (campaign.contacts_file, campaign.minimized_pdb, campaign.system_xml)
-    missing = _missing_names(store, campaign.setup_dir, outputs)
+    missing = products.missing_setup(store, campaign)
     if missing:
         return _lacks(job, store, campaign.setup_dir, missing)
     return Completion(True, "setup is done: contacts, minimized structure and System are in place")
@@ -182,9 +185,7 @@ def _steered_complete(store: ResultsStore, campaign: Campaign, job: JobId, env: 
     n_windows = _n_windows(env)
     if isinstance(n_windows, str):
         return Completion(False, f"{job.describe()}: cannot tell which window structures it saves: {n_windows}")
-    products = [campaign.steered_state(job.replica)] + [
-        campaign.window_pdb(job.replica, window) for window in range(n_windows)]
-    missing = _missing_names(store, campaign.replica_dir(job.replica), products)
+    missing = products.missing_steered(store, campaign, job.replica, n_windows)
     if missing:
         return _lacks(job, store, campaign.replica_dir(job.replica), missing)
     return Completion(True, f"{job.describe()} is done: equilibrated state and all {n_windows} window "
@@ -220,7 +221,7 @@ def window_record_complete(campaign: Campaign, job: JobId, env: Mapping[str, str
     wanted = production_steps(campaign, job, env)
     if isinstance(wanted, str):
         return Completion(False, f"{job.describe()}: its settings do not read ({wanted}); its script will "
-                                 f"say so when it runs")
+                                 f"say so when it runs", settings_read=False)
     if record.total_steps != wanted:
         return Completion(False, f"{job.describe()} finished {record.total_steps} production steps, but its "
                                  f"settings now ask for {wanted}: it runs on from its last checkpoint")
@@ -237,7 +238,7 @@ def production_steps(campaign: Campaign, job: JobId, env: Mapping[str, str]) -> 
 
     from . import variables
 
-    if job.stage != "window":
+    if "window" not in stage_identity(job.stage):
         raise ValueError(f"{job} is not a window Job; only windows have a production")
     env = {**env, "PROTBENCH_TARGET": campaign.target, "PROTBENCH_FF": campaign.ff,
            "PROTBENCH_REPLICA": str(job.replica), "PROTBENCH_WINDOW": window_tag(job.window)}

@@ -8,8 +8,9 @@ Gathering and rendering are apart so each can be checked on its own:
 * :func:`read_all_progress` reads each window's
   :class:`~protbench_nrp.records.Progress` record through a
   :class:`~protbench_nrp.store.ResultsStore` (a results root or the S3
-  bucket; that small JSON object only, never a trajectory), and
-  :func:`products_present` says whether setup and steered MD are done.
+  bucket; that small JSON object only, never a trajectory), and each Job's
+  :class:`~protbench_nrp.stages.Completion` from the stage table: the one
+  definition of "done" (``--relaunch`` and ``--local`` ask the same).
 * :func:`gather_status` combines both into a :class:`WindowStatus` per Job,
   :func:`campaign_totals` sums them up, :func:`render_status` draws the table.
 * :func:`read_all_run_records` reads the run record each pod leaves
@@ -47,6 +48,7 @@ from .cluster import ClusterView, LostPod, campaign_selector, query_cluster
 from .jobs import CampaignConfig, JobSpec
 from .layout import Campaign, window_tag
 from .records import Progress
+from .stages import FINISHED_PHASE, Completion, is_complete, window_record_complete
 from .store import BucketStore, LocalStore, ResultsStore, StoreError
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
@@ -86,11 +88,18 @@ EXIT_BAD_INPUT = 2
 
 @dataclass(frozen=True)
 class ProgressReading:
-    """A window's progress record, ``None`` when absent, or why it could not be read."""
+    """A window's progress record, ``None`` when absent, or why it could not be read.
+
+    ``completion`` is the stage table's answer for the Job
+    (:func:`protbench_nrp.stages.is_complete`): for setup and steered MD from
+    their outputs, for a window from the record read here. ``None`` when
+    there was nothing to judge (no window record) or the reading was made
+    without the table.
+    """
 
     progress: Progress | None
     error: str = ""
-    product_present: bool = False  # setup / steered MD: their final product exists
+    completion: Completion | None = None
 
 
 def _parse_progress(text: str, where: str) -> ProgressReading:
@@ -114,35 +123,18 @@ def read_progress(store: ResultsStore, relative: PurePosixPath) -> ProgressReadi
     return _parse_progress(text, store.describe(relative))
 
 
-def products_present(store: ResultsStore, campaign: Campaign, job: JobSpec) -> bool:
-    """Whether a setup or steered-MD Job left its final products: the one place status says so.
-
-    Setup: the System XML. Steered MD: the equilibrated state and the
-    structures of all windows (the pull saves them as it goes, so the state
-    alone means the pull may still be running or have failed), both found
-    with one listing of the replica's directory. Windows are done by their
-    progress record instead (:func:`production_done`).
-
-    Raises
-    ------
-    StoreError
-        When the results cannot be read.
-    """
-    if job.stage == "setup":
-        return store.exists(campaign.system_xml)
-    n_windows = int(_env_float(job, "PROTBENCH_N_WINDOWS", science.N_WINDOWS))
-    names = set(store.sizes(campaign.replica_dir(job.replica)))
-    wanted = [campaign.steered_state(job.replica)] + [campaign.window_pdb(job.replica, w) for w in range(n_windows)]
-    return all(path.name in names for path in wanted)
-
-
 def read_job_progress(store: ResultsStore, campaign: Campaign, job: JobSpec) -> ProgressReading:
-    """What the results say about one Job: a window's progress record, or whether a setup or
-    steered-MD Job's products are there; a read failure is the reading's error."""
-    if job.stage == "window":
-        return read_progress(store, campaign.window_files(job.replica, job.window).progress)
+    """What the results say about one Job: a window's progress record and whether the stage
+    table calls it done, or the table's answer for setup and steered MD (from their outputs,
+    with one listing); a read failure is the reading's error."""
+    if job.stage == "window":  # the one stage whose record status shows, and whose check reads it
+        reading = read_progress(store, campaign.window_files(job.replica, job.window).progress)
+        if reading.progress is None:
+            return reading
+        return dataclasses.replace(reading, completion=window_record_complete(campaign, job.id, job.env,
+                                                                              reading.progress))
     try:
-        return ProgressReading(None, product_present=products_present(store, campaign, job))
+        return ProgressReading(None, completion=is_complete(store, campaign, job.id, job.env))
     except StoreError as error:
         return ProgressReading(None, str(error))
 
@@ -306,14 +298,17 @@ class WindowStatus:
     lost_gpu_hours: float | None = None
 
 
-def production_done(progress: Progress) -> bool:
-    """Whether a window's progress record shows its production done.
+def record_finished(reading: ProgressReading) -> bool:
+    """Whether ``reading`` shows its Job done: the stage table's answer when it has one.
 
-    Only a ``finished`` record counts: the engine writes no record of the last
-    step before the final checkpoint, and a restarted window that finds itself
-    done restores a ``finished`` record lost to a kill (window.py).
+    A reading made without the table (a caller that read the record itself),
+    and a window whose settings this machine cannot read (the table says "not
+    done" and its script will say why), are shown as the record says: only a
+    ``finished`` one counts.
     """
-    return progress.phase == "finished"
+    if reading.completion is not None and reading.completion.settings_read:
+        return reading.completion.done
+    return reading.progress is not None and reading.progress.phase == FINISHED_PHASE
 
 
 def node_lost_note(pod: LostPod) -> str:
@@ -368,7 +363,7 @@ def _plain_window_status(job: JobSpec, reading: ProgressReading | None, cluster:
         return WindowStatus(state="unreadable", note="progress record unreadable (see below)",
                             error=reading.error, **base)
     if progress is None:
-        if reading.product_present:
+        if record_finished(reading):
             return WindowStatus(state="finished", **base)
         if kube is not None and kube.state == "Complete":
             return WindowStatus(state="finished", note="Job Complete; no progress record found", **base)
@@ -382,7 +377,7 @@ def _plain_window_status(job: JobSpec, reading: ProgressReading | None, cluster:
 
     age = max(now - progress.updated_unix, 0.0)
     threshold = stall_threshold_s(job, progress, bucket)
-    finished = production_done(progress)
+    finished = record_finished(reading)
     details = dict(phase=progress.phase, step=progress.step, total_steps=progress.total_steps,
                    ns_per_day=progress.ns_per_day, age_s=age, stall_after_s=threshold)
     if finished:
@@ -398,6 +393,9 @@ def _plain_window_status(job: JobSpec, reading: ProgressReading | None, cluster:
         # Not running now, whatever the last pod managed: waiting for a node or a restart.
         return WindowStatus(state="pending", **details, **base)
     note = "Job Complete but its progress is not finished" if kube and kube.state == "Complete" else ""
+    if progress.phase == FINISHED_PHASE and reading.completion is not None and reading.completion.settings_read:
+        # Its record says finished but the stage table does not (a longer production asked since).
+        note = "; ".join(filter(None, [note, reading.completion.reason]))
     if progress.recoveries:
         note = "; ".join(filter(None, [note, f"recovered from {progress.recoveries} blow-up(s)"]))
     if age > threshold:

@@ -36,6 +36,7 @@ from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage
 from .errors import ProtbenchError
 from .files import atomic_write
 from .layout import Campaign, SteeredFiles
+from .products import LocalSizes, missing_steered
 from .reporters import CVReporter, Frame, FrameReporter, ProgressRecorder, StateDataReporter, read_cv_file
 from .settings import StageSettings
 from .systems import SetupError, SetupFiles
@@ -407,10 +408,12 @@ class SteeredMD:
 
 
 def steered_products_exist(root: Path | str, campaign: Campaign, replica: int, n_windows: int) -> bool:
-    """Whether a replica's steered MD left everything the windows need (reads only)."""
-    root = Path(root)
-    return (root / campaign.steered_state(replica)).is_file() and all(
-        (root / campaign.window_pdb(replica, w)).is_file() for w in range(n_windows))
+    """Whether a replica's steered MD left everything the windows need (reads only).
+
+    The same test as ``stages.is_complete`` for the steered Job
+    (:func:`protbench_nrp.products.missing_steered`): no output absent or empty.
+    """
+    return not missing_steered(LocalSizes(root), campaign, replica, n_windows)
 
 
 def _nm():

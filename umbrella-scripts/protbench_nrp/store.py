@@ -17,6 +17,7 @@ from typing import Protocol
 
 from .errors import ProtbenchError
 from .layout import BUCKET_PREFIX
+from .products import file_sizes
 from .s3 import first_line
 
 __all__ = ["ResultsStore", "LocalStore", "BucketStore", "StoreError"]
@@ -88,9 +89,7 @@ class LocalStore:
     def sizes(self, directory: PurePosixPath | str) -> dict[str, int]:
         path = self.root / directory
         try:
-            return {entry.name: entry.stat().st_size for entry in path.iterdir() if entry.is_file()}
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
+            return file_sizes(path)
         except OSError as error:
             raise StoreError(f"cannot list {path}: {error}; check its permissions") from None
 

@@ -35,6 +35,7 @@ from .contacts import (
 from .errors import ProtbenchError
 from .files import atomic_write
 from .layout import Campaign
+from .products import LocalSizes, missing_setup
 
 LOCAL_TARGET = "villin"
 LOCAL_FORCE_FIELDS = {
@@ -319,9 +320,12 @@ class SetupFiles:
         return self.contacts_file, self.minimized_pdb, self.system_xml
 
     def missing(self) -> list[Path]:
-        return [path for path in self.all() if not path.is_file() or path.stat().st_size == 0]
+        """The outputs absent or empty (:func:`protbench_nrp.products.missing_setup`), as paths."""
+        names = set(missing_setup(LocalSizes(self.root), self.campaign))
+        return [path for path in self.all() if path.name in names]
 
     def is_complete(self) -> bool:
+        """Whether setup is done: the same test as ``stages.is_complete`` for the setup Job."""
         return not self.missing()
 
     def write(self, umbrella: UmbrellaSystem) -> None:
