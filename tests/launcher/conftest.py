@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -174,10 +175,37 @@ def git(cwd: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+@dataclass(frozen=True)
+class LauncherTemplate:
+    """A launcher repository committed and pushed once per session, for each test to copy.
+
+    Building one costs a dozen git calls, most of a test's set-up; copying the
+    tree and amending its one commit with the test's own paths costs three.
+    """
+
+    root: Path
+    proteinbenchmark_commit: str
+
+    @classmethod
+    def build(cls, root: Path) -> LauncherTemplate:
+        repo = LauncherRepo(root)
+        repo.registry.stop()
+        for per_test in (repo.bin, repo.home, repo.log):  # each copy writes its own kubectl, naming its own log
+            shutil.rmtree(per_test)
+        # every copy pays per file: pack the objects, drop git's inert sample hooks and proteinbenchmark's work tree
+        for repository in (repo.dir, repo.remote):
+            git(repository, "repack", "-a", "-d", "-q")
+            git(repository, "prune")
+        for sample in root.glob("**/hooks/*.sample"):
+            sample.unlink()
+        shutil.rmtree(root / "proteinbenchmark-work")
+        return cls(root, repo.proteinbenchmark_commit)
+
+
 class LauncherRepo:
     """A clone of the launcher's files in a git repository whose origin is a local bare repository."""
 
-    def __init__(self, root: Path, registry: Registry | None = None):
+    def __init__(self, root: Path, registry: Registry | None = None, template: LauncherTemplate | None = None):
         self.root = root
         self.registry = registry or Registry().start()
         self.image_digest = self.registry.push(IMAGE_NAME, "latest")
@@ -189,7 +217,12 @@ class LauncherRepo:
         self.bin = root / "bin"
         self.home = root / "home"  # an empty HOME: no rclone, AWS or git config of this machine
         self.rclone_config = root / "rclone" / "rclone.conf"  # RCLONE_CONFIG; absent unless a test writes it
-        self._populate()
+        if template is None:
+            self._populate()
+        else:  # the session's repositories, copied: this test's own, to commit to, push to or break
+            shutil.copytree(template.root, root, symlinks=True, dirs_exist_ok=True)
+            self.proteinbenchmark_commit = template.proteinbenchmark_commit
+            self._repoint()
         self._install_kubectl()
 
     # -- set-up ----------------------------------------------------------------------
@@ -213,6 +246,21 @@ class LauncherRepo:
                            PROTEINBENCHMARK_REPO=str(self.proteinbenchmark))
         self.commit("initial")
         git(self.dir, "push", "--quiet", "-u", "origin", "main")
+
+    def _repoint(self) -> None:
+        """Make a copy of a template name this test's paths and registry, as if populated here.
+
+        origin's URL and the constants naming a path (REPO_URL,
+        PROTEINBENCHMARK_REPO) or the registry (IMAGE) are the only places the
+        template's root or port appear. The one commit is amended with them
+        and force-pushed: the history stays the single commit "initial", on
+        the remote too, and only the new launcher blob, tree and commit travel.
+        """
+        git(self.dir, "remote", "set-url", "origin", str(self.remote))
+        self.set_constants(REPO_URL=str(self.remote), IMAGE=self.image,
+                           PROTEINBENCHMARK_REPO=str(self.proteinbenchmark))
+        git(self.dir, "commit", "--quiet", "--amend", "-a", "-m", "initial")
+        git(self.dir, "push", "--quiet", "--force", "origin", "main")
 
     def _make_proteinbenchmark(self) -> str:
         """A bare repository standing for proteinbenchmark's, with a branch main; its commit."""
@@ -331,9 +379,14 @@ class LauncherRepo:
                 if p.is_file() and ".git" not in p.relative_to(self.dir).parts}
 
 
+@pytest.fixture(scope="session")
+def launcher_template(tmp_path_factory) -> LauncherTemplate:
+    return LauncherTemplate.build(tmp_path_factory.mktemp("launcher-template"))
+
+
 @pytest.fixture
-def launcher_repo(tmp_path) -> LauncherRepo:
-    repo = LauncherRepo(tmp_path)
+def launcher_repo(tmp_path, launcher_template) -> LauncherRepo:
+    repo = LauncherRepo(tmp_path, template=launcher_template)
     yield repo
     repo.registry.stop()
 
