@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,9 @@ class MotoServer:
         self.secret_access_key = ""
 
     def start(self, timeout_s: float = 60.0) -> "MotoServer":
-        binary = shutil.which("moto_server")
+        # The venv's own server first: another moto on PATH (pyenv's, say) may check signatures differently.
+        beside = Path(sys.executable).parent / "moto_server"
+        binary = str(beside) if beside.exists() else shutil.which("moto_server")
         if binary is None:
             raise RuntimeError("moto_server is not on PATH; run the tests with .venv/bin on PATH (make test)")
         port = free_port()
