@@ -37,7 +37,7 @@ demo: $(STAMP)
 test: $(STAMP) opencl
 	$(BIN)/ruff check .
 	.ci/ensure-chromium
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n auto --dist loadfile tests
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$b || exit 1; done
