@@ -256,3 +256,25 @@ def test_a_malformed_endpoint_is_refused_naming_its_source():
     assert "cannot use the S3 endpoint 'http://bad host:99999' from rclone remote 'nrp' in rclone.conf" \
         in str(caught.value)
     assert "set it to a URL such as https://host.example.org" in str(caught.value)
+
+
+def test_an_undecodable_object_in_the_bucket_is_an_error_naming_it_not_the_keys(server, bucket):
+    server.client().put_object(Bucket=bucket.name, Key="results/villin-ff/binary.json", Body=b"\xff\xfe\x00")
+    store = BucketStore(server.client(), bucket.name)
+    with pytest.raises(StoreError) as caught:
+        store.read_text("villin-ff/binary.json")
+    message = str(caught.value)
+    assert f"cannot read s3://{bucket.name}/results/villin-ff/binary.json: it is not UTF-8 text" in message
+    assert "remove or replace it" in message and "keys" not in message
+
+
+@pytest.mark.parametrize("other_fix", ["", "launch with --skip-preflight"])
+def test_an_unreadable_rclone_config_says_how_to_replace_it(tmp_path, other_fix):
+    config = tmp_path / "rclone.conf"
+    config.write_bytes(b"[nrp]\ntype = s3\n\xff\xfe\n")
+    with pytest.raises(S3AccessError) as caught:
+        s3_access("nrp", {"RCLONE_CONFIG": str(config)}, other_fix=other_fix)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read the rclone config {config}: ")
+    assert "point RCLONE_CONFIG at one" in message
+    assert message.endswith(f", or {other_fix}") if other_fix else "--skip-preflight" not in message

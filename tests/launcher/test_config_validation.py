@@ -12,6 +12,8 @@ CASES = {
     "initials with a digit": ({"INITIALS": "jm2"}, "INITIALS 'jm2' must be your initials"),
     "no windows": ({"N_WINDOWS": 0}, "N_WINDOWS 0 must be a whole number of at least 1"),
     "windows as text": ({"N_WINDOWS": "31"}, "N_WINDOWS '31' must be a whole number"),
+    "one window to pull through": ({"N_WINDOWS": 1, "STAGE": "steered"},
+                                   "N_WINDOWS (the launcher passes it as PROTBENCH_N_WINDOWS): "),
     "no replicas": ({"N_REPLICAS": 0}, "N_REPLICAS 0 must be a whole number of at least 1"),
     "replica out of range": ({"REPLICAS": (4,)}, "REPLICAS (--replicas) selects 4, outside 1..3"),
     "replica zero": ({"REPLICAS": (0, 1)}, "REPLICAS (--replicas) selects 0, outside 1..3"),

@@ -248,7 +248,21 @@ def _extra_env_value_problems(config: CampaignConfig) -> list[str]:
     """
     replica, window = _slots(config)[0]
     env = job_env(config, config.stage, replica, window, gitcheck.NO_COMMIT)
-    return [f"EXTRA_ENV: {problem}" for problem in variables.value_problems(env, (config.stage,))]
+    return [f"{_culprit(problem, config)}: {problem}" for problem in variables.value_problems(env, (config.stage,))]
+
+
+#: Constants the launcher turns into a variable a script checks, so the script's words name the variable.
+_CONSTANT_OF_VARIABLE = {"PROTBENCH_N_WINDOWS": "N_WINDOWS", "PROTBENCH_TARGET": "TARGET", "PROTBENCH_FF": "FF"}
+
+
+def _culprit(problem: str, config: CampaignConfig) -> str:
+    """What the user set that a script's ``problem`` is about: EXTRA_ENV, or the constant behind a variable."""
+    if any(name in problem for name in config.extra_env):
+        return "EXTRA_ENV"
+    named = {name: constant for name, constant in _CONSTANT_OF_VARIABLE.items() if name in problem}
+    if not named:
+        return "EXTRA_ENV"
+    return f"{', '.join(named.values())} (the launcher passes it as {', '.join(named)})"
 
 
 def validate_config(config: CampaignConfig) -> None:

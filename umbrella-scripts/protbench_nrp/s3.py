@@ -104,7 +104,9 @@ def read_rclone_remote(path: Path, remote: str, *, other_fix: str = "") -> dict[
         return None
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or first_line(error)
-        raise S3AccessError(f"cannot read the rclone config {path}: {reason}") from None
+        raise S3AccessError(f"cannot read the rclone config {path}: {reason}; make it a readable text file "
+                            f"(download it again as the README says) or point RCLONE_CONFIG at one"
+                            f"{_or(other_fix)}") from None
     if _ENCRYPTED_MARKER in text:
         raise S3AccessError(
             f"the rclone config {path} is encrypted, which only rclone itself can read; set "

@@ -1,8 +1,9 @@
 """The one way to read a campaign's results tree, wherever it lives.
 
 Analysis, ``--status``, ``--relaunch`` and preflight all read the results
-layout (:mod:`protbench_nrp.layout`) through a :class:`ResultsStore`: three
-questions about paths relative to the results root, answered by
+layout (:mod:`protbench_nrp.layout`) through a :class:`ResultsStore`: a few
+questions about paths relative to the results root (a file's text, whether
+it exists, what a directory holds and how big its files are), answered by
 :class:`LocalStore` for ``LOCAL_RESULT_DIR`` (or ``-o``) on this machine, or
 by :class:`BucketStore` straight from the S3 bucket. Whatever cannot be read
 (an unreachable endpoint, refused keys, a file that is a directory) raises
@@ -28,7 +29,7 @@ class StoreError(ProtbenchError):
 
 
 class ResultsStore(Protocol):
-    """Read-only access to a results tree, by paths relative to its root."""
+    """What the readers of a results tree ask of it, by paths relative to its root (they never write)."""
 
     #: Where the results are, for messages: ``results in /data/results`` or ``results in s3://b/results``.
     location: str
@@ -128,12 +129,16 @@ class BucketStore:
 
     def read_text(self, relative: PurePosixPath | str) -> str | None:
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key(relative))
-            return response["Body"].read().decode("utf-8")
+            data = self.client.get_object(Bucket=self.bucket, Key=self.key(relative))["Body"].read()
         except Exception as error:
             if _is_absent(error):
                 return None
             raise self._explain(error, relative) from None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise StoreError(f"cannot read {self.describe(relative)}: it is not UTF-8 text ({error}); "
+                             f"it was not written by this project's scripts: remove or replace it") from None
 
     def exists(self, relative: PurePosixPath | str) -> bool:
         # A listing rather than HEAD: HEAD answers a bare 404 both for an absent key and for an
