@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import science, variables
+from . import variables
 from .jobs import CampaignConfig, JobSpec, build_jobs
 from .layout import Campaign
 from .records import Progress
@@ -139,10 +139,6 @@ class LocalJob:
     @property
     def campaign(self) -> Campaign:
         return Campaign(self.spec.env["PROTBENCH_TARGET"], self.spec.env["PROTBENCH_FF"])
-
-    @property
-    def n_windows(self) -> int:
-        return int(self.spec.env.get("PROTBENCH_N_WINDOWS", science.N_WINDOWS))
 
     @property
     def log_path(self) -> Path:
