@@ -140,3 +140,44 @@ def test_local_plans_its_jobs_without_loading_the_kubernetes_side(tmp_path):
     assert f"{PACKAGE}.jobs" in seen["modules"] and f"{PACKAGE}.local" in seen["modules"]
     loaded = [name for name in KUBERNETES_SIDE if name in seen["modules"]]
     assert loaded == [], f"--local's planning loaded {', '.join(loaded)}"
+
+
+@pytest.mark.parametrize("options, results", [(["--local"], "results"),
+                                              (["--demo", "--local"], "demo-results")],
+                         ids=["local", "demo-local"])
+def test_the_command_lines_local_run_loads_nothing_of_the_kubernetes_side(tmp_path, options, results):
+    """``run-umbrella-windows.py --local`` (and ``--demo --local``), through the real command line, on a
+    setup already done (so nothing runs) loads no launcher, cluster, manifest, policy, pinning or preflight."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        from protbench_nrp import command
+        from protbench_nrp.jobs import CampaignConfig
+        from protbench_nrp.layout import Campaign
+        from protbench_nrp.products import setup_products
+
+        tmp = Path({str(tmp_path)!r})
+        for product in setup_products(Campaign("villin", "amber14-vacuum")):
+            (tmp / {results!r} / product).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / {results!r} / product).write_text("done\\n")
+        config = CampaignConfig(initials="jm", target="villin", ff="amber14-vacuum", n_replicas=2, n_windows=4,
+                                local_result_dir=tmp / "results", stage="window", bucket="bucket-name",
+                                rclone_remote="nrp", rclone_secret="rclone", openeye_secret="oe",
+                                image="image:tag", repo_url="https://example.org/r.git",
+                                proteinbenchmark_ref="main", cuda_version="12.4")
+        try:
+            command.main(config, repo_dir=tmp, template_path=tmp / "k8s_template.yaml",
+                         argv={options!r} + ["--stage", "setup"])
+        except SystemExit as exit:
+            code = exit.code
+        print(json.dumps({{"code": code, "modules": sorted(sys.modules)}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE_DIR.parent, env={"PYTHONPATH": str(PACKAGE_DIR.parent), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["code"] == 0, done.stdout + done.stderr
+    assert "0 run, 1 already finished" in done.stdout
+    side = [name for name in KUBERNETES_SIDE if name != f"{PACKAGE}.command"] + [f"{PACKAGE}.preflight"]
+    loaded = [name for name in side if name in seen["modules"]]
+    assert loaded == [], f"{' '.join(options)} loaded {', '.join(loaded)}"

@@ -343,3 +343,96 @@ def test_progress_display_reads_the_windows_progress_records(tmp_path):
     shown = screen.getvalue()
     assert "replica 1 window 00" in shown and "production" in shown
     assert "25.0%" in shown and "430 ns/day" in shown
+
+
+def _fake_steered_outputs(root: Path, n_windows: int) -> None:
+    """Setup's and replica 1's steered-MD outputs, non-empty, where layout.Campaign puts them: both 'finished'."""
+    from protbench_nrp.products import setup_products, steered_products
+
+    for product in (*setup_products(CAMPAIGN), *steered_products(CAMPAIGN, 1, n_windows)):
+        (root / product).parent.mkdir(parents=True, exist_ok=True)
+        (root / product).write_text("done\n")
+
+
+def test_an_unreadable_progress_record_is_an_error_naming_it_not_a_traceback(tmp_path):
+    root = tmp_path / "results"
+    _fake_steered_outputs(root, n_windows=2)
+    progress = root / CAMPAIGN.window_files(1, 0).progress
+    progress.mkdir(parents=True)  # a directory where the window's progress record belongs
+    result = _launch(_config(root, windows=[0]), "--local")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"error: cannot read {progress.resolve()}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "skipped setup" in result.stdout and "skipped replica 1 steered MD" in result.stdout
+    assert "started" not in result.stdout
+
+
+def _job_running(tmp_path: Path, code: str):
+    """A LocalJob whose process runs ``code`` instead of a script: a stand-in for a window mid-run."""
+    from protbench_nrp.local import LocalJob
+
+    class Running(LocalJob):
+        def command(self, python: str = sys.executable) -> list[str]:
+            return [python, "-c", code]
+
+    return Running(_spec(), tmp_path)
+
+
+def _kill(job) -> None:
+    """Whatever the test found, leave no child behind."""
+    if job.process is not None and job.process.poll() is None:
+        job.process.kill()
+        job.process.wait()
+
+
+class _FailingDisplay:
+    """A display that breaks once a Job is running, as any bug in the runner's loop might."""
+
+    def __init__(self):
+        self.events: list[str] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def event(self, text: str, markup: bool = True) -> None:
+        self.events.append(text)
+
+    def refresh(self, running) -> None:
+        if running:
+            raise RuntimeError("the display broke")
+
+
+def test_a_runner_that_fails_mid_run_stops_its_running_jobs_first(tmp_path):
+    from protbench_nrp.local import LocalRunner
+
+    job = _job_running(tmp_path, "import time; time.sleep(60)")
+    runner = LocalRunner([job], max_parallel=1, display=_FailingDisplay())
+    try:
+        with pytest.raises(RuntimeError, match="the display broke"):
+            runner.run()
+        assert job.process is not None
+        assert job.process.poll() == -signal.SIGTERM  # stopped, not left sleeping in its own session
+        assert job.state == "stopped"
+    finally:
+        _kill(job)
+
+
+def test_a_job_that_ignores_sigterm_is_killed_when_the_runner_fails(tmp_path):
+    from protbench_nrp.local import LocalRunner
+
+    # The words are split in the code: the log's header holds the command line, so only the print joins them.
+    job = _job_running(tmp_path, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('ignoring' + ' SIGTERM', flush=True); time.sleep(60)")
+    runner = LocalRunner([job], max_parallel=1, display=_FailingDisplay())
+    runner._start(job)
+    try:
+        deadline = time.monotonic() + 30
+        while "ignoring SIGTERM" not in job.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        runner._stop_running(grace_s=0.5)
+        assert job.process.poll() == -signal.SIGKILL
+    finally:
+        _kill(job)

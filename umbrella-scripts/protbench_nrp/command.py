@@ -3,10 +3,19 @@
 :func:`main` turns the file's constants and the options into one of four
 modes: a cluster launch (or ``--relaunch``/``--extend``; :mod:`launcher`), a
 ``--dry-run`` (:mod:`launcher`, printing instead of applying), ``--local``
-(:mod:`local`) or ``--status`` (:mod:`status`). The last two are imported
-only when chosen, so a cluster launch stays quick to start and ``--local``
-plans its Jobs with :mod:`jobs` alone. Every refusal is printed as
-``refused: ...`` with a non-zero exit status.
+(:mod:`local`) or ``--status`` (:mod:`status`). Each mode's module is imported
+only when it is chosen: ``--local`` (``--demo`` included) plans its Jobs with
+:mod:`jobs` alone and loads nothing of the Kubernetes side (launcher,
+manifests, cluster, policy, pinning, preflight), and a cluster launch does not
+load the local runner.
+
+Every error of the library derives from
+:class:`~protbench_nrp.errors.ProtbenchError`, whose message names the thing at
+fault and the fix: it reaches the user as that message, never a traceback. A
+launch or dry run checks everything before its first side effect, so its
+errors, and any mode's refused constants, print ``refused: ...`` with
+:data:`~protbench_nrp.jobs.EXIT_REFUSED`; an error once ``--local`` or
+``--status`` is under way prints ``error: ...`` and exits non-zero too.
 """
 
 from __future__ import annotations
@@ -16,11 +25,9 @@ from pathlib import Path
 
 import click
 
-from .gitcheck import GitCheckError
-from .jobs import CampaignConfig, LaunchRefused, jobs_for_this_machine
-from .launcher import EXIT_REFUSED, LaunchSettings, launch
+from .errors import ProtbenchError
+from .jobs import EXIT_REFUSED, CampaignConfig, LaunchRefused, LaunchSettings, jobs_for_this_machine
 from .layout import STAGES
-from .manifest import TemplateError
 
 __all__ = ["cli", "main", "parse_selection"]
 
@@ -102,10 +109,19 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
             code = show_status(jobs_for_this_machine(config, settings.repo_dir), config,
                                use_kubectl=not no_kubectl, source=status_source)
         else:
+            from .launcher import launch  # the Kubernetes side: only a launch or a dry run loads it
+
             code = launch(config, settings, dry_run=dry_run, relaunch=relaunch, extend=extend)
-    except (LaunchRefused, TemplateError, GitCheckError) as error:
-        click.echo(f"refused: {error}", err=True)
-        click.echo("Nothing was applied.", err=True)
+    except ProtbenchError as error:
+        if isinstance(error, LaunchRefused) or not (local_run or status):
+            # Refused before anything ran: a launch checks everything before its first side effect.
+            click.echo(f"refused: {error}", err=True)
+            click.echo("Nothing was applied.", err=True)
+        else:
+            click.echo(f"error: {error}", err=True)
+            if local_run:
+                click.echo("--local stopped: finished Jobs are kept, and the others resume from their "
+                           "checkpoints next time.", err=True)
         code = EXIT_REFUSED
     raise SystemExit(code)
 

@@ -46,6 +46,22 @@ _RCLONE_REMOTE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.+@ ]*$")
 CUDA_VERSION_FORMAT = re.compile(r"^(\d+)\.(\d+)$")
 
 
+#: Exit statuses of the command line (``run-umbrella-windows.py``): here, not in the launcher, so
+#: that the command line knows them without importing the Kubernetes side for ``--local``.
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_PARTLY_SUBMITTED = 3
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Where the launcher finds its repository and template, and whether preflight runs."""
+
+    repo_dir: Path
+    template_path: Path
+    preflight: bool = True
+
+
 # The launch's refusals live here, beside the checks that raise them, so that the
 # launcher and --local share them without either importing the other.
 class LaunchRefused(ProtbenchError):

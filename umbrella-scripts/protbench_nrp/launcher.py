@@ -24,7 +24,6 @@ import dataclasses
 import itertools
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -32,25 +31,12 @@ import click
 from . import gitcheck, pinning, policy, preflight
 from .cluster import KUBECTL_TIMEOUT_S, JobState, Kubectl, KubectlError, campaign_selector
 from .files import write_new_file
-from .jobs import (CampaignConfig, ConfigError, JobSpec, LaunchRefused, build_jobs, describe, stage_script,
-                   validate_config)
+from .jobs import (EXIT_OK, EXIT_PARTLY_SUBMITTED, EXIT_REFUSED, CampaignConfig, ConfigError, JobSpec,
+                   LaunchRefused, LaunchSettings, build_jobs, describe, stage_script, validate_config)
 from .manifest import SchemaUnavailable, load_template, render_manifest, schema_errors, to_yaml, yaml_stream
 
-__all__ = ["launch", "submit", "plan_replacements", "LaunchSettings"]
-
-#: Exit statuses of the command line.
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_PARTLY_SUBMITTED = 3
-
-
-@dataclass(frozen=True)
-class LaunchSettings:
-    """Where the launcher finds its repository and template, and whether preflight runs."""
-
-    repo_dir: Path
-    template_path: Path
-    preflight: bool = True
+__all__ = ["launch", "submit", "plan_replacements", "LaunchSettings",
+           "EXIT_OK", "EXIT_REFUSED", "EXIT_PARTLY_SUBMITTED"]
 
 
 # -- the checks -------------------------------------------------------------------------

@@ -18,7 +18,10 @@ goes to a log beside its results (:meth:`Campaign.job_log
 
 Ctrl-C (SIGINT) or SIGTERM is forwarded to the running Jobs as SIGTERM, the
 signal a pod receives: they checkpoint and exit, and so does the runner,
-non-zero. A second Ctrl-C kills them at once.
+non-zero. A second Ctrl-C kills them at once. Should the runner itself fail
+(a results file it cannot read, say), it stops the running Jobs the same way,
+SIGKILLing any that outlive :data:`STOP_GRACE_S`, before the error reaches
+you: no Job is left running on its own.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import science, variables
+from . import variables
 from .jobs import CampaignConfig, JobSpec, build_jobs
 from .layout import Campaign
 from .records import Progress
@@ -48,6 +51,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Seconds between looks at the running Jobs.
 POLL_S = 0.25
+
+#: Seconds a Job has to checkpoint and exit after SIGTERM when the runner itself fails; then SIGKILL.
+STOP_GRACE_S = 30.0
 
 #: Exit status of the runner when a Job failed.
 EXIT_FAILED = 1
@@ -139,10 +145,6 @@ class LocalJob:
     @property
     def campaign(self) -> Campaign:
         return Campaign(self.spec.env["PROTBENCH_TARGET"], self.spec.env["PROTBENCH_FF"])
-
-    @property
-    def n_windows(self) -> int:
-        return int(self.spec.env.get("PROTBENCH_N_WINDOWS", science.N_WINDOWS))
 
     @property
     def log_path(self) -> Path:
@@ -257,10 +259,28 @@ class LocalRunner:
                         break
                     self.display.refresh(running)
                     time.sleep(POLL_S)
+        except BaseException:
+            # The Jobs run in sessions of their own: nobody else stops them if the runner dies.
+            self._stop_running()
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return self._summary()
+
+    def _stop_running(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM every running Job (it checkpoints and exits), then SIGKILL what outlives ``grace_s``."""
+        running = [job for job in self.jobs if job.state == "running" and job.process is not None]
+        for job in running:
+            _send(job.process, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for job in running:
+            try:
+                job.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _send(job.process, signal.SIGKILL)
+                job.process.wait()
+            job.code, job.state = job.process.returncode, "stopped"
 
     def _startable(self) -> bool:
         return any(job.state == "pending" for job in self.jobs)
