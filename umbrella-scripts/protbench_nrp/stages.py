@@ -62,8 +62,8 @@ class Completion:
 
     True in a boolean context exactly when ``done``. ``settings_read`` is
     False when a window's check could not read the settings its script would
-    run with (here: not done); ``--status``, which only reports, then shows
-    what the record says instead of calling every finished window unfinished.
+    run with (here: not done); ``--status`` shows such a window unfinished
+    too, and says its record calls it finished.
     """
 
     done: bool
