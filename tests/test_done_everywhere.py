@@ -160,6 +160,8 @@ def test_status_shows_a_complete_job_whose_results_are_not_done_as_unfinished_an
     assert missing in row.note
     assert row.note.endswith(status.relaunch_command(job, extend=True))
     assert f"--extend --stage {stage}" in row.note
+    assert status.trouble_notes([row]) == ["1 Jobs Complete on the cluster whose results are not done; each row "
+                                           "names what is missing and the --extend command that replaces the Job"]
 
 
 def test_status_shows_a_finished_window_whose_settings_cannot_be_read_here_as_unfinished_saying_why(tmp_path):

@@ -822,3 +822,30 @@ def test_show_status_names_lost_and_failed_jobs_in_its_notes(tmp_path, fake_kube
     assert "1 Jobs launched but gone from the cluster with unfinished results" in out
     assert "1 Failed Jobs; each row says which rule or exit status failed it" in out
     assert "podFailurePolicy rule 1 (FailJob): exit 2:" in out  # the note column wraps the rest
+
+
+def test_a_complete_job_whose_setup_output_is_empty_shows_unfinished_in_status_with_what_to_do(
+        tmp_path, fake_kubectl, capsys):
+    # Kubernetes says Complete; the stage table says setup lacks its minimized structure.
+    root = tmp_path / "results"
+    config, jobs = _setup_and_steered_results(root)
+    (root / config.campaign.minimized_pdb).write_text("")
+    setup = jobs[0]
+    answer = tmp_path / "kubectl-answer.json"
+    answer.write_text(json.dumps({"kind": "List", "items": [_job_item(setup.name, {
+        "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})]}))
+    fake_kubectl(status.campaign_selector(config), answer)
+
+    assert status.show_status(jobs[:1], config) == 0
+    out = capsys.readouterr().out
+    row = line_of(out, setup.name)
+    assert "finished" not in row and "Complete" in row and "failed" in row
+    assert "1 Jobs: 0 finished" in out
+    assert "1 Jobs Complete on the cluster whose results are not done" in out
+    # The row's note (wrapped in the table by the length of the results path): what, and what to do.
+    progress = status.read_all_progress(LocalStore(root), config.campaign, jobs[:1])
+    (shown,) = status.gather_status(jobs[:1], config.campaign, progress, status.query_cluster(
+        status.campaign_selector(config)), time.time())
+    assert shown.note.startswith("Job Complete, but its results are not: setup is not done: ")
+    assert f"lacks {config.campaign.minimized_pdb.name}" in shown.note
+    assert shown.note.endswith("replace it with ./run-umbrella-windows.py --extend --stage setup")

@@ -550,10 +550,18 @@ def trouble_notes(rows: list[WindowStatus]) -> list[str]:
                                   "replace them with the --relaunch command in each row")),
                         ("failed", ("Failed Jobs; each row says which rule or exit status failed it "
                                     "(README: exit statuses); fix the cause, then --relaunch"))):
-        count = sum(row.state == state for row in rows)
+        count = sum(row.state == state and not _complete_but_not_done(row) for row in rows)
         if count:
             notes.append(f"{count} {what}")
+    unfinished = sum(map(_complete_but_not_done, rows))
+    if unfinished:
+        notes.append(f"{unfinished} Jobs Complete on the cluster whose results are not done; each row names "
+                     f"what is missing and the --extend command that replaces the Job")
     return notes
+
+
+def _complete_but_not_done(row: WindowStatus) -> bool:
+    return row.state == "failed" and row.job_state == "Complete"
 
 
 def _console():
