@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from protbench_nrp import launcher, status
-from protbench_nrp.cluster import ClusterView
+from protbench_nrp.cluster import ClusterJob, ClusterView
 from protbench_nrp.jobs import CampaignConfig, JobSpec, build_jobs
 from protbench_nrp.layout import Campaign, JobId
 from protbench_nrp.local import LocalJob
@@ -114,6 +114,8 @@ CASES = {
     "a window finished with the steps it asks for": ("window", lambda root: _window(root, "finished"), True),
     "a window finished, its production lengthened since": ("window", lambda root: _window(root, "finished", 0.5),
                                                             False),
+    "a window finished, its production shortened since": ("window", lambda root: _window(root, "finished", 2.0),
+                                                           True),
     "a window in production": ("window", lambda root: _window(root, "production"), False),
 }
 
@@ -133,6 +135,45 @@ def test_status_says_why_a_finished_window_whose_production_was_lengthened_runs_
     row = status.gather_status([job], CAMPAIGN, {job.name: reading}, ClusterView(None), time.time())[0]
     assert row.state == "running"
     assert "but its settings now ask for" in row.note and "runs on from its last checkpoint" in row.note
+
+
+COMPLETE_BUT_NOT_DONE = {
+    "setup with an empty minimized structure": ("setup", lambda root: _setup(root, empty=(MINIMIZED,)), MINIMIZED),
+    "steered MD missing a middle window structure": ("steered", lambda root: _steered(root, absent=(MIDDLE,)),
+                                                      MIDDLE),
+    "a window without a progress record": ("window", lambda root: _steered(root), "no progress record"),
+    "a window in production": ("window", lambda root: _window(root, "production"), "is in production"),
+}
+
+
+@pytest.mark.parametrize("stage, arrange, missing", COMPLETE_BUT_NOT_DONE.values(),
+                         ids=COMPLETE_BUT_NOT_DONE.keys())
+def test_status_shows_a_complete_job_whose_results_are_not_done_as_unfinished_and_says_what_to_do(
+        tmp_path, stage, arrange, missing):
+    arrange(tmp_path)
+    job = _job(tmp_path, stage, 0 if stage == "window" else None)
+    reading = status.read_all_progress(LocalStore(tmp_path), CAMPAIGN, [job])[job.name]
+    cluster = ClusterView({job.name: ClusterJob(job.name, "Complete")})
+    row = status.gather_status([job], CAMPAIGN, {job.name: reading}, cluster, time.time())[0]
+    assert row.state != "finished" and row.job_state == "Complete"
+    assert row.note.startswith("Job Complete, but its results are not: ")
+    assert missing in row.note
+    assert row.note.endswith(status.relaunch_command(job, extend=True))
+    assert f"--extend --stage {stage}" in row.note
+    assert status.trouble_notes([row]) == ["1 Jobs Complete on the cluster whose results are not done; each row "
+                                           "names what is missing and the --extend command that replaces the Job"]
+
+
+def test_status_shows_a_finished_window_whose_settings_cannot_be_read_here_as_unfinished_saying_why(tmp_path):
+    _window(tmp_path, "finished")
+    job = _job(tmp_path, "window", 0)
+    job = dataclasses.replace(job, env={**job.env, "PROTBENCH_TIMESTEP": "four"})
+    reading = status.read_all_progress(LocalStore(tmp_path), CAMPAIGN, [job])[job.name]
+    row = status.gather_status([job], CAMPAIGN, {job.name: reading}, ClusterView(None), time.time())[0]
+    assert row.state != "finished"
+    assert not launcher._is_finished(job, reading) and not LocalJob(job, tmp_path).is_finished()
+    assert row.note.startswith("finished by its record; its settings cannot be read here: ")
+    assert "PROTBENCH_TIMESTEP" in row.note
 
 
 def test_preflight_misses_exactly_the_steered_outputs_the_table_lacks(tmp_path):

@@ -115,3 +115,27 @@ def test_records_round_trip_and_refuse_incomplete_files(tmp_path):
     with pytest.raises(ValueError, match="lacks centre"):
         UmbrellaParameters.read(tmp_path / "p.json")
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"kind": "progress", "phase": "produ', "not JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"kind": "progress", "phase": "production"}', "Progress record lacks"),
+], ids=["truncated", "a list", "fields missing"])
+def test_a_progress_record_that_does_not_read_is_refused_naming_where_it_is_and_why(tmp_path, text, why):
+    where = "s3://b/results/villin-amber14/replica-1/window-00/x-progress.json"
+    with pytest.raises(ValueError, match="^" + where.replace(".", r"\.") + ": ") as parsed:
+        Progress.parse(text, where)
+    assert why in str(parsed.value)
+    path = tmp_path / "progress.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=why):  # the file reader is the same parser, naming the file
+        Progress.read(path)
+    with pytest.raises(ValueError, match=str(path)):
+        Progress.read(path)
+
+
+def test_a_progress_record_parses_to_the_record_written():
+    record = Progress.now("finished", 200, 200, 430.0, timestep_fs=4.0, frame_ps=0.4, steps_after_phase=0)
+    text = json.dumps({"kind": "progress", **{k: getattr(record, k) for k in record.__dataclass_fields__}})
+    assert Progress.parse(text, "here") == record

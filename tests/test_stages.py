@@ -337,6 +337,22 @@ def test_a_window_with_an_unreadable_progress_record_is_not_done(tmp_path, store
     assert "does not read" in done.reason and why in done.reason
 
 
+@pytest.mark.parametrize("production_length_ns, done, words", [
+    ("0.02", True, f"{WINDOW_STEPS} production steps, more than the {WINDOW_STEPS // 2} its settings now ask for"),
+    ("0.04", True, f"all {WINDOW_STEPS} production steps"),
+    ("0.08", False, f"but its settings now ask for {2 * WINDOW_STEPS}: it runs on from its last checkpoint"),
+], ids=["shortened since: done", "as asked: done", "lengthened since (--extend): not done"])
+def test_a_finished_window_is_done_when_it_ran_at_least_the_production_its_settings_ask_now(
+        tmp_path, store_of, production_length_ns, done, words):
+    # A shortened production: the window script sees itself finished and keeps its record,
+    # so a table asking for exactly the new length would rerun it forever.
+    store = store_of(_window_tree(tmp_path / "results", _progress(FINISHED_PHASE, WINDOW_STEPS, WINDOW_STEPS)))
+    env = {**WINDOW_ENV, "PROTBENCH_PRODUCTION_LENGTH": production_length_ns}
+    completion = is_complete(store, CAMPAIGN, JobId("window", 1, 3), env)
+    assert completion.done is done
+    assert words in completion.reason
+
+
 @pytest.mark.parametrize("name, text", [
     ("PROTBENCH_TIMESTEP", "four"),
     ("PROTBENCH_TIMESTEP", "-4"),

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from rich.console import Console
 
-from protbench_nrp import status
+from protbench_nrp import science, status
 from protbench_nrp.cluster import parse_cluster_list
 from protbench_nrp.jobs import CampaignConfig, JobSpec
 from protbench_nrp.layout import job_name
@@ -32,10 +32,18 @@ def make_config(root: Path, **changes) -> CampaignConfig:
     return CampaignConfig(**fields)
 
 
+#: What a window Job of the ``synthetic`` target (in no catalog) carries, as the launcher
+#: requires: its thermodynamic state, so the stage table can read its settings.
+#: A production of 1000 steps of 4 fs, so their finished 1000-step records are done; their
+#: records carry the frame they ran with, so their stall thresholds do not come from here.
+WINDOW_ENV = {"PROTBENCH_TEMPERATURE": "300", "PROTBENCH_PRESSURE": "1",
+              "PROTBENCH_PRODUCTION_LENGTH": "0.004", "PROTBENCH_FRAME": "0.4"}
+
+
 def window_job(config: CampaignConfig, replica: int, window: int, **env) -> JobSpec:
     return JobSpec("window", replica, window,
                    job_name(config.initials, config.target, config.ff, "window", replica, window),
-                   config.script_path, dict(env), config.campaign.manifest("window", replica, window))
+                   config.script_path, {**WINDOW_ENV, **env}, config.campaign.manifest("window", replica, window))
 
 
 def all_jobs(config: CampaignConfig, **env) -> list[JobSpec]:
@@ -45,7 +53,8 @@ def all_jobs(config: CampaignConfig, **env) -> list[JobSpec]:
 def write_progress(root: Path, config: CampaignConfig, replica: int, window: int, phase: str,
                    step: int, total: int, ns_per_day: float, age_s: float, now: float = NOW):
     path = root / config.campaign.window_files(replica, window).progress
-    Progress(phase, step, total, ns_per_day, now - age_s).write(path)
+    frame_ps = science.EQUIL_FRAME_PS if phase == "equilibration" else science.FRAME_PS
+    Progress(phase, step, total, ns_per_day, now - age_s, frame_ps=frame_ps).write(path)
     return path
 
 
@@ -399,14 +408,25 @@ def test_from_the_bucket_the_stall_threshold_follows_the_pod_uploads(tmp_path):
     assert status.window_status(final_only, reading, cluster, NOW).state == "stalled"
 
 
-def test_bucket_errors_show_as_unreadable_rows(s3_server, tmp_path, capsys):
+def test_bucket_errors_show_as_unreadable_rows(s3_server, tmp_path):
+    # A bucket gone after --status opened it (show_status refuses one missing from the start).
     config = make_config(tmp_path, bucket="no-such-bucket")
-    assert status.show_status(all_jobs(config)[:1], config, use_kubectl=False, source="bucket") == 0
-    out = capsys.readouterr().out
+    jobs = all_jobs(config)[:1]
+    progress = status.read_all_progress(BucketStore(boto3.client("s3"), config.bucket), config.campaign, jobs)
+    out = render(status.gather_status(jobs, config.campaign, progress, status.ClusterView(None), NOW))
     assert "unreadable" in line_of(out, "pb-jm-synthetic-double-well-1-00")
     error = line_of(out, "error: pb-jm-synthetic-double-well-1-00")
     assert "s3://no-such-bucket/results/synthetic-double-well/replica-1/window-00" in error
     assert "NoSuchBucket" in error
+
+
+def test_status_from_a_bucket_that_does_not_exist_is_refused_naming_it(s3_server, tmp_path, capsys):
+    config = make_config(tmp_path, bucket="no-such-bucket")
+    assert status.show_status(all_jobs(config), config, use_kubectl=False, source="bucket") == 2
+    captured = capsys.readouterr()
+    assert "bucket 'no-such-bucket' at" in captured.err and "does not exist" in captured.err
+    assert "check BUCKET ('no-such-bucket') in run-umbrella-windows.py" in captured.err
+    assert "pb-jm-synthetic-double-well-1-00" not in captured.out  # no table of unreadable rows
 
 
 @pytest.mark.parametrize("source,bucket,message", [
@@ -448,7 +468,7 @@ def test_the_launchers_status_option_shows_the_table(tmp_path):
     shutil.copy(repo / "k8s_template.yaml", checkout)
     launcher = (repo / "run-umbrella-windows.py").read_text()
     for constant, value in (("TARGET", '"synthetic"'), ("FF", '"double-well"'), ("N_REPLICAS", "1"),
-                            ("N_WINDOWS", "3"), ("INITIALS", '"jm"')):
+                            ("N_WINDOWS", "3"), ("INITIALS", '"jm"'), ("EXTRA_ENV", repr(WINDOW_ENV))):
         launcher, count = re.subn(rf"^{constant} = .*$", f"{constant} = {value}", launcher, flags=re.M)
         assert count == 1, constant
     (checkout / "run-umbrella-windows.py").write_text(launcher)
@@ -802,3 +822,30 @@ def test_show_status_names_lost_and_failed_jobs_in_its_notes(tmp_path, fake_kube
     assert "1 Jobs launched but gone from the cluster with unfinished results" in out
     assert "1 Failed Jobs; each row says which rule or exit status failed it" in out
     assert "podFailurePolicy rule 1 (FailJob): exit 2:" in out  # the note column wraps the rest
+
+
+def test_a_complete_job_whose_setup_output_is_empty_shows_unfinished_in_status_with_what_to_do(
+        tmp_path, fake_kubectl, capsys):
+    # Kubernetes says Complete; the stage table says setup lacks its minimized structure.
+    root = tmp_path / "results"
+    config, jobs = _setup_and_steered_results(root)
+    (root / config.campaign.minimized_pdb).write_text("")
+    setup = jobs[0]
+    answer = tmp_path / "kubectl-answer.json"
+    answer.write_text(json.dumps({"kind": "List", "items": [_job_item(setup.name, {
+        "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})]}))
+    fake_kubectl(status.campaign_selector(config), answer)
+
+    assert status.show_status(jobs[:1], config) == 0
+    out = capsys.readouterr().out
+    row = line_of(out, setup.name)
+    assert "finished" not in row and "Complete" in row and "failed" in row
+    assert "1 Jobs: 0 finished" in out
+    assert "1 Jobs Complete on the cluster whose results are not done" in out
+    # The row's note (wrapped in the table by the length of the results path): what, and what to do.
+    progress = status.read_all_progress(LocalStore(root), config.campaign, jobs[:1])
+    (shown,) = status.gather_status(jobs[:1], config.campaign, progress, status.query_cluster(
+        status.campaign_selector(config)), time.time())
+    assert shown.note.startswith("Job Complete, but its results are not: setup is not done: ")
+    assert f"lacks {config.campaign.minimized_pdb.name}" in shown.note
+    assert shown.note.endswith("replace it with ./run-umbrella-windows.py --extend --stage setup")

@@ -113,7 +113,31 @@ class Progress:
 
     @classmethod
     def read(cls, path: Path | str) -> "Progress":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The record in the file ``path``; raises ``ValueError`` naming it when it does not read."""
+        return cls.parse(Path(path).read_text(), str(path))
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> "Progress":
+        """The record in ``text``, the contents of ``where`` (a path or a bucket key, for messages).
+
+        The one reader of progress records: the stage table, ``--status`` and
+        ``--local`` all read them here.
+
+        Raises
+        ------
+        ValueError
+            Naming ``where`` and what is wrong: not JSON, not an object, or lacking fields.
+        """
+        try:
+            payload = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"{where}: not JSON ({error})") from None
+        if not isinstance(payload, dict):
+            raise ValueError(f"{where}: not a JSON object")
+        try:
+            return cls.from_dict(payload)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{where}: {error}") from None
 
     @classmethod
     def from_dict(cls, payload: dict) -> "Progress":

@@ -25,9 +25,11 @@ steered
     request per window). The equilibrated state alone means the pull may still be
     running, or failed midway.
 window
-    Its progress record reads, says ``finished``, and counted as many
-    production steps as the window's settings ask for now. A window whose
-    settings were lengthened since (``--extend``) is not done: it runs on.
+    Its progress record reads, says ``finished``, and counted at least as
+    many production steps as the window's settings ask for now. A window whose
+    settings were lengthened since (``--extend``) is not done: it runs on; one
+    whose production was shortened since is done (its script sees itself
+    finished and keeps its record).
     A record that does not read, and settings that do not, mean "not done";
     the window's own script says what is wrong when it runs.
 
@@ -37,7 +39,6 @@ A store that cannot be read at all raises
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable, Mapping
@@ -61,8 +62,8 @@ class Completion:
 
     True in a boolean context exactly when ``done``. ``settings_read`` is
     False when a window's check could not read the settings its script would
-    run with (here: not done); ``--status``, which only reports, then shows
-    what the record says instead of calling every finished window unfinished.
+    run with (here: not done); ``--status`` shows such a window unfinished
+    too, and says its record calls it finished.
     """
 
     done: bool
@@ -198,12 +199,9 @@ def _window_complete(store: ResultsStore, campaign: Campaign, job: JobId, env: M
     if text is None:
         return Completion(False, f"{job.describe()} has not started: no progress record at {where}")
     try:
-        payload = json.loads(text)
-        if not isinstance(payload, dict):
-            raise ValueError("not a JSON object")
-        record = Progress.from_dict(payload)
-    except (ValueError, TypeError) as error:
-        return Completion(False, f"{job.describe()}: its progress record {where} does not read ({error})")
+        record = Progress.parse(text, where)
+    except ValueError as error:
+        return Completion(False, f"{job.describe()}: its progress record does not read ({error})")
     return window_record_complete(campaign, job, env, record)
 
 
@@ -222,9 +220,13 @@ def window_record_complete(campaign: Campaign, job: JobId, env: Mapping[str, str
     if isinstance(wanted, str):
         return Completion(False, f"{job.describe()}: its settings do not read ({wanted}); its script will "
                                  f"say so when it runs", settings_read=False)
-    if record.total_steps != wanted:
+    if record.total_steps < wanted:
         return Completion(False, f"{job.describe()} finished {record.total_steps} production steps, but its "
                                  f"settings now ask for {wanted}: it runs on from its last checkpoint")
+    if record.total_steps > wanted:
+        # A production shortened since: the script sees itself finished and keeps its record.
+        return Completion(True, f"{job.describe()} is done: {record.total_steps} production steps, more "
+                                f"than the {wanted} its settings now ask for")
     return Completion(True, f"{job.describe()} is done: all {wanted} production steps")
 
 

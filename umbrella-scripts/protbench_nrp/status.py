@@ -104,12 +104,9 @@ class ProgressReading:
 
 def _parse_progress(text: str, where: str) -> ProgressReading:
     try:
-        payload = json.loads(text)
-        if not isinstance(payload, dict):
-            raise ValueError("not a JSON object")
-        return ProgressReading(Progress.from_dict(payload))
-    except (ValueError, TypeError) as error:
-        return ProgressReading(None, f"{where}: {error}")
+        return ProgressReading(Progress.parse(text, where))
+    except ValueError as error:
+        return ProgressReading(None, str(error))
 
 
 def read_progress(store: ResultsStore, relative: PurePosixPath) -> ProgressReading:
@@ -299,16 +296,33 @@ class WindowStatus:
 
 
 def record_finished(reading: ProgressReading) -> bool:
-    """Whether ``reading`` shows its Job done: the stage table's answer when it has one.
+    """Whether ``reading`` shows its Job done: the stage table's answer whenever it has one.
 
-    A reading made without the table (a caller that read the record itself),
-    and a window whose settings this machine cannot read (the table says "not
-    done" and its script will say why), are shown as the record says: only a
-    ``finished`` one counts.
+    A window whose settings this machine cannot read is not done, as
+    ``--local`` and ``--relaunch`` judge it; its row says why
+    (:func:`settings_note`). Only a reading made without the table (a caller
+    that read the record itself) is judged by its record: a ``finished`` one.
     """
-    if reading.completion is not None and reading.completion.settings_read:
+    if reading.completion is not None:
         return reading.completion.done
     return reading.progress is not None and reading.progress.phase == FINISHED_PHASE
+
+
+def settings_note(reading: ProgressReading) -> str:
+    """What a row says when its record says finished but the table cannot read the window's settings."""
+    completion = reading.completion
+    if completion is None or completion.settings_read or reading.progress is None \
+            or reading.progress.phase != FINISHED_PHASE:
+        return ""
+    return f"finished by its record; its settings cannot be read here: {completion.reason}"
+
+
+def complete_but_not_done_note(job: JobSpec, reading: ProgressReading) -> str:
+    """What a row says when Kubernetes calls its Job Complete but the stage table does not call it done."""
+    reason = reading.completion.reason if reading.completion is not None else (
+        f"{job.id.describe()} has no progress record")
+    # --relaunch refuses a Complete Job; --extend replaces it and resumes from what is in the results.
+    return f"Job Complete, but its results are not: {reason}; replace it with {relaunch_command(job, extend=True)}"
 
 
 def node_lost_note(pod: LostPod) -> str:
@@ -318,9 +332,9 @@ def node_lost_note(pod: LostPod) -> str:
             + NODE_LOST_RUNBOOK.format(node=pod.node, pod=pod.name))
 
 
-def relaunch_command(job: JobSpec) -> str:
-    """The launcher command that replaces ``job``'s Job."""
-    command = f"./run-umbrella-windows.py --relaunch --stage {job.stage}"
+def relaunch_command(job: JobSpec, extend: bool = False) -> str:
+    """The launcher command that replaces ``job``'s Job (``extend``: a Complete one, with ``--extend``)."""
+    command = f"./run-umbrella-windows.py {'--extend' if extend else '--relaunch'} --stage {job.stage}"
     if job.replica is not None:
         command += f" --replicas {job.replica}"
     if job.window is not None:
@@ -366,7 +380,8 @@ def _plain_window_status(job: JobSpec, reading: ProgressReading | None, cluster:
         if record_finished(reading):
             return WindowStatus(state="finished", **base)
         if kube is not None and kube.state == "Complete":
-            return WindowStatus(state="finished", note="Job Complete; no progress record found", **base)
+            # The table wins over Kubernetes: outputs missing or empty, or a record never made or lost.
+            return WindowStatus(state="failed", note=complete_but_not_done_note(job, reading), **base)
         if kube is not None and kube.state == "Failed":
             return WindowStatus(state="failed", **base)
         if kube is not None and kube.state == "Running":
@@ -392,10 +407,13 @@ def _plain_window_status(job: JobSpec, reading: ProgressReading | None, cluster:
     if kube is not None and kube.state in ("Pending", "Waiting", "Suspended"):
         # Not running now, whatever the last pod managed: waiting for a node or a restart.
         return WindowStatus(state="pending", **details, **base)
-    note = "Job Complete but its progress is not finished" if kube and kube.state == "Complete" else ""
-    if progress.phase == FINISHED_PHASE and reading.completion is not None and reading.completion.settings_read:
+    if kube is not None and kube.state == "Complete":
+        # The table wins over Kubernetes: nothing runs it on until it is replaced.
+        return WindowStatus(state="failed", note=complete_but_not_done_note(job, reading), **details, **base)
+    note = settings_note(reading)
+    if not note and progress.phase == FINISHED_PHASE and reading.completion is not None:
         # Its record says finished but the stage table does not (a longer production asked since).
-        note = "; ".join(filter(None, [note, reading.completion.reason]))
+        note = reading.completion.reason
     if progress.recoveries:
         note = "; ".join(filter(None, [note, f"recovered from {progress.recoveries} blow-up(s)"]))
     if age > threshold:
@@ -532,10 +550,18 @@ def trouble_notes(rows: list[WindowStatus]) -> list[str]:
                                   "replace them with the --relaunch command in each row")),
                         ("failed", ("Failed Jobs; each row says which rule or exit status failed it "
                                     "(README: exit statuses); fix the cause, then --relaunch"))):
-        count = sum(row.state == state for row in rows)
+        count = sum(row.state == state and not _complete_but_not_done(row) for row in rows)
         if count:
             notes.append(f"{count} {what}")
+    unfinished = sum(map(_complete_but_not_done, rows))
+    if unfinished:
+        notes.append(f"{unfinished} Jobs Complete on the cluster whose results are not done; each row names "
+                     f"what is missing and the --extend command that replaces the Job")
     return notes
+
+
+def _complete_but_not_done(row: WindowStatus) -> bool:
+    return row.state == "failed" and row.job_state == "Complete"
 
 
 def _console():
@@ -571,7 +597,8 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
     -------
     int
         0 once the table is shown; 2 for an unknown ``source``, or a bucket
-        source without a bucket or credentials.
+        source without a bucket or credentials, or whose bucket cannot be
+        opened (no such bucket, refused keys, unreachable endpoint).
     """
     from rich.console import Console
 
@@ -588,10 +615,14 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
             errors.print("[red]error:[/] reading status from the bucket needs BUCKET set in "
                          "run-umbrella-windows.py")
             return EXIT_BAD_INPUT
-        from .s3 import S3AccessError, bucket_client
+        from .s3 import S3AccessError, open_bucket, s3_access
 
         try:
-            reader = BucketStore(bucket_client(rclone_remote=config.rclone_remote or "nrp"), config.bucket)
+            # One request first: a wrong BUCKET or refused keys are one clear refusal, not a table
+            # of unreadable rows.
+            client = open_bucket(s3_access(config.rclone_remote), config.bucket,
+                                 f"check BUCKET ('{config.bucket}') in run-umbrella-windows.py")
+            reader = BucketStore(client, config.bucket)
         except S3AccessError as error:
             errors.print(f"[red]error:[/] {error}")
             return EXIT_BAD_INPUT
