@@ -252,9 +252,12 @@ def test_a_window_is_finished_once_its_production_steps_are_all_done(tmp_path, p
                          PROTBENCH_FRAME="0.4"), tmp_path)
     Progress.now(phase, step * 100, 10_000, 100.0).write(job.progress_path)
     assert job.is_finished() is finished
-    # A record of another production length (the settings changed) is not this Job's.
-    Progress.now(phase, 20_000, 20_000, 100.0).write(job.progress_path)
+    # A record of a shorter production (the settings now ask for more: --extend) is not done.
+    Progress.now(phase, 5_000, 5_000, 100.0).write(job.progress_path)
     assert job.is_finished() is False
+    # One of a longer production (shortened since) is done once the script said finished.
+    Progress.now(phase, 20_000, 20_000, 100.0).write(job.progress_path)
+    assert job.is_finished() is (phase == "finished")
 
 
 def test_local_environment_is_the_pods_plus_results_dir_and_cpu():
