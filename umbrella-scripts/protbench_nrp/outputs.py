@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write
 from .layout import Campaign
 from .report import campaign_report, folding_rows
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
@@ -63,61 +64,59 @@ def _fmt(value: float) -> str:
     return "" if not np.isfinite(value) else f"{value:.6g}"
 
 
+def _write_csv(path: Path, header: list[str], rows) -> Path:
+    """One CSV table, written whole or not at all: a killed analysis leaves no half a table."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue(), durable=False)
+    return path
+
+
 def _write_pmf_csv(analysis, path: Path) -> Path:
     combined = analysis.combined
     replicas = sorted(analysis.per_replica)
     header = ["cv", "pmf_kcal_per_mol", "uncertainty_kcal_per_mol", "samples"]
     for r in replicas:
         header += [f"replica_{r}_pmf_kcal_per_mol", f"replica_{r}_uncertainty_kcal_per_mol"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for i, x in enumerate(combined.bin_centres):
-            row = [f"{x:.6g}", _fmt(combined.pmf_kcal_per_mol[i]),
-                   _fmt(combined.uncertainty_kcal_per_mol[i]), str(int(combined.samples_per_bin[i]))]
-            for r in replicas:
-                pmf = analysis.per_replica[r]
-                row += [_fmt(pmf.pmf_kcal_per_mol[i]), _fmt(pmf.uncertainty_kcal_per_mol[i])]
-            writer.writerow(row)
-    return path
+
+    def row(i: int) -> list[str]:
+        cells = [f"{combined.bin_centres[i]:.6g}", _fmt(combined.pmf_kcal_per_mol[i]),
+                 _fmt(combined.uncertainty_kcal_per_mol[i]), str(int(combined.samples_per_bin[i]))]
+        for r in replicas:
+            pmf = analysis.per_replica[r]
+            cells += [_fmt(pmf.pmf_kcal_per_mol[i]), _fmt(pmf.uncertainty_kcal_per_mol[i])]
+        return cells
+
+    return _write_csv(path, header, (row(i) for i in range(len(combined.bin_centres))))
 
 
 def _write_window_table(analysis, path: Path) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["replica", "window", "centre", "k_kcal_per_mol", "frames",
-                         "discarded_frames", "statistical_inefficiency", "samples_used",
-                         "effective_samples"])
-        for w in sorted(analysis.windows, key=lambda w: (w.replica, w.window)):
-            writer.writerow([w.replica, w.window, f"{w.centre:.6g}", f"{w.k_kcal_per_mol:.6g}",
-                             w.n_frames, w.n_discarded, f"{w.statistical_inefficiency:.3f}",
-                             len(w.samples), f"{w.effective_samples:.1f}"])
-    return path
+    header = ["replica", "window", "centre", "k_kcal_per_mol", "frames", "discarded_frames",
+              "statistical_inefficiency", "samples_used", "effective_samples"]
+    return _write_csv(path, header, (
+        [w.replica, w.window, f"{w.centre:.6g}", f"{w.k_kcal_per_mol:.6g}", w.n_frames, w.n_discarded,
+         f"{w.statistical_inefficiency:.3f}", len(w.samples), f"{w.effective_samples:.1f}"]
+        for w in sorted(analysis.windows, key=lambda w: (w.replica, w.window))))
 
 
 def write_folding_csv(analysis, path: Path) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["scope", "dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol", "boundary",
-                         "folded_minimum", "boundary_source"])
-        for row in folding_rows(analysis):
-            writer.writerow([row["scope"], _fmt(row["dg_fold_kcal_per_mol"]),
-                             _fmt(row["uncertainty_kcal_per_mol"]), f"{row['boundary']:.6g}",
-                             _fmt(row["folded_minimum"]), row["boundary_source"]])
-    return path
+    header = ["scope", "dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol", "boundary", "folded_minimum",
+              "boundary_source"]
+    return _write_csv(path, header, (
+        [row["scope"], _fmt(row["dg_fold_kcal_per_mol"]), _fmt(row["uncertainty_kcal_per_mol"]),
+         f"{row['boundary']:.6g}", _fmt(row["folded_minimum"]), row["boundary_source"]]
+        for row in folding_rows(analysis)))
 
 
 def _write_convergence_csv(analysis, path: Path) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["direction", "fraction", "samples", "dg_fold_kcal_per_mol",
-                         "uncertainty_kcal_per_mol", "pmf_rmsd_kcal_per_mol"])
-        for point in analysis.convergence:
-            writer.writerow([point.direction, f"{point.fraction:g}", point.samples,
-                             _fmt(point.folding.dg_kcal_per_mol),
-                             _fmt(point.folding.uncertainty_kcal_per_mol),
-                             _fmt(point.pmf_rmsd_kcal_per_mol)])
-    return path
+    header = ["direction", "fraction", "samples", "dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol",
+              "pmf_rmsd_kcal_per_mol"]
+    return _write_csv(path, header, (
+        [point.direction, f"{point.fraction:g}", point.samples, _fmt(point.folding.dg_kcal_per_mol),
+         _fmt(point.folding.uncertainty_kcal_per_mol), _fmt(point.pmf_rmsd_kcal_per_mol)]
+        for point in analysis.convergence))
 
 
 def _write_next_steps(analysis, path: Path) -> Path:
