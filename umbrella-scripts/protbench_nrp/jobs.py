@@ -81,7 +81,7 @@ class CampaignConfig:
     ff: str
     n_replicas: int
     n_windows: int
-    script_path: str = "umbrella-scripts/run-umbrella-window.py"
+    script_path: str = stage_of("window").script  # SCRIPT_PATH: the window script unless you name another
     local_result_dir: Path = Path("results")
     stage: str = "window"
     replicas: tuple[int, ...] | None = None   # None: 1..n_replicas
