@@ -198,11 +198,11 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
 
     seed_inputs(bucket, villin_inputs)
     files = villin_inputs.campaign.window_files(1, WINDOW)
-    settings = SETTINGS  # 100 frames: the bucket goes after its first two checkpoints (~frame 10)
+    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.04"}
     pod = make_pod(window=WINDOW, name="uploads-fail")
     assert pod.run("init-rclone").returncode == 0
     portable = f"results/{files.portable_checkpoint}"
-    main = pod.start("main", log=tmp_path / "a.log", **{**settings, "PROTBENCH_SYNC_MINUTES": "0.002"},
+    main = pod.start("main", log=tmp_path / "a.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"},
                      PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1", RCLONE_RETRIES="1",
                      RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
     _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 2 or main.process.poll() is not None,
@@ -210,13 +210,13 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
     s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")  # the bucket goes
     assert main.wait(timeout=300) == 75, main.output()
     assert "exiting 75 so the Job starts a new pod" in main.output()
-    claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", settings)
-    schedule = _schedule(settings)
+    claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", longer)
+    schedule = _schedule(longer)
     assert claimed is not None and claimed < schedule.total_frames  # the bucket lacks the end
 
     fresh = make_pod(window=WINDOW, name="next")
     assert fresh.run("init-rclone").returncode == 0
-    finish = fresh.start("main", log=tmp_path / "b.log", **settings)
+    finish = fresh.start("main", log=tmp_path / "b.log", **longer)
     assert finish.wait(timeout=300) == 0, finish.output()
     assert f"starting from checkpoint {Path(files.production('chk')).name} at step " \
            f"{claimed * schedule.frame_steps}" in finish.output()  # only what the bucket lacked runs again
@@ -229,7 +229,7 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
     versions = bucket.version_counts()
     again = make_pod(window=WINDOW, name="after-finish")
     assert again.run("init-rclone").returncode == 0
-    done = again.start("main", log=tmp_path / "c.log", **settings)
+    done = again.start("main", log=tmp_path / "c.log", **longer)
     assert done.wait(timeout=300) == 0, done.output()
     # What it uploads is its own run record only; every output of the window stays as it was.
     record = f"results/{villin_inputs.campaign.run_record('window', 1, WINDOW, again.pod_name)}"
