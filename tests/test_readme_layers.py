@@ -1,4 +1,4 @@
-"""The README's picture of the library's layers is the code's: every module in it once, no import going up."""
+"""docs/development.md's picture of the library's layers is the code's: every module in it once, no import going up."""
 
 from __future__ import annotations
 
@@ -9,26 +9,27 @@ import pytest
 
 from tests.test_layers import PACKAGE_DIR, import_graph
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+LAYERS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "development.md"
 _LAYER = re.compile(r"^\*\*(\d+)\. ([^*]+)\*\*")
 _MODULE = re.compile(r"^- `([a-z_0-9]+)\.py`: \S")
 
 
-def readme_layers(text: str) -> dict[str, int]:
-    """Module -> its layer's number, from the README's ``module-layers`` section."""
+def page_layers(text: str) -> dict[str, int]:
+    """Module -> its layer's number, from the page's ``module-layers`` section."""
     match = re.search(r"<!-- module-layers:start -->\n(.*?)<!-- module-layers:end -->", text, re.S)
-    assert match, "README.md has no <!-- module-layers:start --> ... <!-- module-layers:end --> section"
+    assert match, "docs/development.md has no <!-- module-layers:start --> ... <!-- module-layers:end --> section"
     layers: dict[str, int] = {}
     layer = None
     for line in match.group(1).splitlines():
         if heading := _LAYER.match(line):
             layer = int(heading.group(1))
         elif module := _MODULE.match(line):
-            assert layer is not None, f"README names {module.group(1)}.py before any layer heading"
-            assert module.group(1) not in layers, f"README names {module.group(1)}.py twice"
+            assert layer is not None, f"docs/development.md names {module.group(1)}.py before any layer heading"
+            assert module.group(1) not in layers, f"docs/development.md names {module.group(1)}.py twice"
             layers[module.group(1)] = layer
         elif line.strip():
-            pytest.fail(f"README's module-layers section has a line that is neither a layer nor a module: {line!r}")
+            pytest.fail(f"docs/development.md's module-layers section has a line that is neither a layer nor "
+                        f"a module: {line!r}")
     return layers
 
 
@@ -39,22 +40,22 @@ def upward_imports(graph: dict[str, set[str]], layers: dict[str, int]) -> list[s
             if module in layers and other in layers and layers[other] > layers[module]]
 
 
-def test_the_readme_names_every_module_of_the_library_once_and_no_other():
-    layers = readme_layers(README.read_text(encoding="utf-8"))
+def test_the_layers_page_names_every_module_of_the_library_once_and_no_other():
+    layers = page_layers(LAYERS_PAGE.read_text(encoding="utf-8"))
     modules = {path.stem for path in PACKAGE_DIR.glob("*.py")} - {"__init__"}
-    assert sorted(modules - set(layers)) == [], "modules missing from README.md's layers: add a line for each"
-    assert sorted(set(layers) - modules) == [], "README.md's layers name modules that do not exist"
+    assert sorted(modules - set(layers)) == [], "modules missing from docs/development.md's layers: add a line for each"
+    assert sorted(set(layers) - modules) == [], "docs/development.md's layers name modules that do not exist"
 
 
-def test_no_module_imports_one_of_a_later_layer_in_the_readme():
-    problems = upward_imports(import_graph(PACKAGE_DIR), readme_layers(README.read_text(encoding="utf-8")))
-    assert problems == [], "imports that go up README.md's layers:\n  " + "\n  ".join(problems)
+def test_no_module_imports_one_of_a_later_layer_on_the_layers_page():
+    problems = upward_imports(import_graph(PACKAGE_DIR), page_layers(LAYERS_PAGE.read_text(encoding="utf-8")))
+    assert problems == [], "imports that go up docs/development.md's layers:\n  " + "\n  ".join(problems)
 
 
 def test_an_upward_import_and_a_missing_module_are_both_found():
     text = ("<!-- module-layers:start -->\n**1. Low**: x.\n- `low.py`: low.\n**2. High**: y.\n"
             "- `high.py`: high.\n<!-- module-layers:end -->\n")
-    layers = readme_layers(text)
+    layers = page_layers(text)
     assert layers == {"low": 1, "high": 2}
     assert upward_imports({"low": {"high"}, "high": set()}, layers) == ["low (layer 1) -> high (layer 2)"]
     assert upward_imports({"low": set(), "high": {"low"}}, layers) == []
@@ -67,4 +68,4 @@ def test_an_upward_import_and_a_missing_module_are_both_found():
 ])
 def test_a_malformed_picture_is_refused_naming_the_line(section, complaint):
     with pytest.raises((AssertionError, pytest.fail.Exception), match=complaint):
-        readme_layers(f"<!-- module-layers:start -->\n{section}<!-- module-layers:end -->\n")
+        page_layers(f"<!-- module-layers:start -->\n{section}<!-- module-layers:end -->\n")

@@ -1,4 +1,4 @@
-"""The registry of PROTBENCH_* variables is the one description of them: code and README follow it."""
+"""The registry of PROTBENCH_* variables is the one description of them: code and docs/settings.md follow it."""
 
 from __future__ import annotations
 
@@ -33,12 +33,12 @@ def commands() -> dict[str, click.Command]:
     return found
 
 
-def test_the_readme_table_is_the_registry():
-    readme = (REPO_ROOT / "README.md").read_text()
-    match = re.search(r"<!-- settings-table:start[^\n]*-->\n(.*?)<!-- settings-table:end -->", readme, re.S)
-    assert match, "README.md lacks the settings-table markers"
+def test_the_settings_page_table_is_the_registry():
+    page = (REPO_ROOT / "docs" / "settings.md").read_text()
+    match = re.search(r"<!-- settings-table:start[^\n]*-->\n(.*?)<!-- settings-table:end -->", page, re.S)
+    assert match, "docs/settings.md lacks the settings-table markers"
     assert match.group(1) == variables.markdown_table(), (
-        "README's settings table differs from variables.py; regenerate it with the command in its start marker")
+        "docs/settings.md's table differs from variables.py; regenerate it with the command in its start marker")
 
 
 def test_every_option_that_reads_a_protbench_variable_reads_a_registered_one():

@@ -1,4 +1,4 @@
-"""One table of exit statuses: exits.py, lib.sh, the Job's podFailurePolicy, the README and what scripts do.
+"""One table of exit statuses: exits.py, lib.sh, the Job's podFailurePolicy, docs/failures.md and what scripts do.
 
 Every (script, status) of :data:`exits.SCRIPT_EXITS` has a driver below that
 runs the real script into that status, against the real S3 server; the test
@@ -27,7 +27,7 @@ FAST_RETRIES = dict(PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECON
 PYTHON_SCRIPTS = "setup-umbrella-system.py, run-steered-md.py, run-umbrella-window.py"
 
 
-# -- the table, lib.sh, the template, the README ------------------------------------------------
+# -- the table, lib.sh, the template, the docs --------------------------------------------------
 
 def test_lib_sh_spells_every_status_of_the_table():
     script = f'. "{REPO_ROOT / POD_SCRIPTS / "lib.sh"}"; ' + "; ".join(
@@ -100,8 +100,8 @@ def test_the_template_with_other_rules_is_refused():
         render_manifest(job, config, changed)
 
 
-def test_the_readme_lists_every_status_of_every_script():
-    assert exits.readme_table() in (REPO_ROOT / "README.md").read_text()
+def test_the_failures_page_lists_every_status_of_every_script():
+    assert exits.readme_table() in (REPO_ROOT / "docs" / "failures.md").read_text()
 
 
 # -- every script into every status -------------------------------------------------------------
