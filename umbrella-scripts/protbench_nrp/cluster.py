@@ -132,7 +132,7 @@ class Kubectl:
                 f"kubectl delete job {name} failed or did not finish within {timeout} (exit "
                 f"{result.returncode}): {self._message(result)}\n  the old Job may still exist: check "
                 f"with kubectl get job,pods -l job-name={name}; a pod stuck Terminating is on a lost node "
-                f"(see README: node lost?)")
+                f"(see docs/failures.md: A lost node)")
 
 
 # -- the cluster ------------------------------------------------------------------------

@@ -129,7 +129,7 @@ SCRIPT_EXITS: dict[str, dict[int, str]] = {
         EXIT_OK: "done (or already done)",
         EXIT_UNEXPECTED: "a traceback",
         EXIT_BAD_INPUT: "a setting, input file or checkpoint it cannot use, or click usage",
-        EXIT_BLOWN_UP: "a blow-up it could not recover from (issue 9)",
+        EXIT_BLOWN_UP: "a blow-up it could not recover from (see docs/resuming.md)",
         EXIT_SIGINT: "stopped by SIGINT, checkpoint written",
         EXIT_SIGTERM: "stopped by SIGTERM, checkpoint written",
     },

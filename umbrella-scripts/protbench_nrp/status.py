@@ -65,7 +65,7 @@ _STYLES = {"finished": "green", "running": "cyan", "starting": "cyan", "stalled"
            "pending": "yellow", "failed": "bold red", "blew-up": "bold red", "node lost?": "bold red",
            "lost": "bold red", "missing": "dim", "unreadable": "bold red"}
 
-#: What to do about it (README: "A lost node").
+#: What to do about it (docs/failures.md: "A lost node").
 NODE_LOST_RUNBOOK = ("confirm its node is NotReady (kubectl get node {node}), then kubectl delete pod --force "
                      "--grace-period=0 {pod}: the Job then starts a new pod, which resumes from the bucket. "
                      "A node that is only partitioned may still upload when it comes back")

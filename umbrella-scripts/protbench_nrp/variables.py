@@ -435,7 +435,7 @@ def unknown_name_problem(name: str) -> str | None:
     close = [settable[match] for match in
              difflib.get_close_matches(name.removeprefix(PREFIX), list(settable), n=2, cutoff=0.6)]
     hint = (f"did you mean {' or '.join(close)}?" if close
-            else "see the settings table in README.md for the variables the stages read")
+            else "see the settings table in docs/settings.md for the variables the stages read")
     return f"EXTRA_ENV sets {name}, which no stage reads; {hint}"
 
 
