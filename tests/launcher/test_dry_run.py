@@ -297,3 +297,40 @@ def test_dry_run_says_why_each_jobs_environment_appears_once_per_container(launc
     assert stage_entries == names
     assert (f"note: the manifests repeat each Job's environment in each of its {len(names)} containers "
             f"({', '.join(names)}): Kubernetes has no pod-wide environment") in result.stderr
+
+
+def test_the_analysis_command_for_demo_results_is_one_the_demo_accepts(launcher_repo):
+    """What to run next, for the demo's results: the demo's own options (--demo refuses --extend). Run
+    here as a dry run, which shows the Jobs --local would run and the production they would ask for."""
+    import shlex
+
+    from protbench_nrp.analysis import Extension, NextSteps
+
+    steps = NextSteps([Extension((3, 4), 0.06, 2.0)], 0.5, 0.4, [], (1, 2), 16, origin="demo")
+    (line,) = [line.strip() for line in steps.lines() if line.strip().startswith("./")]
+    argv = shlex.split(line)
+    assert argv[:3] == ["./run-umbrella-windows.py", "--demo", "--local"]
+
+    result = launcher_repo.run(*["--dry-run" if arg == "--local" else arg for arg in argv[1:]])
+
+    assert result.returncode == 0, result.stderr
+    manifests = documents(result.stdout)
+    assert [m["metadata"]["name"] for m in manifests] == [
+        f"pb-tst-villin-amber14-vacuum-{r}-{w:02d}" for r in (1, 2) for w in (3, 4)]
+    for manifest in manifests:
+        assert env_of(all_containers(manifest)[-1])["PROTBENCH_PRODUCTION_LENGTH"] == "0.06"
+    # and the demo refuses what the cluster's advice would have been
+    refused = launcher_repo.run("--demo", "--relaunch", "--extend", "--stage", "window")
+    assert refused.returncode == 2 and "not with --local, --status or --demo" in refused.stderr
+
+
+def test_production_length_overrides_extra_env_and_refuses_what_is_no_length(launcher_repo):
+    launcher_repo.set_constants(EXTRA_ENV={"PROTBENCH_PRODUCTION_LENGTH": "100"})
+    result = launcher_repo.run("--dry-run", "--replicas", "1", "--windows", "0", "--production-length", "250")
+    assert result.returncode == 0, result.stderr
+    (manifest,) = documents(result.stdout)
+    assert {env_of(c)["PROTBENCH_PRODUCTION_LENGTH"] for c in all_containers(manifest)} == {"250"}
+    for bad in ("0", "-5", "long"):
+        refused = launcher_repo.run("--dry-run", "--production-length", bad)
+        assert refused.returncode == 2 and "--production-length" in refused.stderr, refused.stderr
+        assert refused.stdout == ""

@@ -126,7 +126,8 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
             code = show_status(local.campaign_jobs(jobs_for_this_machine(config, settings.repo_dir), config),
                                config, local_command=local_command(demo))
         elif local_run:
-            code = local.run_local(jobs_for_this_machine(config, settings.repo_dir), config, max_parallel=max_parallel)
+            code = local.run_local(jobs_for_this_machine(config, settings.repo_dir), config, max_parallel=max_parallel,
+                                   launcher_command=local_command(demo))
         elif status:
             from .status import show_status
 
