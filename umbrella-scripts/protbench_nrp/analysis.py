@@ -81,7 +81,7 @@ class Extension:
     factor: float
 
 
-#: How each place results are made (local.results_origin) runs windows further: where, in words,
+#: How each place results are made (results_origin) runs windows further: where, in words,
 #: and the launcher's options before the selection.
 EXTEND_COMMANDS = {
     "cluster": ("on the cluster, where these results were made", "--relaunch --extend --stage window"),

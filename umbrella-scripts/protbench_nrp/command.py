@@ -3,7 +3,8 @@
 :func:`main` turns the file's constants and the options into one of four
 modes: a cluster launch (or ``--relaunch``/``--extend``; :mod:`launcher`), a
 ``--dry-run`` (:mod:`launcher`, printing instead of applying), ``--local``
-(:mod:`local`) or ``--status`` (:mod:`status`). Each mode's module is imported
+(:mod:`local`) or ``--status`` (:mod:`status`; with ``--local`` or ``--demo``,
+a campaign of this machine, for which no cluster is asked). Each mode's module is imported
 only when it is chosen: ``--local`` (``--demo`` included) plans its Jobs with
 :mod:`jobs` alone and loads nothing of the Kubernetes side (launcher,
 manifests, cluster, policy, pinning, preflight), and a cluster launch does not
