@@ -284,12 +284,49 @@ def test_next_steps_name_the_windows_that_dominate_the_error_and_the_launcher_se
     assert {7, 8} <= named <= set(range(5, 11)), advice
     # 1000 frames of 100 ps: 100 ns today; the suggestion is a multiple of it.
     assert "production 400 ns (4 x today's)" in advice or "production 200 ns (2 x today's)" in advice
-    assert 'EXTRA_ENV = {"PROTBENCH_PRODUCTION_LENGTH": "' in advice
-    assert "./run-umbrella-windows.py --relaunch --extend --stage window --replicas 1,2,3 --windows " in advice
-    windows_flag = [line for line in lines[start:] if "--windows" in line][0].split("--windows ")[1]
+    # Results with no trace of --local (no window logs) came from the bucket: the cluster's command.
+    assert "run them on the cluster, where these results were made, one command per length:" in advice
+    (command,) = [line.strip() for line in lines[start:] if "--windows" in line]
+    assert command.startswith("./run-umbrella-windows.py --relaunch --extend --stage window --replicas 1,2,3 "
+                              "--windows ")
+    windows_flag, length = command.split("--windows ")[1].split(" --production-length ")
     assert {7, 8} <= {int(w) for w in windows_flag.split(",")}
+    assert f"production {length} ns" in advice
     text = (root / synthetic.campaign.analysis_file("next-steps.txt")).read_text()
-    assert "--relaunch --extend" in text
+    assert command in text
+
+
+def test_next_steps_name_the_command_that_works_where_the_results_were_made(tmp_path):
+    """Results of the demo get the demo's command, which --demo accepts (tests/launcher/test_dry_run.py
+    runs it), not the cluster's --relaunch --extend, which --demo refuses."""
+    from protbench_nrp.layout import JOB_LOG_LAUNCHER
+
+    root = tmp_path / "results"
+    synthetic = write_synthetic_campaign(root, pmf=TILTED, replicas=(1, 2), n_windows=12, n_frames=400,
+                                         correlation=0.7)
+    rng = np.random.default_rng(5)
+    for replica in synthetic.replicas:  # two nearly frozen windows: there is something to extend
+        for window in (5, 6):
+            values = sample_window(TILTED, synthetic.centres[window], synthetic.k_kcal_per_mol,
+                                   synthetic.temperature_kelvin, 400, rng, 0.995)
+            write_cv_file(root / synthetic.campaign.window_files(replica, window).cv_timeseries, values)
+    # What --demo --local leaves beside each window: its log, naming the command that ran it
+    # (tests/campaign/test_local.py checks a real run writes it).
+    log = root / synthetic.campaign.job_log("window", 1, 0)
+    log.write_text(f"# 2030-01-01 00:00:00 pb-jm-villin-amber14-vacuum-1-00: python ...\n"
+                   f"{JOB_LOG_LAUNCHER}./run-umbrella-windows.py --demo --local\n# environment: {{}}\n")
+    result = CliRunner().invoke(build_command(), [
+        "-o", str(root), "--target", synthetic.campaign.target, "--ff", synthetic.campaign.ff,
+        "--bootstrap", "10"])  # the extension estimate needs bootstrap errors
+    assert result.exit_code == 0, result.output
+    advice = result.stdout[result.stdout.index("what to run next:"):]
+    assert "run them in the demo, where these results were made, one command per length:" in advice
+    commands = [line.strip() for line in advice.splitlines() if line.strip().startswith("./run-umbrella")]
+    assert commands and all(c.startswith("./run-umbrella-windows.py --demo --local --replicas 1,2 --windows ")
+                            for c in commands), advice
+    assert "--relaunch" not in advice and "--extend" not in advice
+    text = (root / synthetic.campaign.analysis_file("next-steps.txt")).read_text()
+    assert all(command in text for command in commands)
 
 
 def test_next_steps_name_the_cv_ranges_that_need_more_windows(tmp_path):
@@ -304,6 +341,23 @@ def test_next_steps_name_the_cv_ranges_that_need_more_windows(tmp_path):
     assert "CV ranges that need more windows:" in text
     assert "no samples (a hole) between windows 06 and 08; new windows 13,15 of 31" in text
     assert "N_WINDOWS = 31 keeps today's 16 centres as the even windows" in text
+    assert "lower PROTBENCH_UMBRELLA_K, which widens every window" in text
+
+
+@pytest.mark.parametrize("origin, command", [
+    ("cluster", "./run-umbrella-windows.py --relaunch --extend --stage window --replicas 1,3 --windows 2,5 "
+                "--production-length 200"),
+    ("local", "./run-umbrella-windows.py --local --stage window --replicas 1,3 --windows 2,5 --production-length 200"),
+    ("demo", "./run-umbrella-windows.py --demo --local --replicas 1,3 --windows 2,5 --production-length 200"),
+])
+def test_each_place_results_are_made_gets_its_own_command(origin, command):
+    from protbench_nrp.analysis import Extension, NextSteps
+
+    steps = NextSteps([Extension((2, 5), 200.0, 2.0)], 0.5, 0.4, ["Q 0.5-0.6: a hole"], (1, 3), 16, origin=origin)
+    lines = [line.strip() for line in steps.lines()]
+    assert command in lines
+    fixed = "(the demo's windows are fixed: do this in a campaign of your own)"
+    assert any(line.startswith("N_WINDOWS = 31") and line.endswith(fixed) for line in lines) == (origin == "demo")
 
 
 # -- refusals ----------------------------------------------------------------------------------

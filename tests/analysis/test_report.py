@@ -167,7 +167,7 @@ def test_the_report_is_one_page_that_chromium_renders_with_its_plots_and_tables(
     assert tables["folding"] == 3  # all, replica_1, replica_2
     assert tables["convergence"] == 10
     assert tables["windows"] == 2 * 16
-    assert "launcher settings" in seen["next"] or "no single window dominates" in seen["next"]
+    assert "one command per length:" in seen["next"] or "no single window dominates" in seen["next"]
     folding = next(line for line in result.stdout.splitlines() if line.startswith("folding free energy"))
     value = re.search(r"= ([+-]\d+\.\d\d) ± (\d+\.\d\d) kcal/mol", folding).groups()
     assert f"{value[0]} ± {value[1]} kcal/mol" in text.replace("−", "-")

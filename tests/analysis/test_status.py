@@ -454,12 +454,10 @@ def test_bucket_status_without_credentials_is_refused(tmp_path, monkeypatch, cap
     assert "no credentials for the bucket" in err and "AWS_ACCESS_KEY_ID" in err
 
 
-def test_the_launchers_status_option_shows_the_table(tmp_path):
-    """The documented entry: ``./run-umbrella-windows.py --status`` in a checkout of its own."""
+def launcher_checkout(tmp_path: Path, n_replicas: int = 1, n_windows: int = 3) -> Path:
+    """The real launcher, template and package in a checkout of their own, set to a synthetic campaign."""
     import re
     import shutil
-    import subprocess
-    import sys
 
     repo = Path(__file__).resolve().parents[2]
     checkout = tmp_path / "checkout"
@@ -467,21 +465,56 @@ def test_the_launchers_status_option_shows_the_table(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(repo / "k8s_template.yaml", checkout)
     launcher = (repo / "run-umbrella-windows.py").read_text()
-    for constant, value in (("TARGET", '"synthetic"'), ("FF", '"double-well"'), ("N_REPLICAS", "1"),
-                            ("N_WINDOWS", "3"), ("INITIALS", '"jm"'), ("EXTRA_ENV", repr(WINDOW_ENV))):
+    for constant, value in (("TARGET", '"synthetic"'), ("FF", '"double-well"'), ("N_REPLICAS", str(n_replicas)),
+                            ("N_WINDOWS", str(n_windows)), ("INITIALS", '"jm"'), ("EXTRA_ENV", repr(WINDOW_ENV))):
         launcher, count = re.subn(rf"^{constant} = .*$", f"{constant} = {value}", launcher, flags=re.M)
         assert count == 1, constant
     (checkout / "run-umbrella-windows.py").write_text(launcher)
+    return checkout
+
+
+#: kubectl as it answers with no cluster to reach (its words when no kubeconfig points at one),
+#: recording each call: a local campaign's status must never run it.
+REFUSING_KUBECTL = """#!/bin/sh
+echo "$*" >> "{log}"
+echo "The connection to the server localhost:8080 was refused - did you specify the right host or port?" >&2
+exit 1
+"""
+
+
+def launcher_path(tmp_path: Path, kubectl: bool = False) -> tuple[Path, Path]:
+    """A PATH directory with Python, and a refusing kubectl when asked; and the kubectl's call log."""
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(sys.executable)
+    log = tmp_path / "kubectl-calls"
+    if kubectl:
+        (bin_dir / "kubectl").write_text(REFUSING_KUBECTL.format(log=log))
+        (bin_dir / "kubectl").chmod(0o755)
+    return bin_dir, log
+
+
+def run_launcher(checkout: Path, bin_dir: Path, *args: str, **env: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(checkout / "run-umbrella-windows.py"), *args],
+                          capture_output=True, text=True, cwd=checkout, timeout=120,
+                          env={"PATH": str(bin_dir), "HOME": str(checkout.parent), **env})
+
+
+def test_the_launchers_status_option_shows_the_table(tmp_path):
+    """The documented entry: ``./run-umbrella-windows.py --status`` in a checkout of its own."""
+    checkout = launcher_checkout(tmp_path)
     config = make_config(checkout / "results", n_replicas=1, n_windows=3)
     now = time.time()
     write_progress(config.local_result_dir, config, 1, 0, "finished", 1000, 1000, 120.0, HOUR, now)
     write_progress(config.local_result_dir, config, 1, 1, "production", 400, 1000, 90.0, 30.0, now)
-    bin_dir = tmp_path / "bin"  # a PATH with Python but no kubectl
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
-    result = subprocess.run([sys.executable, str(checkout / "run-umbrella-windows.py"), "--status"],
-                            capture_output=True, text=True, cwd=checkout,
-                            env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    bin_dir, _log = launcher_path(tmp_path)  # a PATH with Python but no kubectl
+    result = run_launcher(checkout, bin_dir, "--status")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "finished" in line_of(out, "pb-jm-synthetic-double-well-1-00")
@@ -489,6 +522,97 @@ def test_the_launchers_status_option_shows_the_table(tmp_path):
     assert "missing" in line_of(out, "pb-jm-synthetic-double-well-1-02")
     assert "3 windows: 1 finished, 1 running, 0 stalled, 1 missing; 90.0 ns/day in all" in out
     assert "kubectl is not on PATH" in out
+
+
+def cells_by_job(text: str) -> dict[str, list[str]]:
+    """Each table row of ``text`` by its Job: the cells after the name, stripped."""
+    rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in text.splitlines()
+            if line.startswith("│ pb-")]
+    return {row[0]: row[1:] for row in rows}
+
+
+def header_of(text: str) -> list[str]:
+    """The column headers of the one table in ``text``."""
+    (line,) = [line for line in text.splitlines() if line.startswith("┃ Job ")]
+    return [cell.strip() for cell in line.strip("┃").split("┃")]
+
+
+def test_a_local_campaigns_status_runs_no_kubectl_and_shows_every_stage_with_local_columns(tmp_path):
+    checkout = launcher_checkout(tmp_path, n_replicas=2, n_windows=3)
+    root = checkout / "results"
+    config = make_config(root, n_windows=3)
+    campaign = config.campaign
+    # setup done; replica 1's pull done; replica 2 pulling (its record); window 1-00 done, 1-01 running
+    for product in [campaign.contacts_file, campaign.minimized_pdb, campaign.system_xml, campaign.steered_state(1),
+                    *(campaign.window_pdb(1, w) for w in range(3)), campaign.steered_state(2)]:
+        (root / product).parent.mkdir(parents=True, exist_ok=True)
+        (root / product).write_text("product")
+    now = time.time()
+    Progress("pulling", 400, 1000, 40.0, now - 20.0).write(root / campaign.steered_files(2).progress)
+    write_progress(root, config, 1, 0, "finished", 1000, 1000, 120.0, HOUR, now)
+    write_progress(root, config, 1, 1, "production", 400, 1000, 90.0, 30.0, now)
+    bin_dir, kubectl_log = launcher_path(tmp_path, kubectl=True)
+    assert run_launcher(checkout, bin_dir, "--status").returncode == 0
+    assert kubectl_log.exists()  # the stand-in is on PATH: a cluster campaign's --status asks it
+    kubectl_log.unlink()
+
+    result = run_launcher(checkout, bin_dir, "--local", "--status")
+
+    assert result.returncode == 0, result.stderr
+    assert not kubectl_log.exists(), kubectl_log.read_text()
+    out = result.stdout
+    assert "refused" not in out + result.stderr and "kubectl" not in out
+    assert header_of(out) == ["Job", "stage", "R", "W", "state", "phase", "steps", "done", "ns/day", "ETA",
+                              "updated", "note"]
+    name = "pb-jm-synthetic-double-well-"
+    cells = cells_by_job(out)
+    assert list(cells) == [f"{name}{job}" for job in ("setup", "1-steered", "2-steered", "1-00", "1-01", "1-02",
+                                                        "2-00", "2-01", "2-02")]
+    assert cells[f"{name}setup"][:4] == ["setup", "", "", "finished"]
+    assert cells[f"{name}1-steered"][:4] == ["steered", "1", "", "finished"]
+    assert cells[f"{name}2-steered"][:8] == ["steered", "2", "", "running", "pulling", "400/1000", "40%", "40.0"]
+    assert cells[f"{name}1-00"][:5] == ["window", "1", "00", "finished", "finished"]
+    assert cells[f"{name}1-01"][:5] == ["window", "1", "01", "running", "production"]
+    for window in ("1-02", "2-00", "2-01", "2-02"):
+        assert cells[f"{name}{window}"][3] == "missing"
+    assert "9 Jobs: 3 finished, 2 running, 0 stalled, 4 missing; 130.0 ns/day in all" in out
+
+
+def test_a_local_or_demo_campaign_without_results_says_so_once_with_the_command_to_run(tmp_path):
+    checkout = launcher_checkout(tmp_path)
+    bin_dir, kubectl_log = launcher_path(tmp_path, kubectl=True)
+    for options, folder, command in (
+            (["--local", "--status"], "results/synthetic-double-well", "./run-umbrella-windows.py --local"),
+            (["--demo", "--status"], "demo-results/villin-amber14-vacuum", "./run-umbrella-windows.py --demo --local")):
+        result = run_launcher(checkout, bin_dir, *options)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"no results yet under {checkout / folder}: run {command} first\n"
+        assert result.stderr == ""
+    (checkout / "results" / "synthetic-double-well").mkdir(parents=True)  # an empty folder holds nothing either
+    assert run_launcher(checkout, bin_dir, "--local", "--status").stdout.startswith("no results yet under")
+    assert not kubectl_log.exists()
+
+
+def test_a_local_campaigns_status_refuses_the_bucket_as_its_source(tmp_path):
+    checkout = launcher_checkout(tmp_path)
+    bin_dir, kubectl_log = launcher_path(tmp_path, kubectl=True)
+    for args, env in ((["--demo", "--status", "--status-source", "bucket"], {}),
+                      (["--local", "--status"], {"PROTBENCH_STATUS_SOURCE": "bucket"})):
+        result = run_launcher(checkout, bin_dir, *args, **env)
+        assert result.returncode == 2
+        assert ("--status-source bucket (or PROTBENCH_STATUS_SOURCE=bucket) follows a cluster campaign; a --local "
+                "or --demo one has its results in LOCAL_RESULT_DIR only: drop it") in " ".join(result.stderr.split())
+    assert run_launcher(checkout, bin_dir, "--dry-run", "--local").returncode == 2  # still one mode at a time
+    assert not kubectl_log.exists()
+
+
+def test_a_cluster_status_with_an_empty_results_folder_says_where_else_to_look(tmp_path, capsys):
+    config = make_config(tmp_path / "results")
+    assert status.show_status(all_jobs(config), config, use_kubectl=False) == 0
+    out = capsys.readouterr().out
+    assert "missing" in line_of(out, "pb-jm-synthetic-double-well-1-00")  # the Jobs are still listed
+    assert (f"note: no results under {tmp_path / 'results' / 'synthetic-double-well'} yet: follow a cluster "
+            f"campaign from the bucket with --status-source bucket") in " ".join(out.split())
 
 
 # -- run records: pods, GPUs, GPU-hours and NRP's usage rule ---------------------------------------

@@ -230,6 +230,98 @@ def test_ctrl_c_checkpoints_the_running_jobs_and_work_resumes(local_run, tmp_pat
     assert Progress.read(progress).phase == "finished"
 
 
+def _printed_command(origin: str, replicas: tuple[int, ...], windows: tuple[int, ...], length_ns: float) -> list[str]:
+    """The launcher command the analysis prints to extend ``windows`` for results made at ``origin``."""
+    import shlex
+
+    from protbench_nrp.analysis import Extension, NextSteps
+
+    steps = NextSteps([Extension(windows, length_ns, 2.0)], 0.5, 0.4, [], replicas, 2, origin=origin)
+    (line,) = [line.strip() for line in steps.lines() if line.strip().startswith("./")]
+    argv = shlex.split(line)
+    assert argv[0] == "./run-umbrella-windows.py"
+    return argv[1:]
+
+
+def test_the_analysis_command_for_local_results_runs_the_window_on_and_nothing_else(local_run, tmp_path):
+    """What to run next, for results of --local, really extends the window where they are."""
+    root, _config_, _dry, first = local_run
+    assert first.returncode == 0, first.stdout + first.stderr
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    untouched = {p: p.read_bytes() for p in (copy / CAMPAIGN.window_dir(1, 0)).rglob("*") if p.is_file()}
+    options = _printed_command("local", (1,), (1,), 0.008)  # twice the 4 ps production it ran
+    assert options[:5] == ["--local", "--stage", "window", "--replicas", "1"]
+
+    result = _launch(_config(copy), *options)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 run, 2 already finished" in result.stdout  # setup and steered MD skipped, window 00 not selected
+    files = CAMPAIGN.window_files(1, 1)
+    record = Progress.read(copy / files.progress)
+    assert (record.phase, record.step) == ("finished", 2_000)  # 8 ps of 4 fs steps
+    assert (copy / files.cv_timeseries).read_text().count("\n") == 1 + 40  # the first 20 frames kept, 20 more
+    log = (copy / CAMPAIGN.job_log("window", 1, 1)).read_text()
+    assert "starting from checkpoint" in log.split("# environment: ")[-1]
+    assert _logged_env(copy / CAMPAIGN.job_log("window", 1, 1))["PROTBENCH_PRODUCTION_LENGTH"] == "0.008"
+    assert {p: p.read_bytes() for p in (copy / CAMPAIGN.window_dir(1, 0)).rglob("*") if p.is_file()} == untouched
+    # and these results name --local as where they were made, for the next advice too
+    from protbench_nrp.analysis import results_origin
+    from protbench_nrp.store import LocalStore
+
+    assert results_origin(LocalStore(copy), CAMPAIGN, [(1, 0), (1, 1)]) == "local"
+
+
+def test_results_tell_where_they_were_made_for_the_advice_that_follows(tmp_path):
+    from protbench_nrp.analysis import results_origin
+    from protbench_nrp.layout import JOB_LOG_LAUNCHER
+    from protbench_nrp.store import LocalStore
+
+    store, windows = LocalStore(tmp_path), [(1, 0), (2, 3)]
+    path = tmp_path / CAMPAIGN.job_log("window", 2, 3)
+    path.parent.mkdir(parents=True)
+
+    def log(*commands: str) -> None:  # one run of --local after another, each appending its header
+        path.write_text("".join(f"# 2030-01-01 00:00:00 job: python run-umbrella-window.py\n"
+                                f"{JOB_LOG_LAUNCHER}{command}\n# environment: {{}}\nwindow: ...\n"
+                                for command in commands))
+
+    assert results_origin(store, CAMPAIGN, windows) == "cluster"  # nothing of --local: copied from the bucket
+    log("./run-umbrella-windows.py --demo --local")
+    assert results_origin(store, CAMPAIGN, windows) == "demo"
+    log("./run-umbrella-windows.py --demo --local", "./run-umbrella-windows.py --local")  # the latest run counts
+    assert results_origin(store, CAMPAIGN, windows) == "local"
+    path.write_text("# 2020-01-01 00:00:00 job: python run-umbrella-window.py\nwindow: ...\n")  # an older log
+    assert results_origin(store, CAMPAIGN, windows) == "local"
+    manifest = tmp_path / CAMPAIGN.manifest("window", 1, 0)  # launched from this results tree
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text("kind: Job\n")
+    assert results_origin(store, CAMPAIGN, windows) == "cluster"
+
+
+def test_a_demo_jobs_log_names_the_demo_command(tmp_path):
+    """--demo --local records itself in each Job's log (here a window on stand-in inputs, which fails at
+    once), so the analysis of the demo's results names the demo's command."""
+    from protbench_nrp.analysis import results_origin
+    from protbench_nrp.layout import JOB_LOG_LAUNCHER
+    from protbench_nrp.store import LocalStore
+
+    root = tmp_path / "demo-results"  # demo_config puts it beside LOCAL_RESULT_DIR
+    n_windows = 16
+    done = [CAMPAIGN.contacts_file, CAMPAIGN.minimized_pdb, CAMPAIGN.system_xml, CAMPAIGN.steered_state(1),
+            *(CAMPAIGN.window_pdb(1, w) for w in range(n_windows))]
+    for product in done:  # setup and replica 1's steered MD count as done: only the window starts
+        (root / product).parent.mkdir(parents=True, exist_ok=True)
+        (root / product).write_text("not a real product\n")
+    result = _launch({"local_result_dir": str(tmp_path / "results")}, "--demo", "--local", "--replicas", "1",
+                     "--windows", "0")
+    assert result.returncode == 1, result.stdout + result.stderr  # the window cannot read its stand-in inputs
+    assert "0 run, 2 already finished, 1 failed" in result.stdout
+    log = (root / CAMPAIGN.job_log("window", 1, 0)).read_text()
+    assert f"\n{JOB_LOG_LAUNCHER}./run-umbrella-windows.py --demo --local\n" in log
+    assert results_origin(LocalStore(root), CAMPAIGN, [(1, 0)]) == "demo"
+
+
 def _spec(**env) -> JobSpec:
     return JobSpec(stage="window", replica=1, window=0, name="pb-x-villin-amber14-vacuum-1-00",
                    script_path="umbrella-scripts/run-umbrella-window.py",

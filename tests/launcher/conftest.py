@@ -306,10 +306,12 @@ class LauncherRepo:
         config, else ``AWS_*``; boto3 also reads HOME's ``~/.aws``. The tests
         point RCLONE_CONFIG at a file of their own and give an empty HOME, so a
         developer's real bucket is never reached and results do not depend on
-        the machine.
+        the machine; without KUBECONFIG, the namespace a launch names is read
+        from HOME's ``.kube/config`` (none unless a test writes it).
         """
         env = {name: value for name, value in os.environ.items()
-               if not name.startswith(("AWS_", "RCLONE_", "XDG_", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"))}
+               if not name.startswith(("AWS_", "RCLONE_", "XDG_", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX",
+                                       "KUBECONFIG"))}
         env["HOME"] = str(self.home)
         env["RCLONE_CONFIG"] = str(self.rclone_config)
         return env

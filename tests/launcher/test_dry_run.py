@@ -248,3 +248,89 @@ def test_script_runs_under_the_project_venv_when_started_with_a_bare_python(tmp_
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(documents(result.stdout)) == 1
+
+
+# -- what a dry run says on stderr, after the manifests ----------------------------------------------
+
+def summary_rows(stderr: str) -> list[list[str]]:
+    """The per-Job lines of a dry run's summary, split into cells, with the header first."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == ["Job", "stage", "replica", "window"])
+    return [line.split() for line in lines[start:-1]]
+
+
+def test_dry_run_ends_with_one_line_per_job_and_the_total_on_stderr(launcher_repo):
+    result = launcher_repo.run("--dry-run")
+    assert result.returncode == 0, result.stderr
+    manifests = documents(result.stdout)  # stdout is the manifests and nothing else
+    assert len(manifests) == 93
+    rows = summary_rows(result.stderr)
+    assert rows[0] == ["Job", "stage", "replica", "window"]
+    assert rows[1:] == [[m["metadata"]["name"], "window", m["metadata"]["labels"][f"{PREFIX}/replica"],
+                         m["metadata"]["labels"][f"{PREFIX}/window"]] for m in manifests]
+    assert result.stderr.splitlines()[-1] == (
+        f"93 Jobs of {CAMPAIGN} (replica 1 windows 00-30; replica 2 windows 00-30; replica 3 windows 00-30), "
+        f"their manifests on stdout; nothing was applied: run without --dry-run to launch")
+    # the default stage is the windows: the summary says what must run before them
+    assert ("note: window Jobs start from what setup and steered left in the bucket: launch those first "
+            "(--stage setup, then --stage steered)") in result.stderr
+
+
+def test_dry_run_summary_of_setup_and_steered_jobs_has_no_replica_or_window_where_they_have_none(launcher_repo):
+    setup = launcher_repo.run("--dry-run", "--stage", "setup")
+    assert setup.returncode == 0, setup.stderr
+    assert summary_rows(setup.stderr)[1:] == [["pb-tst-gb3-null-003-pair-opc3-setup", "setup", "-", "-"]]
+    assert setup.stderr.splitlines()[-1].startswith(f"1 Job of {CAMPAIGN} (setup), their manifests on stdout")
+    assert "start from what" not in setup.stderr  # nothing runs before setup
+    steered = launcher_repo.run("--dry-run", "--stage", "steered", "--replicas", "2")
+    assert summary_rows(steered.stderr)[1:] == [["pb-tst-gb3-null-003-pair-opc3-2-steered", "steered", "2", "-"]]
+
+
+def test_dry_run_says_why_each_jobs_environment_appears_once_per_container(launcher_repo):
+    result = launcher_repo.run("--dry-run", "--replicas", "1", "--windows", "0")
+    assert result.returncode == 0, result.stderr
+    (manifest,) = documents(result.stdout)
+    containers = all_containers(manifest)
+    names = [container["name"] for container in containers]
+    assert len(names) == 3  # init-git, init-rclone and main: the three copies a reader sees
+    stage_entries = [c["name"] for c in containers for e in c["env"] if e["name"] == "PROTBENCH_STAGE"]
+    assert stage_entries == names
+    assert (f"note: the manifests repeat each Job's environment in each of its {len(names)} containers "
+            f"({', '.join(names)}): Kubernetes has no pod-wide environment") in result.stderr
+
+
+def test_the_analysis_command_for_demo_results_is_one_the_demo_accepts(launcher_repo):
+    """What to run next, for the demo's results: the demo's own options (--demo refuses --extend). Run
+    here as a dry run, which shows the Jobs --local would run and the production they would ask for."""
+    import shlex
+
+    from protbench_nrp.analysis import Extension, NextSteps
+
+    steps = NextSteps([Extension((3, 4), 0.06, 2.0)], 0.5, 0.4, [], (1, 2), 16, origin="demo")
+    (line,) = [line.strip() for line in steps.lines() if line.strip().startswith("./")]
+    argv = shlex.split(line)
+    assert argv[:3] == ["./run-umbrella-windows.py", "--demo", "--local"]
+
+    result = launcher_repo.run(*["--dry-run" if arg == "--local" else arg for arg in argv[1:]])
+
+    assert result.returncode == 0, result.stderr
+    manifests = documents(result.stdout)
+    assert [m["metadata"]["name"] for m in manifests] == [
+        f"pb-tst-villin-amber14-vacuum-{r}-{w:02d}" for r in (1, 2) for w in (3, 4)]
+    for manifest in manifests:
+        assert env_of(all_containers(manifest)[-1])["PROTBENCH_PRODUCTION_LENGTH"] == "0.06"
+    # and the demo refuses what the cluster's advice would have been
+    refused = launcher_repo.run("--demo", "--relaunch", "--extend", "--stage", "window")
+    assert refused.returncode == 2 and "not with --local, --status or --demo" in refused.stderr
+
+
+def test_production_length_overrides_extra_env_and_refuses_what_is_no_length(launcher_repo):
+    launcher_repo.set_constants(EXTRA_ENV={"PROTBENCH_PRODUCTION_LENGTH": "100"})
+    result = launcher_repo.run("--dry-run", "--replicas", "1", "--windows", "0", "--production-length", "250")
+    assert result.returncode == 0, result.stderr
+    (manifest,) = documents(result.stdout)
+    assert {env_of(c)["PROTBENCH_PRODUCTION_LENGTH"] for c in all_containers(manifest)} == {"250"}
+    for bad in ("0", "-5", "long"):
+        refused = launcher_repo.run("--dry-run", "--production-length", bad)
+        assert refused.returncode == 2 and "--production-length" in refused.stderr, refused.stderr
+        assert refused.stdout == ""

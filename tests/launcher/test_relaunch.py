@@ -11,7 +11,7 @@ from protbench_nrp.layout import Campaign, JobId
 from protbench_nrp.records import Progress
 from protbench_nrp.stages import production_steps
 
-from .conftest import git
+from .conftest import all_containers, documents, env_of, git
 
 CAMPAIGN = Campaign("gb3", "null-0.0.3-pair-opc3")
 NAME = "pb-tst-gb3-null-003-pair-opc3-1-{:02d}"
@@ -311,3 +311,27 @@ def test_relaunch_replaces_a_failed_job_whose_finished_record_is_shorter_than_it
     assert result.returncode == 0, result.stdout + result.stderr
     assert calls_since(launched)[-1] == f"create -f {provenance(launched, 0)}"
     assert launched.cluster_states()[NAME.format(0)] == "active"
+
+
+def test_the_analysis_command_for_cluster_results_replaces_the_window_with_the_longer_production(launched):
+    """What to run next, for results of the cluster, is a command --extend accepts and carries out."""
+    import shlex
+
+    from protbench_nrp.analysis import Extension, NextSteps
+
+    launched.set_job(NAME.format(2), "complete")
+    write_progress(launched, 2, "finished")
+    steps = NextSteps([Extension((2,), 1000.0, 2.0)], 0.5, 0.4, [], (1,), 31, origin="cluster")
+    (line,) = [line.strip() for line in steps.lines() if line.strip().startswith("./")]
+    argv = shlex.split(line)
+    assert argv[0] == "./run-umbrella-windows.py"
+
+    result = launched.run(*argv[1:])  # no constant changed: no commit to make first
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"deleted the old complete Job {NAME.format(2)}" in result.stdout
+    (manifest,) = documents(provenance(launched, 2).read_text())
+    for container in all_containers(manifest):
+        assert env_of(container)["PROTBENCH_PRODUCTION_LENGTH"] == "1000"
+    assert launched.cluster_states() == {NAME.format(0): "active", NAME.format(1): "active",
+                                         NAME.format(2): "active"}

@@ -18,6 +18,7 @@ Orchestration and the command line; each piece lives in a module of its own:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ import numpy as np
 from .cvfiles import (AnalysisError, CampaignSamples, CVTimeSeries, WindowSamples,  # noqa: F401
                       load_campaign, parse_cv_timeseries)
 from .errors import ProtbenchError
-from .layout import BUCKET_PREFIX, Campaign, comparison_file, window_tag
+from .layout import BUCKET_PREFIX, JOB_LOG_LAUNCHER, Campaign, comparison_file, window_tag
 from .s3 import bucket_client
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
-from .store import BucketStore, LocalStore
+from .store import BucketStore, LocalStore, ResultsStore
 from .pmf import (KDE_BANDWIDTH_PER_WINDOW_SPACING, KDE_GRID_SPACING, METHODS, MIN_FRAMES,  # noqa: F401
                   PMF, DecorrelatedWindow, FoldingFreeEnergy, PMFEstimator, decorrelate_window,
                   default_bin_edges, window_spacing)
@@ -80,9 +81,46 @@ class Extension:
     factor: float
 
 
+#: How each place results are made (results_origin) runs windows further: where, in words,
+#: and the launcher's options before the selection.
+EXTEND_COMMANDS = {
+    "cluster": ("on the cluster, where these results were made", "--relaunch --extend --stage window"),
+    "local": ("on this machine with --local, where these results were made", "--local --stage window"),
+    "demo": ("in the demo, where these results were made", "--demo --local"),
+}
+
+
+def results_origin(store: ResultsStore, campaign: Campaign, windows: list[tuple[int, int]]) -> str:
+    """Where a campaign's window results were made (a key of :data:`EXTEND_COMMANDS`).
+
+    ``"cluster"`` when any of ``windows`` (replica, window) was launched from
+    this results tree (its provenance manifest is here), or when none ran with
+    ``--local`` (results copied down from the bucket); else, from the first
+    window log found (only ``--local`` leaves one), ``"demo"`` when the
+    launcher command it records used ``--demo``, and ``"local"`` otherwise.
+    """
+    if any(store.exists(campaign.manifest("window", replica, window)) for replica, window in windows):
+        return "cluster"
+    for replica, window in windows:
+        text = store.read_text(campaign.job_log("window", replica, window))
+        if text is None:
+            continue
+        commands = [line[len(JOB_LOG_LAUNCHER):].split() for line in text.splitlines()
+                    if line.startswith(JOB_LOG_LAUNCHER)]
+        return "demo" if commands and "--demo" in commands[-1] else "local"
+    return "cluster"
+
+
 @dataclass(frozen=True)
 class NextSteps:
-    """What to run next: windows to extend, CV ranges that need windows, and the launcher settings."""
+    """What to run next: windows to extend, CV ranges that need windows, and the launcher commands.
+
+    ``origin`` (a key of :data:`EXTEND_COMMANDS`) says where the results were
+    made, so each command is one that works there: ``--extend`` replaces
+    cluster Jobs, and ``--demo`` or ``--local`` runs the windows on this
+    machine (a finished window asked for a longer production runs on from
+    its checkpoint).
+    """
 
     extensions: list[Extension]
     sigma_now_kcal_per_mol: float
@@ -90,10 +128,12 @@ class NextSteps:
     coverage: list[str]
     replicas: tuple[int, ...]
     n_windows: int
+    origin: str = "cluster"
 
     def lines(self) -> list[str]:
         lines = []
         replicas = ",".join(map(str, self.replicas))
+        where, options = EXTEND_COMMANDS[self.origin]
         if self.extensions:
             lines.append(
                 f"extend these windows to shrink the error of dG_fold most (from "
@@ -104,11 +144,10 @@ class NextSteps:
                 plural = "s" if len(ext.windows) > 1 else ""
                 lines.append(f"  window{plural} {names}: production {ext.production_length_ns:g} ns "
                              f"({ext.factor:g} x today's)")
-            lines.append("launcher settings (run-umbrella-windows.py), one run per length:")
+            lines.append(f"run them {where}, one command per length:")
             for ext in self.extensions:
-                lines.append(f'  EXTRA_ENV = {{"PROTBENCH_PRODUCTION_LENGTH": "{ext.production_length_ns:g}"}}')
-                lines.append(f"  ./run-umbrella-windows.py --relaunch --extend --stage window "
-                             f"--replicas {replicas} --windows {','.join(map(str, ext.windows))}")
+                lines.append(f"  ./run-umbrella-windows.py {options} --replicas {replicas} --windows "
+                             f"{','.join(map(str, ext.windows))} --production-length {ext.production_length_ns:g}")
         else:
             lines.append("no single window dominates the error of dG_fold: extend all windows "
                          "alike, or add replicas")
@@ -117,9 +156,11 @@ class NextSteps:
             lines += [f"  {text}" for text in self.coverage]
             lines.append(
                 f"  N_WINDOWS = {2 * self.n_windows - 1} keeps today's {self.n_windows} centres as "
-                f"the even windows and puts a new one between each pair; launch the odd windows "
+                f"the even windows and puts a new one between each pair; run the odd windows "
                 f"named above (--windows) after a steered-MD run that saves structures for "
-                f"{2 * self.n_windows - 1} windows, or raise UMBRELLA_K less steeply")
+                f"{2 * self.n_windows - 1} windows, or lower PROTBENCH_UMBRELLA_K, which widens every window"
+                + (" (the demo's windows are fixed: do this in a campaign of your own)"
+                   if self.origin == "demo" else ""))
         return lines
 
 
@@ -582,6 +623,10 @@ def build_command():
                     samples, discard_frames=discard_frames, n_bins=n_bins, n_bootstraps=n_bootstraps,
                     overlap_threshold=overlap_threshold, method=method, bin_width=bin_width,
                     kde_bandwidth=kde_bandwidth, fold_boundary=fold_boundary, seed=seed)
+                # What to run next names a command that works where the results were made.
+                origin = "cluster" if bucket else results_origin(
+                    source, campaign, [(w.replica, w.window) for w in analysis.windows])
+                analysis.next_steps = dataclasses.replace(analysis.next_steps, origin=origin)
                 written += write_outputs(analysis, results_dir, report=report and not compare)
                 analyses.append(analysis)
             if compare:

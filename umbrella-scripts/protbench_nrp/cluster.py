@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -133,6 +134,49 @@ class Kubectl:
                 f"{result.returncode}): {self._message(result)}\n  the old Job may still exist: check "
                 f"with kubectl get job,pods -l job-name={name}; a pod stuck Terminating is on a lost node "
                 f"(see docs/failures.md: A lost node)")
+
+
+def kube_namespace(environ: dict[str, str] | None = None) -> str:
+    """The namespace kubectl would create the Jobs in, in words: ``"nrp-lab (context nautilus)"``.
+
+    The launcher gives kubectl no ``--namespace``, so its Jobs go to the
+    current context's namespace, or ``default`` when that context sets none.
+    This reads the kubeconfig as kubectl does (the files of ``$KUBECONFIG``
+    in order, else ``~/.kube/config``; the first file to set
+    ``current-context``, and the first to define that context, win) without
+    running it: a dry run asks no program and no network. What cannot be
+    told is said, never guessed.
+    """
+    import yaml  # here: --status, which imports this module too, reads no YAML
+
+    environ = os.environ if environ is None else environ
+    listed = [path for path in environ.get("KUBECONFIG", "").split(os.pathsep) if path]
+    home = environ.get("HOME") or os.path.expanduser("~")
+    paths = [Path(path) for path in listed] or [Path(home) / ".kube" / "config"]
+    configs = []
+    for path in paths:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            return f"unknown (cannot read the kubeconfig {path}: {str(error).splitlines()[0]})"
+        if isinstance(loaded, dict):
+            configs.append(loaded)
+    where = f"KUBECONFIG={environ['KUBECONFIG']}" if listed else str(paths[0])
+    if not configs:
+        return f"unknown (no kubeconfig in {where}: set up kubectl for Nautilus first, https://docs.nrp.ai/)"
+    current = next((c["current-context"] for c in configs if c.get("current-context")), None)
+    if not current:
+        return f"unknown (the kubeconfig in {where} names no current context: kubectl config use-context NAME)"
+    for config in configs:
+        for entry in config.get("contexts") or []:
+            if isinstance(entry, dict) and entry.get("name") == current:
+                namespace = (entry.get("context") or {}).get("namespace")
+                if namespace:
+                    return f"{namespace} (context {current})"
+                return f"default (context {current} sets none: kubectl config set-context --current --namespace=NAME)"
+    return f"unknown (current context {current} is not defined in the kubeconfig in {where})"
 
 
 # -- the cluster ------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 :func:`main` turns the file's constants and the options into one of four
 modes: a cluster launch (or ``--relaunch``/``--extend``; :mod:`launcher`), a
 ``--dry-run`` (:mod:`launcher`, printing instead of applying), ``--local``
-(:mod:`local`) or ``--status`` (:mod:`status`). Each mode's module is imported
+(:mod:`local`) or ``--status`` (:mod:`status`; with ``--local`` or ``--demo``,
+a campaign of this machine, for which no cluster is asked). Each mode's module is imported
 only when it is chosen: ``--local`` (``--demo`` included) plans its Jobs with
 :mod:`jobs` alone and loads nothing of the Kubernetes side (launcher,
 manifests, cluster, policy, pinning, preflight), and a cluster launch does not
@@ -29,7 +30,10 @@ from .errors import ProtbenchError
 from .jobs import EXIT_REFUSED, CampaignConfig, LaunchRefused, LaunchSettings, jobs_for_this_machine
 from .layout import STAGES
 
-__all__ = ["cli", "main", "parse_selection"]
+__all__ = ["cli", "main", "parse_selection", "local_command", "LAUNCHER"]
+
+#: How the commands this one suggests start: the launcher, run from the repository root.
+LAUNCHER = "./run-umbrella-windows.py"
 
 
 def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | None:
@@ -64,7 +68,9 @@ def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | N
 @click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --local: how many Jobs run at once.")
 @click.option("--demo", is_flag=True, help="Use the bundled demo campaign instead of the constants.")
-@click.option("--status", "status", is_flag=True, help="Show how far the selected Jobs have got.")
+@click.option("--status", "status", is_flag=True,
+              help="Show how far the selected Jobs have got; with --local (or --demo) a campaign of this "
+                   "machine: every stage, no cluster asked.")
 @click.option("--status-source", type=click.Choice(["local", "bucket"]), default="local",
               envvar="PROTBENCH_STATUS_SOURCE", show_default=True,
               help="With --status: read progress from LOCAL_RESULT_DIR or from the bucket.")
@@ -75,19 +81,30 @@ def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | N
                    "the old provenance is kept as NAME.attempt-K.yaml.")
 @click.option("--extend", is_flag=True,
               help="As --relaunch, and also replace Complete Jobs and finished windows, to run them further "
-                   "(a longer PROTBENCH_PRODUCTION_LENGTH in EXTRA_ENV).")
+                   "(a longer --production-length).")
+@click.option("--production-length", "production_length_ns", type=click.FloatRange(min=0, min_open=True),
+              metavar="NS", default=None,
+              help="Each window's production in ns, instead of PROTBENCH_PRODUCTION_LENGTH in EXTRA_ENV (or the "
+                   "demo's): with --extend or --local, selected windows finished shorter run on from their "
+                   "checkpoints.")
 @click.pass_obj
 def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status,
-        status_source, no_kubectl, relaunch, extend):
+        status_source, no_kubectl, relaunch, extend, production_length_ns):
     """Launch one Kubernetes Job per selected replica and window (see README.md)."""
     config, settings = obj
-    if sum((dry_run, local_run, status)) > 1:
-        raise click.UsageError("choose one of --dry-run, --local and --status")
+    local_status = status and (local_run or demo)  # a campaign of this machine: no cluster to ask
+    if sum((dry_run, local_run, status)) > 1 and not (local_status and not dry_run):
+        raise click.UsageError("choose one of --dry-run, --local and --status (--local --status: how far a "
+                               "--local campaign has got)")
     if (relaunch or extend) and (local_run or status or demo):
         raise click.UsageError("--relaunch and --extend replace cluster Jobs: not with --local, --status or --demo")
     if demo and not (dry_run or local_run or status):
         # The demo's lengths are minutes of CPU time: never a cluster campaign.
         raise click.UsageError("--demo runs on this machine: add --local (or --dry-run, --status)")
+    if local_status and status_source == "bucket":
+        raise click.UsageError("--status-source bucket (or PROTBENCH_STATUS_SOURCE=bucket) follows a cluster "
+                               "campaign; a --local or --demo one has its results in LOCAL_RESULT_DIR only: "
+                               "drop it")
     if demo or local_run:
         from . import local  # only these modes need it; a cluster launch stays quick to start
     if demo:
@@ -97,12 +114,21 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
         changes["replicas"] = parse_selection(replicas, "--replicas")
     if windows is not None:
         changes["windows"] = parse_selection(windows, "--windows")
+    if production_length_ns is not None:  # after the demo's lengths, which it overrides too
+        changes["extra_env"] = {**config.extra_env, "PROTBENCH_PRODUCTION_LENGTH": f"{production_length_ns:g}"}
     config = dataclasses.replace(config, **changes)
     if skip_preflight:
         settings = dataclasses.replace(settings, preflight=False)
     try:
-        if local_run:
-            code = local.run_local(jobs_for_this_machine(config, settings.repo_dir), config, max_parallel=max_parallel)
+        if local_status:
+            from .status import show_status
+
+            # Every stage --local runs for this selection, one row each; the cluster is never asked.
+            code = show_status(local.campaign_jobs(jobs_for_this_machine(config, settings.repo_dir), config),
+                               config, local_command=local_command(demo))
+        elif local_run:
+            code = local.run_local(jobs_for_this_machine(config, settings.repo_dir), config, max_parallel=max_parallel,
+                                   launcher_command=local_command(demo))
         elif status:
             from .status import show_status
 
@@ -119,11 +145,16 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
             click.echo("Nothing was applied.", err=True)
         else:
             click.echo(f"error: {error}", err=True)
-            if local_run:
+            if local_run and not status:
                 click.echo("--local stopped: finished Jobs are kept, and the others resume from their "
                            "checkpoints next time.", err=True)
         code = EXIT_REFUSED
     raise SystemExit(code)
+
+
+def local_command(demo: bool) -> str:
+    """The command that runs (and resumes) a campaign on this machine: the demo's, or the constants'."""
+    return f"{LAUNCHER} --demo --local" if demo else f"{LAUNCHER} --local"
 
 
 def main(config: CampaignConfig, *, repo_dir: Path | str, template_path: Path | str,

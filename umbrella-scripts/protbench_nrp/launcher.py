@@ -29,14 +29,21 @@ from pathlib import Path
 import click
 
 from . import gitcheck, pinning, policy, preflight
-from .cluster import KUBECTL_TIMEOUT_S, JobState, Kubectl, KubectlError, campaign_selector
+from .cluster import KUBECTL_TIMEOUT_S, JobState, Kubectl, KubectlError, campaign_selector, kube_namespace
 from .files import write_new_file
 from .jobs import (EXIT_OK, EXIT_PARTLY_SUBMITTED, EXIT_REFUSED, CampaignConfig, ConfigError, JobSpec,
                    LaunchRefused, LaunchSettings, build_jobs, describe, stage_script, validate_config)
+from .layout import window_tag
+from .stages import STAGE_TABLE, stage_of
 from .manifest import SchemaUnavailable, load_template, render_manifest, schema_errors, to_yaml, yaml_stream
 
-__all__ = ["launch", "submit", "plan_replacements", "LaunchSettings",
-           "EXIT_OK", "EXIT_REFUSED", "EXIT_PARTLY_SUBMITTED"]
+__all__ = ["launch", "submit", "plan_replacements", "LaunchSettings", "identity_line", "dry_run_summary",
+           "SHIPPED_DEFAULTS", "EXIT_OK", "EXIT_REFUSED", "EXIT_PARTLY_SUBMITTED"]
+
+#: The constants run-umbrella-windows.py ships with, and the CampaignConfig field of each: the
+#: seed's own (its README copies jm's bucket and jm's rclone secret). A test keeps them equal to the file.
+SHIPPED_DEFAULTS = {"INITIALS": ("initials", "jm"), "BUCKET": ("bucket", "proteinbenchmark-jm-bucket"),
+                    "RCLONE_SECRET": ("rclone_secret", "jm-rclone-config")}
 
 
 # -- the checks -------------------------------------------------------------------------
@@ -143,7 +150,7 @@ def plan_replacements(jobs: list[JobSpec], config: CampaignConfig, kubectl: Kube
                             f"delete it yourself if it must stop (kubectl delete job {job.name})")
         elif state is JobState.COMPLETE and not extend:
             refusals.append(f"{job.name}: its Job is Complete; run it further with --extend (and a longer "
-                            f"PROTBENCH_PRODUCTION_LENGTH in EXTRA_ENV)")
+                            f"--production-length NS)")
         elif finished is None:
             refusals.append(f"{job.name}: cannot tell whether its results are finished "
                             f"({progress[job.name].error}); fix that or look with --status")
@@ -215,6 +222,51 @@ def run_preflight(jobs: list[JobSpec], config: CampaignConfig) -> None:
         preflight.preflight(jobs, config)
     except preflight.PreflightError as error:
         raise LaunchRefused(f"preflight failed: {error}") from None
+
+
+def identity_line(config: CampaignConfig, verb: str, environ: dict[str, str] | None = None) -> str:
+    """Whose Jobs these are and where they write, in one line: ``"{verb} as INITIALS=...: bucket ..."``.
+
+    Says so when INITIALS, BUCKET or RCLONE_SECRET are still :data:`SHIPPED_DEFAULTS`
+    (someone else's); the launch goes on, as a campaign of the seed's own would.
+    """
+    line = (f"{verb} as INITIALS={config.initials}: bucket s3://{config.bucket} (rclone remote "
+            f"{config.rclone_remote}), rclone secret {config.rclone_secret}, namespace "
+            f"{kube_namespace(environ)}")
+    shipped = [name for name, (field, value) in SHIPPED_DEFAULTS.items() if getattr(config, field) == value]
+    if shipped:
+        names = shipped[0] if len(shipped) == 1 else f"{', '.join(shipped[:-1])} and {shipped[-1]}"
+        line += (f" ({names} {'is the shipped default' if len(shipped) == 1 else 'are the shipped defaults'}, "
+                 f"another person's: edit the constants at the top of run-umbrella-windows.py)")
+    return line
+
+
+def dry_run_summary(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig) -> list[str]:
+    """What a dry run says on stderr after the manifests: why each environment repeats, whose
+    campaign it is, one line per Job (name, stage, replica, window), and the total."""
+    pod = manifests[0]["spec"]["template"]["spec"] if manifests else {}
+    containers = [c.get("name", "?") for c in (pod.get("initContainers") or []) + (pod.get("containers") or [])]
+    lines = [
+        f"note: the manifests repeat each Job's environment in each of its {len(containers)} containers "
+        f"({', '.join(containers)}): Kubernetes has no pod-wide environment, and every container gets the "
+        f"same one, so each sees the settings the Job was launched with",
+        unpinned_note(config),
+        identity_line(config, "Dry run"),
+    ]
+    earlier = [stage.name for stage in STAGE_TABLE[:STAGE_TABLE.index(stage_of(config.stage))]]
+    if earlier:
+        lines.append(f"note: {config.stage} Jobs start from what {' and '.join(earlier)} left in the bucket: "
+                     f"launch those first ({', then '.join(f'--stage {name}' for name in earlier)}); a "
+                     f"launch's preflight refuses Jobs whose inputs are not there")
+    width = max([len(job.name) for job in jobs] + [len("Job")])
+    lines.append(f"{'Job':<{width}}  {'stage':<7}  {'replica':<7}  window")
+    for job in jobs:
+        replica = "-" if job.replica is None else str(job.replica)
+        window = "-" if job.window is None else window_tag(job.window)
+        lines.append(f"{job.name:<{width}}  {job.stage:<7}  {replica:<7}  {window}")
+    lines.append(f"{len(jobs)} Job{'' if len(jobs) == 1 else 's'} of {config.campaign.name} ({describe(jobs)}), "
+                 f"their manifests on stdout; nothing was applied: run without --dry-run to launch")
+    return lines
 
 
 # -- submission --------------------------------------------------------------------------
@@ -347,6 +399,8 @@ def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = 
         When a check fails; nothing has been written or applied then.
     """
     validate_config(config)
+    if not dry_run:  # a dry run says it after its manifests, where it is seen
+        click.echo(identity_line(config, "Replacing Jobs" if relaunch or extend else "Launching"), err=True)
     template = load_template(settings.template_path)
     if dry_run:
         commit = gitcheck.head_commit(settings.repo_dir) or gitcheck.NO_COMMIT
@@ -358,7 +412,8 @@ def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = 
     check_manifests(jobs, manifests, settings.template_path)
     if dry_run:
         click.echo(yaml_stream(manifests), nl=False)
-        click.echo(unpinned_note(config), err=True)
+        for line in dry_run_summary(jobs, manifests, config):
+            click.echo(line, err=True)
         return EXIT_OK
     replace = relaunch or extend
     if not replace:

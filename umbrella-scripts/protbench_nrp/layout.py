@@ -47,6 +47,10 @@ BUCKET_PREFIX = "results"
 #: Prefix of every label and annotation the launcher puts on a Job.
 LABEL_PREFIX = "protbench.openforcefield.org"
 
+#: Starts the line of a --local Job's log (:meth:`Campaign.job_log`) naming the launcher command
+#: that ran it (``./run-umbrella-windows.py --demo --local``), so advice can name one that works there.
+JOB_LOG_LAUNCHER = "# launcher: "
+
 _DNS_LABEL_MAX = 63
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

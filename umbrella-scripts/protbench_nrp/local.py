@@ -38,7 +38,7 @@ from pathlib import Path
 
 from . import variables
 from .jobs import CampaignConfig, JobSpec, build_jobs
-from .layout import Campaign
+from .layout import JOB_LOG_LAUNCHER, Campaign
 from .records import Progress
 from .stages import STAGE_TABLE, is_complete, prerequisites, stage_of
 from .store import LocalStore
@@ -216,10 +216,13 @@ class LocalRunner:
     display : Display
     python : str
         Interpreter the scripts run with (this one by default).
+    launcher_command : str, optional
+        The launcher command running them, recorded in each Job's log
+        (:data:`~protbench_nrp.layout.JOB_LOG_LAUNCHER`).
     """
 
     def __init__(self, jobs: list[LocalJob], max_parallel: int, display: "Display",
-                 python: str = sys.executable):
+                 python: str = sys.executable, launcher_command: str | None = None):
         if max_parallel < 1:
             raise ValueError(f"max_parallel must be at least 1, got {max_parallel}; "
                              f"give --max-parallel 1 or more")
@@ -227,6 +230,7 @@ class LocalRunner:
         self.max_parallel = max_parallel
         self.display = display
         self.python = python
+        self.launcher_command = launcher_command
         self.threads = max(1, (os.cpu_count() or 1) // max_parallel)
         self.signalled: int | None = None
         self._by_name = {job.name: job for job in jobs}
@@ -312,6 +316,8 @@ class LocalRunner:
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log_path, "a") as log:
             log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {' '.join(command)}\n")
+            if self.launcher_command:
+                log.write(f"{JOB_LOG_LAUNCHER}{self.launcher_command}\n")
             log.write("# environment: " + json.dumps(
                 {k: v for k, v in sorted(env.items()) if k.startswith("PROTBENCH_")}) + "\n")
             log.flush()
@@ -425,7 +431,8 @@ class Display:
 
 # -- the entry point -----------------------------------------------------------------
 
-def run_local(jobs: list[JobSpec], config: CampaignConfig, *, max_parallel: int = 1) -> int:
+def run_local(jobs: list[JobSpec], config: CampaignConfig, *, max_parallel: int = 1,
+              launcher_command: str | None = None) -> int:
     """Run ``jobs``, and the earlier stages they need, as local processes.
 
     Parameters
@@ -436,6 +443,8 @@ def run_local(jobs: list[JobSpec], config: CampaignConfig, *, max_parallel: int 
         Its ``local_result_dir`` is the results root.
     max_parallel : int
         How many Jobs run at once.
+    launcher_command : str, optional
+        The command running them (``./run-umbrella-windows.py --local``), kept in each Job's log.
 
     Returns
     -------
@@ -450,7 +459,7 @@ def run_local(jobs: list[JobSpec], config: CampaignConfig, *, max_parallel: int 
     display = Display()
     display.event(f"{config.campaign.name}: {len(local_jobs)} Jobs, up to {max_parallel} at once, "
                   f"results in {root}")
-    return LocalRunner(local_jobs, max_parallel, display).run()
+    return LocalRunner(local_jobs, max_parallel, display, launcher_command=launcher_command).run()
 
 
 __all__ = ["run_local", "demo_config", "DEMO_ENV", "LocalJob", "LocalRunner", "Display",

@@ -48,7 +48,7 @@ from .cluster import ClusterView, LostPod, campaign_selector, query_cluster
 from .jobs import CampaignConfig, JobSpec
 from .layout import Campaign, window_tag
 from .records import Progress
-from .stages import FINISHED_PHASE, Completion, is_complete, window_record_complete
+from .stages import FINISHED_PHASE, Completion, is_complete, stage_of, window_record_complete
 from .store import BucketStore, LocalStore, ResultsStore, StoreError
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
@@ -124,16 +124,21 @@ def read_job_progress(store: ResultsStore, campaign: Campaign, job: JobSpec) -> 
     """What the results say about one Job: a window's progress record and whether the stage
     table calls it done, or the table's answer for setup and steered MD (from their outputs,
     with one listing); a read failure is the reading's error."""
-    if job.stage == "window":  # the one stage whose record status shows, and whose check reads it
+    if job.stage == "window":  # the one stage whose done-check reads its record
         reading = read_progress(store, campaign.window_files(job.replica, job.window).progress)
         if reading.progress is None:
             return reading
         return dataclasses.replace(reading, completion=window_record_complete(campaign, job.id, job.env,
                                                                               reading.progress))
     try:
-        return ProgressReading(None, completion=is_complete(store, campaign, job.id, job.env))
+        completion = is_complete(store, campaign, job.id, job.env)
     except StoreError as error:
         return ProgressReading(None, str(error))
+    record = stage_of(job.stage).progress_file(campaign, job.id)
+    if completion.done or record is None:
+        return ProgressReading(None, completion=completion)
+    # Unfinished steered MD: its record says how far the pull has got (setup keeps none).
+    return dataclasses.replace(read_progress(store, record), completion=completion)
 
 
 def read_all_progress(store: ResultsStore, campaign: Campaign, jobs: list[JobSpec]) -> dict[str, ProgressReading]:
@@ -236,6 +241,8 @@ def eta_s(job: JobSpec, progress: Progress) -> float | None:
     """Wall seconds until the window finishes at its current speed (equilibration included)."""
     if progress.ns_per_day <= 0:
         return None
+    if progress.timestep_fs is None and job.stage != "window":
+        return None  # the fallback below knows a window's phases only
     if progress.timestep_fs is not None and progress.steps_after_phase is not None:
         # What the window runs with: the same wall time per step in every phase.
         steps = max(progress.total_steps - progress.step, 0) + progress.steps_after_phase
@@ -501,35 +508,70 @@ def format_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def _job_state_cell(row: WindowStatus) -> str:
+    return row.job_state + (f" ({row.job_detail})" if row.job_detail else "")
+
+
+def _done_cell(row: WindowStatus) -> str:
+    return f"{100.0 * row.step / row.total_steps:.0f}%" if row.step is not None and row.total_steps else ""
+
+
+def _updated_cell(row: WindowStatus) -> str:
+    updated = f"{format_duration(row.age_s)} ago" if row.age_s is not None else ""
+    return f"[bold red]{updated}[/]" if updated and row.state == "stalled" else updated
+
+
+def _optional(value) -> str:
+    return "" if value is None else str(value)
+
+
+#: The table's columns: header, justification, the cell of a row (rich markup; texts from files
+#: and kubectl escaped), and which tables have it: "cluster" for what only a cluster campaign
+#: knows (Kubernetes' word, its restarts, the pods' run records), "local" for a --local
+#: campaign's, whose one table holds every stage, "both" for the rest.
+COLUMNS = (
+    ("Job", "left", lambda row: _escape(row.name), "both"),
+    ("stage", "left", lambda row: row.stage, "local"),
+    ("R", "right", lambda row: _optional(row.replica), "both"),
+    ("W", "right", lambda row: "" if row.window is None else window_tag(row.window), "both"),
+    ("state", "left", lambda row: f"[{_STYLES[row.state]}]{row.state}[/]" if row.state in _STYLES else row.state,
+     "both"),
+    ("Kubernetes", "left", lambda row: _escape(_job_state_cell(row)), "cluster"),
+    ("phase", "left", lambda row: _escape(row.phase), "both"),
+    ("steps", "right", lambda row: f"{row.step}/{row.total_steps}" if row.step is not None else "", "both"),
+    ("done", "right", _done_cell, "both"),
+    ("ns/day", "right", lambda row: f"{row.ns_per_day:.1f}" if row.ns_per_day is not None else "", "both"),
+    ("ETA", "right", lambda row: "done" if row.state == "finished" else format_duration(row.eta_s), "both"),
+    ("updated", "right", _updated_cell, "both"),
+    ("restarts", "right", lambda row: _optional(row.restarts), "cluster"),
+    ("pods", "right", lambda row: _optional(row.pods), "cluster"),
+    ("GPU", "left", lambda row: _escape(row.gpu), "cluster"),
+    ("note", "left", lambda row: _escape(row.note), "both"),
+)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def render_status(rows: list[WindowStatus], totals: CampaignTotals, title: str,
-                  notes: list[str], console) -> None:
-    """Print the table, the totals line and any notes on a rich ``console``."""
+                  notes: list[str], console, local: bool = False) -> None:
+    """Print the table, the totals line and any notes on a rich ``console``.
+
+    ``local``: a ``--local`` campaign's table, with a stage column and none of
+    the cluster's (``COLUMNS``).
+    """
     from rich.markup import escape
     from rich.table import Table
 
+    columns = [column for column in COLUMNS if column[3] in ("both", "local" if local else "cluster")]
     table = Table(title=title, title_justify="left")
-    for header, justify in (("Job", "left"), ("R", "right"), ("W", "right"), ("state", "left"),
-                            ("Kubernetes", "left"), ("phase", "left"), ("steps", "right"),
-                            ("done", "right"), ("ns/day", "right"), ("ETA", "right"),
-                            ("updated", "right"), ("restarts", "right"), ("pods", "right"),
-                            ("GPU", "left"), ("note", "left")):
+    for header, justify, _cell, _tables in columns:
         table.add_column(header, justify=justify, no_wrap=header != "note")
     for row in rows:
-        style = _STYLES.get(row.state, "")
-        steps = f"{row.step}/{row.total_steps}" if row.step is not None else ""
-        done = f"{100.0 * row.step / row.total_steps:.0f}%" if row.step is not None and row.total_steps else ""
-        kube = row.job_state + (f" ({row.job_detail})" if row.job_detail else "")
-        updated = f"{format_duration(row.age_s)} ago" if row.age_s is not None else ""
-        # Texts from files and kubectl may hold brackets that rich would take for markup.
-        table.add_row(
-            escape(row.name), "" if row.replica is None else str(row.replica),
-            "" if row.window is None else window_tag(row.window),
-            f"[{style}]{row.state}[/]" if style else row.state, escape(kube), escape(row.phase),
-            steps, done, f"{row.ns_per_day:.1f}" if row.ns_per_day is not None else "",
-            "done" if row.state == "finished" else format_duration(row.eta_s),
-            f"[bold red]{updated}[/]" if row.state == "stalled" else updated,
-            "" if row.restarts is None else str(row.restarts),
-            "" if row.pods is None else str(row.pods), escape(row.gpu), escape(row.note))
+        table.add_row(*(cell(row) for _header, _justify, cell, _tables in columns))
     console.print(table)
     console.print(escape(totals.line()))
     for note in notes:
@@ -573,7 +615,7 @@ def _console():
 
 
 def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: bool = True,
-                source: str | None = None) -> int:
+                source: str | None = None, local_command: str | None = None) -> int:
     """Print the status of ``jobs`` and return an exit status.
 
     Parameters
@@ -592,6 +634,12 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
         When omitted, ``$PROTBENCH_STATUS_SOURCE``, else ``"local"``: so
         ``PROTBENCH_STATUS_SOURCE=bucket ./run-umbrella-windows.py --status``
         follows a cluster campaign without copying anything down.
+    local_command : str, optional
+        A ``--local`` campaign's (``--demo`` included): the command that runs
+        it. Its results are read from ``config.local_result_dir``, the cluster
+        is never asked (kubectl is not run at all), the table leaves out the
+        cluster's columns, and a campaign with no results yet is one line
+        saying so and naming this command.
 
     Returns
     -------
@@ -601,10 +649,14 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
         opened (no such bucket, refused keys, unreachable endpoint).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     console = _console()
     errors = Console(stderr=True, soft_wrap=True)
-    if source is None:
+    local = local_command is not None
+    if local:
+        source = "local"
+    elif source is None:
         source = os.environ.get(SOURCE_ENV, "").strip() or "local"
     if source not in ("local", "bucket"):
         errors.print(f"[red]error:[/] status source {source!r} is unknown; use 'local' or 'bucket' "
@@ -630,7 +682,19 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
         reader = LocalStore(config.local_result_dir)
     campaign = config.campaign
     notes = []
-    if use_kubectl:
+    empty = source == "local" and not reader.list(campaign.root)
+    if empty and local:
+        # Nothing to tabulate: a row of "missing" per Job would hide the one thing to do.
+        console.print(escape(f"no results yet under {reader.describe(campaign.root)}: run {local_command} first"),
+                      soft_wrap=True)
+        return EXIT_OK
+    if empty:
+        notes.append(f"no results under {reader.describe(campaign.root)} yet: follow a cluster campaign from "
+                     f"the bucket with --status-source bucket (or copy its results down with rclone), and "
+                     f"a --local one with --local --status")
+    if local:
+        cluster = ClusterView(None)
+    elif use_kubectl:
         cluster = query_cluster(campaign_selector(config))
     else:
         cluster = ClusterView(None, "cluster not asked (kubectl disabled): showing results only")
@@ -638,14 +702,19 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
         notes.append(cluster.note)
     progress = read_all_progress(reader, campaign, jobs)
     rows = gather_status(jobs, campaign, progress, cluster, time.time(), bucket=source == "bucket",
-                         launched=launched_jobs(jobs, config))
-    rows = with_usage(rows, read_all_run_records(reader, campaign, jobs))
+                         launched=None if local else launched_jobs(jobs, config))
+    if not local:  # run records are written by the pods' run-job.sh, which --local does not run
+        rows = with_usage(rows, read_all_run_records(reader, campaign, jobs))
     totals = campaign_totals(rows)
     stalled = [r for r in rows if r.state == "stalled"]
     if stalled:
-        notes.append(f"{len(stalled)} stalled windows (no progress for longer than "
-                     f"{format_duration(min(r.stall_after_s for r in stalled))}): look at their "
-                     f"pods with kubectl logs --previous, or relaunch them with WINDOWS")
+        since = format_duration(min(r.stall_after_s for r in stalled))
+        if local:
+            notes.append(f"{len(stalled)} stalled Jobs (no progress for longer than {since}): is --local still "
+                         f"running them? {local_command} resumes them from their checkpoints")
+        else:
+            notes.append(f"{len(stalled)} stalled windows (no progress for longer than {since}): look at their "
+                         f"pods with kubectl logs --previous, or relaunch them with WINDOWS")
     notes += trouble_notes(rows)
     wasteful = [r for r in rows if r.usage_flags]
     if wasteful:
@@ -653,5 +722,5 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
                      f"{usage.MIN_GPU_UTILIZATION_PERCENT:.0f}%, memory at least "
                      f"{100 * usage.MIN_MEMORY_FRACTION:.0f}% of the request): size the requests from a "
                      f"pilot window (README, 'Sizing the requests')")
-    render_status(rows, totals, f"{campaign.name}: {reader.location}", notes, console)
+    render_status(rows, totals, f"{campaign.name}: {reader.location}", notes, console, local=local)
     return EXIT_OK
