@@ -591,7 +591,7 @@ def trouble_notes(rows: list[WindowStatus]) -> list[str]:
                         ("lost", ("Jobs launched but gone from the cluster with unfinished results; "
                                   "replace them with the --relaunch command in each row")),
                         ("failed", ("Failed Jobs; each row says which rule or exit status failed it "
-                                    "(README: exit statuses); fix the cause, then --relaunch"))):
+                                    "(docs/failures.md); fix the cause, then --relaunch"))):
         count = sum(row.state == state and not _complete_but_not_done(row) for row in rows)
         if count:
             notes.append(f"{count} {what}")
@@ -721,6 +721,6 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
         notes.append(f"{len(wasteful)} windows break NRP's usage rule (GPU utilisation above "
                      f"{usage.MIN_GPU_UTILIZATION_PERCENT:.0f}%, memory at least "
                      f"{100 * usage.MIN_MEMORY_FRACTION:.0f}% of the request): size the requests from a "
-                     f"pilot window (README, 'Sizing the requests')")
+                     f"pilot window (docs/following.md, 'Sizing the requests')")
     render_status(rows, totals, f"{campaign.name}: {reader.location}", notes, console, local=local)
     return EXIT_OK
