@@ -77,6 +77,11 @@ class ParametrizedSystem:
     def periodic(self) -> bool:
         return bool(self.system.usesPeriodicBoundaryConditions())
 
+    @property
+    def box_vectors_nm(self) -> np.ndarray | None:
+        """The periodic box (rows a, b, c) in nm; ``None`` when the System is not periodic."""
+        return _box_nm(self.system) if self.periodic else None
+
 
 @dataclass
 class UmbrellaSystem:
@@ -153,7 +158,8 @@ def add_native_contact_bias(parametrized: ParametrizedSystem,
     from .science import KJ_PER_KCAL, UMBRELLA_K_KCAL_PER_MOL
 
     if contacts is None:
-        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
+        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm,
+                                        box_vectors_nm=parametrized.box_vectors_nm)
     cv = fraction_native_contacts_force(contacts, periodic=parametrized.periodic)
     add_umbrella_bias(parametrized.system, cv, k_kj_per_mol=UMBRELLA_K_KCAL_PER_MOL * KJ_PER_KCAL)
     return UmbrellaSystem(parametrized.topology, parametrized.system,
@@ -183,11 +189,25 @@ def minimize(parametrized: ParametrizedSystem, platform=None, properties: dict |
                               np.array(positions.value_in_unit(unit.nanometer)))
 
 
-def collective_variable(system, positions_nm, platform=None) -> float:
-    """Value of the umbrella force's collective variable (Q) for ``positions_nm``."""
+def collective_variable(system, positions_nm, platform=None, box_vectors_nm=None) -> float:
+    """Value of the umbrella force's collective variable (Q) for ``positions_nm``.
+
+    ``box_vectors_nm`` (rows a, b, c) replaces the System's default box of a
+    periodic System, e.g. with the box of a frame of an NPT run.
+    """
+    import openmm.unit as unit
+
     _index, force = find_umbrella_force(system)
     context = _context(system, positions_nm, platform)
+    if box_vectors_nm is not None and system.usesPeriodicBoundaryConditions():
+        context.setPeriodicBoxVectors(*(np.asarray(v, float) * unit.nanometer for v in box_vectors_nm))
     return float(force.getCollectiveVariableValues(context)[0])
+
+
+def _box_nm(system) -> np.ndarray:
+    import openmm.unit as unit
+
+    return np.array([v.value_in_unit(unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
 
 
 def _context(system, positions_nm, platform, properties=None):
@@ -397,7 +417,8 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
     if target == LOCAL_TARGET:
         parametrized = parametrize_local_villin(ff, initial_pdb)
         # Upstream takes the native contacts from the experimental coordinates, not the minimum.
-        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
+        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm,
+                                        box_vectors_nm=parametrized.box_vectors_nm)
         parametrized = minimize(parametrized, platform, properties)
         builder = "openmm"
     else:
