@@ -86,12 +86,21 @@ class TargetConditions:
 
 
 #: Targets known without proteinbenchmark. ``villin`` is the bundled local
-#: target (OpenMM's ``test.pdb``, vacuum); ``gb3`` carries the thermodynamic
+#: target (OpenMM's ``test.pdb``; vacuum or implicit solvent here, and see
+#: :data:`LOCAL_FORCE_FIELD_CONDITIONS` for its water box); ``gb3`` carries the thermodynamic
 #: state of proteinbenchmark's catalog so the seed's default target works in
 #: a pod even before proteinbenchmark is importable.
 LOCAL_TARGETS = {
     "villin": TargetConditions("villin", 300.0, 0.0),
     "gb3": TargetConditions("gb3", 298.0, 1.0),
+}
+
+
+#: Conditions of a local target with one of its force fields, where they differ from
+#: :data:`LOCAL_TARGETS`: villin in TIP3P water (periodic, PME) runs at 1 atm, with the
+#: barostat of the stage settings.
+LOCAL_FORCE_FIELD_CONDITIONS = {
+    ("villin", "amber14-tip3p"): TargetConditions("villin", 300.0, 1.0),
 }
 
 
@@ -129,14 +138,19 @@ def _proteinbenchmark_catalog():
     return benchmark_targets
 
 
-def target_conditions(target: str) -> TargetConditions:
+def target_conditions(target: str, ff: str | None = None) -> TargetConditions:
     """Look a target up in proteinbenchmark's catalog when importable, else locally.
+
+    A local target with a force field of :data:`LOCAL_FORCE_FIELD_CONDITIONS`
+    (built here, never by proteinbenchmark) takes the conditions given there.
 
     Raises
     ------
     UnknownTargetError
         When neither catalog knows ``target``.
     """
+    if (target, ff) in LOCAL_FORCE_FIELD_CONDITIONS:
+        return LOCAL_FORCE_FIELD_CONDITIONS[(target, ff)]
     catalog = _proteinbenchmark_catalog()
     if catalog is not None and target in catalog:
         entry = catalog[target]

@@ -19,6 +19,7 @@ presence means setup is finished.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +39,28 @@ from .layout import Campaign
 from .products import LocalSizes, missing_setup
 
 LOCAL_TARGET = "villin"
+
+
+@dataclass(frozen=True)
+class LocalForceField:
+    """OpenMM force field files of a local force field, and whether it has explicit water."""
+
+    files: tuple[str, ...]
+    explicit_water: bool = False
+
+
 LOCAL_FORCE_FIELDS = {
-    # name -> (force field files, implicit solvent?)
-    "amber14-vacuum": (("amber14-all.xml",), False),
-    "amber14-obc2": (("amber14-all.xml", "implicit/obc2.xml"), True),
+    "amber14-vacuum": LocalForceField(("amber14-all.xml",)),
+    "amber14-obc2": LocalForceField(("amber14-all.xml", "implicit/obc2.xml")),
+    # test.pdb's own 2761 TIP3P waters in its periodic box, PME: production's physics.
+    "amber14-tip3p": LocalForceField(("amber14-all.xml", "amber14/tip3p.xml"), explicit_water=True),
 }
 HYDROGEN_MASS_AMU = 3.0  # repartitioned (upstream proteinbenchmark's choice) so 4 fs steps are stable
 NONBONDED_CUTOFF_NM = 1.0
+#: Explicit water: PME, Lennard-Jones cut at 0.9 nm and switched off from 0.8 nm.
+PME_CUTOFF_NM = 0.9
+PME_SWITCH_NM = 0.8
+WATER_MODEL = "tip3p"
 MINIMIZE_TOLERANCE_KJ_PER_MOL_NM = 10.0
 _IONS = ("NA", "CL", "K")
 
@@ -97,9 +113,15 @@ class UmbrellaSystem:
         return collective_variable(self.system, self.positions_nm, platform)
 
 
-def parametrize_local_villin(ff: str = "amber14-vacuum",
-                             pdb_path: Path | str | None = None) -> ParametrizedSystem:
-    """Villin in vacuum or implicit solvent: amber14, HMR, HBond constraints, 1 nm cutoff.
+def parametrize_local_villin(ff: str = "amber14-vacuum", pdb_path: Path | str | None = None,
+                             padding_nm: float | None = None) -> ParametrizedSystem:
+    """Villin with amber14, HMR (3 amu) and HBond constraints, in vacuum, OBC2 or TIP3P water.
+
+    Vacuum and implicit solvent: water and ions are removed, 1 nm cutoff, no
+    box. ``amber14-tip3p``: the water of the structure is kept in its periodic
+    box (or replaced, see ``padding_nm``), rigid, PME with a 0.9 nm cutoff
+    switched from 0.8 nm. The barostat is not part of the System: each stage
+    adds its own (:func:`protbench_nrp.engine.set_barostat`).
 
     Parameters
     ----------
@@ -107,7 +129,10 @@ def parametrize_local_villin(ff: str = "amber14-vacuum",
         A key of :data:`LOCAL_FORCE_FIELDS`.
     pdb_path : path, optional
         Structure to build from; OpenMM's bundled ``test.pdb`` by default.
-        Water and ions are removed.
+    padding_nm : float, optional
+        Explicit water only: remove the structure's water and ions and
+        solvate afresh, with at least this much water between the protein
+        and the box edge, neutralized with Na+/Cl-.
     """
     import openmm.app as app
     import openmm.unit as unit
@@ -122,21 +147,26 @@ def parametrize_local_villin(ff: str = "amber14-vacuum",
             f"the initial structure {pdb_path} does not exist; point PROTBENCH_INITIAL_PDB at "
             f"a PDB file, or unset it to use OpenMM's bundled test.pdb"
         )
-    files, _implicit = LOCAL_FORCE_FIELDS[ff]
+    local = LOCAL_FORCE_FIELDS[ff]
+    check_solvent_padding(LOCAL_TARGET, ff, padding_nm)
     pdb_path = Path(pdb_path or bundled_villin_pdb())
     try:
         pdb = app.PDBFile(str(pdb_path))
+        forcefield = app.ForceField(*local.files)
         modeller = app.Modeller(pdb.topology, pdb.positions)
-        modeller.deleteWater()
-        modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in _IONS])
-        modeller.topology.setPeriodicBoxVectors(None)
-        system = app.ForceField(*files).createSystem(
-            modeller.topology,
-            nonbondedMethod=app.CutoffNonPeriodic,
-            nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer,
-            constraints=app.HBonds,
-            hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
-        )
+        if local.explicit_water:
+            system = _solvated_system(modeller, forcefield, pdb_path, padding_nm)
+        else:
+            modeller.deleteWater()
+            modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in _IONS])
+            modeller.topology.setPeriodicBoxVectors(None)
+            system = forcefield.createSystem(
+                modeller.topology,
+                nonbondedMethod=app.CutoffNonPeriodic,
+                nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer,
+                constraints=app.HBonds,
+                hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
+            )
     except (ValueError, KeyError, IndexError) as error:
         raise SetupError(
             f"{pdb_path} cannot be parametrized with {ff}: {error}. Give a complete, protonated "
@@ -144,6 +174,55 @@ def parametrize_local_villin(ff: str = "amber14-vacuum",
         ) from error
     positions = np.array(modeller.positions.value_in_unit(unit.nanometer))
     return ParametrizedSystem(modeller.topology, system, positions)
+
+
+def check_solvent_padding(target: str, ff: str, padding_nm: float | None) -> None:
+    """Raise :class:`SetupError` unless ``padding_nm`` is unset or usable for ``target`` and ``ff``.
+
+    Needs no OpenMM: the launcher checks a setup Job's settings with it.
+    """
+    if padding_nm is None:
+        return
+    if target != LOCAL_TARGET:
+        raise SetupError(f"PROTBENCH_SOLVENT_PADDING applies to the local target {LOCAL_TARGET!r} "
+                         f"only; {target!r} is solvated by proteinbenchmark: unset it")
+    local = LOCAL_FORCE_FIELDS.get(ff)
+    if local is not None and not local.explicit_water:
+        explicit = ", ".join(k for k, v in LOCAL_FORCE_FIELDS.items() if v.explicit_water)
+        raise SetupError(f"a solvent padding ({padding_nm} nm) needs a force field with explicit "
+                         f"water, not {ff!r}; unset PROTBENCH_SOLVENT_PADDING or set PROTBENCH_FF "
+                         f"to {explicit}")
+    if not (math.isfinite(padding_nm) and padding_nm > 0):
+        raise SetupError(f"solvent padding {padding_nm} nm must be a positive number; set "
+                         f"PROTBENCH_SOLVENT_PADDING")
+
+
+def _solvated_system(modeller, forcefield, pdb_path: Path, padding_nm: float | None):
+    """The PME System of ``modeller``'s water box (re-solvated first when ``padding_nm`` is set)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    if padding_nm is not None:
+        modeller.deleteWater()
+        modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in _IONS])
+        modeller.addSolvent(forcefield, model=WATER_MODEL, padding=padding_nm * unit.nanometer,
+                            neutralize=True)
+    elif modeller.topology.getPeriodicBoxVectors() is None:
+        raise SetupError(f"{pdb_path} has no periodic box (CRYST1 record) for its water; give a "
+                         f"solvated structure with its box, or set PROTBENCH_SOLVENT_PADDING to "
+                         f"solvate it afresh")
+    elif not any(r.name.upper() in ("HOH", "WAT") for r in modeller.topology.residues()):
+        raise SetupError(f"{pdb_path} holds no water; give a solvated structure, or set "
+                         f"PROTBENCH_SOLVENT_PADDING to solvate it")
+    return forcefield.createSystem(
+        modeller.topology,
+        nonbondedMethod=app.PME,
+        nonbondedCutoff=PME_CUTOFF_NM * unit.nanometer,
+        switchDistance=PME_SWITCH_NM * unit.nanometer,
+        constraints=app.HBonds,
+        rigidWater=True,
+        hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
+    )
 
 
 def add_native_contact_bias(parametrized: ParametrizedSystem,
@@ -394,7 +473,7 @@ class SetupReport:
 
 
 def set_up(root: Path | str, target: str, ff: str, platform=None, properties: dict | None = None,
-           initial_pdb: Path | str | None = None) -> SetupReport:
+           initial_pdb: Path | str | None = None, padding_nm: float | None = None) -> SetupReport:
     """Build, minimize and write the umbrella System of ``target`` with ``ff`` under ``root``.
 
     Idempotent: a finished setup is left untouched. ``villin`` is built from
@@ -415,14 +494,15 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
         done = files.load()
         return SetupReport(True, len(done.contacts), done.native_fraction(platform), "existing")
     if target == LOCAL_TARGET:
-        parametrized = parametrize_local_villin(ff, initial_pdb)
+        parametrized = parametrize_local_villin(ff, initial_pdb, padding_nm)
         # Upstream takes the native contacts from the experimental coordinates, not the minimum.
         contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm,
                                         box_vectors_nm=parametrized.box_vectors_nm)
         parametrized = minimize(parametrized, platform, properties)
         builder = "openmm"
     else:
-        target_conditions(target)  # unknown targets fail here, naming the known ones
+        target_conditions(target, ff)  # unknown targets fail here, naming the known ones
+        check_solvent_padding(target, ff, padding_nm)
         pb_builder = ProteinbenchmarkBuilder(target, ff)
         parametrized = pb_builder.build(Path(root))
         contacts = pb_builder.native_contacts(parametrized)
