@@ -31,7 +31,8 @@ def main(output_directory, target, ff, platform, precision, initial_pdb, padding
         report = set_up(output_directory, target, ff, platform=openmm_platform,
                         properties=properties, initial_pdb=initial_pdb,
                         padding_nm=padding_nm)
-    except (SetupError, EngineError, science.UnknownTargetError, ValueError) as error:
+    except (SetupError, EngineError, science.UnknownTargetError,
+            science.ProteinbenchmarkImportError, ValueError) as error:
         click.echo(f"setup-umbrella-system: {error}", err=True)
         sys.exit(2)
     files = SetupFiles(output_directory, campaign)

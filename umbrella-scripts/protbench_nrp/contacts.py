@@ -148,6 +148,28 @@ class NativeContacts:
         atom_j = np.array([index[who_j] for _, who_j in self.identities], dtype=int)
         return NativeContacts(atom_i, atom_j, self.r0_nm, self.identities)
 
+    def mapped(self, mapping, topology) -> "NativeContacts":
+        """The same contacts on ``topology``'s atoms, ``mapping[old index] -> new index``.
+
+        The identities written with them become those of ``topology``, the
+        structure the System describes.
+
+        Raises
+        ------
+        ValueError
+            When an atom of a contact has no image in ``mapping``.
+        """
+        lost = sorted({int(i) for i in (*self.atom_i, *self.atom_j) if int(i) not in mapping})
+        if lost:
+            raise ValueError(f"{len(lost)} native-contact atom(s) have no counterpart in the "
+                             f"System's topology, e.g. atom {lost[0]}")
+        atom_i = np.array([mapping[int(i)] for i in self.atom_i], dtype=int)
+        atom_j = np.array([mapping[int(j)] for j in self.atom_j], dtype=int)
+        atoms = list(topology.atoms())
+        identities = tuple((AtomIdentity.of(atoms[i]), AtomIdentity.of(atoms[j]))
+                           for i, j in zip(atom_i, atom_j))
+        return NativeContacts(atom_i, atom_j, self.r0_nm, identities)
+
     def fraction(self, positions_nm: np.ndarray, box_vectors_nm=None) -> float:
         """Q of one set of positions (nm).
 
@@ -229,6 +251,42 @@ def find_native_contacts(topology, positions_nm, cutoff_nm: float = CONTACT_CUTO
 
 
 _NOT_PROTEIN = {"HOH", "WAT", "SOL", "NA", "CL", "K", "NA+", "CL-", "K+"}  # upper-cased names
+
+
+def match_protein_atoms(source, target, source_name: str = "the native structure",
+                        target_name: str = "the System's structure") -> dict[int, int]:
+    """Map each protein atom of topology ``source`` to its atom in topology ``target``, by structure.
+
+    The n-th protein residue of one is the n-th of the other, and within a
+    residue atoms match by name. Residue numbers and chain ids are not used:
+    a structure rewritten with new numbering (proteinbenchmark's minimized
+    PDB, written with ``keepIds=False``) still matches its source. Water and
+    ions are left out.
+
+    Raises
+    ------
+    ValueError
+        Naming the first residue or atom that differs, with ``source_name``
+        and ``target_name``.
+    """
+    def protein(topology):
+        return [r for r in topology.residues() if r.name.upper() not in _NOT_PROTEIN]
+
+    mine, theirs = protein(source), protein(target)
+    if len(mine) != len(theirs):
+        raise ValueError(f"{source_name} has {len(mine)} protein residues but {target_name} has "
+                         f"{len(theirs)}: they are not the same protein")
+    mapping = {}
+    for n, (a, b) in enumerate(zip(mine, theirs), start=1):
+        names = {atom.name: atom.index for atom in b.atoms()}
+        missing = [atom.name for atom in a.atoms() if atom.name not in names]
+        if a.name != b.name or missing:
+            why = (f"{a.name} {a.id} vs {b.name} {b.id}" if a.name != b.name
+                   else f"{b.name} {b.id} lacks atom(s) {', '.join(missing)} of {a.name} {a.id}")
+            raise ValueError(f"protein residue {n} differs between {source_name} and "
+                             f"{target_name} ({why}): they are not the same protein")
+        mapping.update({atom.index: names[atom.name] for atom in a.atoms()})
+    return mapping
 
 
 def fraction_native_contacts_force(contacts: NativeContacts, periodic: bool):

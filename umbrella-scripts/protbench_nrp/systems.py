@@ -1,9 +1,10 @@
 """Building the umbrella System of a target: the setup stage of a campaign.
 
 The bundled local target ``villin`` (the villin headpiece of OpenMM's own
-``openmm/app/data/test.pdb``, water and ions removed, amber14 in vacuum or
-OBC2 implicit solvent) is built from OpenMM alone, so the whole campaign runs
-on a laptop and in the tests. proteinbenchmark targets are built by
+``openmm/app/data/test.pdb``: amber14 in vacuum or OBC2 implicit solvent with
+its water removed, or ``amber14-tip3p`` in its own box of TIP3P water with
+PME) is built from OpenMM alone, so the whole campaign runs on a laptop and in
+the tests. proteinbenchmark targets are built by
 proteinbenchmark, which exists only in the cluster image (see
 :class:`ProteinbenchmarkBuilder`).
 
@@ -32,6 +33,7 @@ from .contacts import (
     find_native_contacts,
     find_umbrella_force,
     fraction_native_contacts_force,
+    match_protein_atoms,
 )
 from .errors import ProtbenchError
 from .files import atomic_write
@@ -304,15 +306,32 @@ class ProteinbenchmarkBuilder:
     """Build a proteinbenchmark target with proteinbenchmark's own setup.
 
     proteinbenchmark (and the OpenFF stack behind it) exists only in the
-    cluster image, so this path is not exercised by the tests here; it is
-    written against proteinbenchmark's public API: ``benchmark_targets``,
-    ``force_fields`` and ``ProteinBenchmarkSystem(...).setup()``, which builds
-    coordinates, solvates, parametrizes and minimizes, resuming from whatever
-    intermediate files it finds. It writes into the same ``S/setup/``
-    directory as the rest of the setup stage (its ``S-minimized.pdb`` is the
-    layout's minimized structure), so a restarted pod resumes it from the
-    bucket.
+    cluster image. The builder uses its public API and file contract, as
+    upstream's ``proteinbenchmark/protein_system.py`` defines them (and as the
+    test-only stand-in ``tests/fake_proteinbenchmark`` follows, which builds
+    real files with OpenMM): ``benchmark_targets``, ``force_fields`` (keys
+    ``force_field_file``, ``water_model``, optional ``water_model_file``),
+    ``ProteinBenchmarkSystem(result_directory, target_name, target_parameters,
+    force_field_name, water_model_name, force_field_file, water_model_file)``,
+    whose ``setup()`` writes ``{T}-{FF}/setup/{T}-{FF}-protonated.pdb``,
+    ``-solvated.pdb``, ``-openmm-system.xml`` and ``-minimized.pdb``
+    (resuming from whatever of them it finds), and the attributes
+    ``protonated_pdb``, ``parametrized_system`` and ``minimized_coords``
+    naming three of them. It writes into the same ``S/setup/`` directory as
+    the rest of the setup stage (its ``S-minimized.pdb`` is the layout's
+    minimized structure), so a restarted pod resumes it from the bucket.
+
+    Upstream writes the minimized PDB with OpenMM's default ``keepIds=False``,
+    which renumbers residues from 1, while the protonated PDB keeps the input's
+    numbering; native contacts found on the protonated structure are therefore
+    carried onto the System by structure (:func:`~protbench_nrp.contacts.match_protein_atoms`),
+    never by residue number.
     """
+
+    #: Attributes of ``ProteinBenchmarkSystem`` naming its outputs. Upstream's
+    #: protein_system.py called the last two ``openmm_system`` and ``minimized_pdb``
+    #: up to its commit 5cb62e1 (2023-09-29); releases that old are not supported.
+    OUTPUT_ATTRIBUTES = ("protonated_pdb", "parametrized_system", "minimized_coords")
 
     def __init__(self, target: str, ff: str):
         self.target = target
@@ -321,16 +340,16 @@ class ProteinbenchmarkBuilder:
 
     @staticmethod
     def module():
-        """The ``proteinbenchmark`` module, or ``None`` where it is not importable."""
-        try:
-            import proteinbenchmark
-        except Exception:  # absent outside the image; any failure means "not here"
-            return None
-        return proteinbenchmark
+        """The ``proteinbenchmark`` module, or ``None`` where it is not installed.
 
-    def knows_target(self) -> bool:
-        module = self.module()
-        return module is not None and self.target in module.benchmark_targets
+        Raises
+        ------
+        science.ProteinbenchmarkImportError
+            When it is installed but its import fails.
+        """
+        from .science import import_proteinbenchmark
+
+        return import_proteinbenchmark()
 
     def build(self, results_root: Path) -> ParametrizedSystem:
         """Run proteinbenchmark's setup under ``results_root`` and load what it left."""
@@ -341,7 +360,7 @@ class ProteinbenchmarkBuilder:
         pb = self.module()
         if pb is None:
             raise SetupError(
-                f"target {self.target!r} is built by proteinbenchmark, which is not importable "
+                f"target {self.target!r} is built by proteinbenchmark, which is not installed "
                 f"here; run the setup Job in the cluster image, or use the local target "
                 f"{LOCAL_TARGET!r} with one of {', '.join(LOCAL_FORCE_FIELDS)}"
             )
@@ -361,31 +380,59 @@ class ProteinbenchmarkBuilder:
             water_model_file=ff_entry.get("water_model_file"),
         )
         benchmark.setup()
+        protonated, system_xml, minimized = (self._output(benchmark, name)
+                                             for name in self.OUTPUT_ATTRIBUTES)
         # Protonated but neither solvated nor minimized: the experimental heavy-atom coordinates.
-        protonated = getattr(benchmark, "protonated_pdb", None)
-        self._native_pdb = Path(protonated) if protonated and Path(protonated).is_file() else None
-        # The attribute names changed between proteinbenchmark releases.
-        system_xml = getattr(benchmark, "parametrized_system", None) or benchmark.openmm_system
-        minimized = getattr(benchmark, "minimized_coords", None) or benchmark.minimized_pdb
-        system = openmm.XmlSerializer.deserialize(Path(system_xml).read_text())
+        self._native_pdb = protonated
+        system = openmm.XmlSerializer.deserialize(system_xml.read_text())
         pdb = app.PDBFile(str(minimized))
+        if pdb.topology.getNumAtoms() != system.getNumParticles():
+            raise SetupError(f"proteinbenchmark's {minimized} has {pdb.topology.getNumAtoms()} "
+                             f"atoms but its {system_xml} {system.getNumParticles()} particles; "
+                             f"remove {minimized.parent} and run setup again")
         positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         return ParametrizedSystem(pdb.topology, system, positions)
 
-    def native_contacts(self, built: ParametrizedSystem) -> NativeContacts | None:
-        """Contacts of the structure before solvation and minimization, on ``built``'s atoms.
+    def _output(self, benchmark, name: str) -> Path:
+        """The file that ``benchmark.<name>`` names, checked to exist after ``setup()``."""
+        value = getattr(benchmark, name, None)
+        if value is None:
+            raise SetupError(
+                f"proteinbenchmark's ProteinBenchmarkSystem has no attribute {name!r}; this "
+                f"setup reads {', '.join(self.OUTPUT_ATTRIBUTES)}, as upstream names them since "
+                f"2023-10 (commit c7cd8b2): set PROTBENCH_PROTEINBENCHMARK_REF to a newer commit")
+        path = Path(value)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise SetupError(f"proteinbenchmark's setup() left no {path} ({name}); remove "
+                             f"{path.parent} and run setup again")
+        return path
 
-        ``None`` when :meth:`build` found no such structure (the caller then
-        takes them from ``built``'s own, minimized, structure).
+    def native_contacts(self, built: ParametrizedSystem) -> NativeContacts:
+        """Contacts of the protonated structure (before solvation and minimization) on ``built``'s atoms.
+
+        Matched by structure: the n-th protein residue of the protonated PDB
+        is the n-th of the System, its atoms matched by name.
+
+        Raises
+        ------
+        SetupError
+            When the two structures are not the same protein.
         """
         import openmm.app as app
         import openmm.unit as unit
 
         if self._native_pdb is None:
-            return None
+            raise RuntimeError("call build() before native_contacts()")
         pdb = app.PDBFile(str(self._native_pdb))
         positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        return find_native_contacts(pdb.topology, positions).on(built.topology)
+        contacts = find_native_contacts(pdb.topology, positions)
+        try:
+            mapping = match_protein_atoms(pdb.topology, built.topology,
+                                          f"proteinbenchmark's {self._native_pdb.name}",
+                                          "its minimized structure")
+            return contacts.mapped(mapping, built.topology)
+        except ValueError as error:
+            raise SetupError(f"{error}; remove {self._native_pdb.parent} and run setup again") from None
 
 
 class SetupFiles:
@@ -483,6 +530,8 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
     ------
     science.UnknownTargetError
         For a target neither catalog knows.
+    science.ProteinbenchmarkImportError
+        When proteinbenchmark is installed but cannot be imported.
     SetupError
         For a target or force field that cannot be built here.
     """
@@ -493,6 +542,9 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
     if files.is_complete():
         done = files.load()
         return SetupReport(True, len(done.contacts), done.native_fraction(platform), "existing")
+    # Before anything is built: an unknown target, or a proteinbenchmark that is installed but
+    # broken, is refused here for the local target too, as the later stages would refuse it.
+    target_conditions(target, ff)
     if target == LOCAL_TARGET:
         parametrized = parametrize_local_villin(ff, initial_pdb, padding_nm)
         # Upstream takes the native contacts from the experimental coordinates, not the minimum.
@@ -501,7 +553,6 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
         parametrized = minimize(parametrized, platform, properties)
         builder = "openmm"
     else:
-        target_conditions(target, ff)  # unknown targets fail here, naming the known ones
         check_solvent_padding(target, ff, padding_nm)
         pb_builder = ProteinbenchmarkBuilder(target, ff)
         parametrized = pb_builder.build(Path(root))

@@ -483,6 +483,8 @@ def value_problems(env: Mapping[str, str], stages: tuple[str, ...]) -> list[str]
 def _placeholder_conditions(values: dict) -> dict:
     try:
         science.target_conditions(values["target"], values.get("ff"))
+    except science.ProteinbenchmarkImportError:
+        pass  # no placeholders: the stage's own check reports the failed import
     except science.UnknownTargetError:
         values = {"temperature_kelvin": 300.0, "pressure_atm": 1.0,
                   **{k: v for k, v in values.items() if v is not None}}
