@@ -227,9 +227,8 @@ def find_native_contacts(topology, positions_nm, cutoff_nm: float = CONTACT_CUTO
     from openmm.app import element
 
     positions_nm = np.asarray(positions_nm, dtype=float)
-    atoms = [a for a in topology.atoms()
-             if a.element is not None and a.element != element.hydrogen
-             and a.residue.name.upper() not in _NOT_PROTEIN]
+    atoms = [a for a in _protein_atoms(topology)
+             if a.element is not None and a.element != element.hydrogen]
     index = np.array([a.index for a in atoms], dtype=int)
     residue = np.array([a.residue.index for a in atoms], dtype=int)
     xyz = positions_nm[index]
@@ -251,6 +250,15 @@ def find_native_contacts(topology, positions_nm, cutoff_nm: float = CONTACT_CUTO
 
 
 _NOT_PROTEIN = {"HOH", "WAT", "SOL", "NA", "CL", "K", "NA+", "CL-", "K+"}  # upper-cased names
+
+
+def _protein_atoms(topology) -> list:
+    return [a for a in topology.atoms() if a.residue.name.upper() not in _NOT_PROTEIN]
+
+
+def protein_atom_indices(topology) -> list[int]:
+    """Indices of the atoms of ``topology`` that are not water or ions: the protein."""
+    return [a.index for a in _protein_atoms(topology)]
 
 
 def match_protein_atoms(source, target, source_name: str = "the native structure",
