@@ -107,6 +107,7 @@ def test_a_few_steps_at_4_fs_stay_finite_and_the_barostat_moves_the_box(solvated
 
     system = copy.deepcopy(solvated_villin.system)
     set_barostat(system, 300.0, 1.0, frequency=2)
+    _forces(system, openmm.MonteCarloBarostat)[0].setRandomNumberSeed(2024)
     integrator = langevin_integrator(300.0, 4.0)
     integrator.setRandomNumberSeed(2024)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
