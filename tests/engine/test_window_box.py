@@ -102,3 +102,37 @@ def test_a_periodic_window_structure_without_a_box_is_refused(inputs):
                             if not line.startswith("CRYST1")))
     with pytest.raises(WindowInputError, match=f"{path} has no periodic box .*run-steered-md.py"):
         _window(inputs.root).read_inputs()
+
+
+def test_a_short_solvated_window_runs_through_with_its_barostat_and_imaged_frames(inputs, solvated_villin):
+    """The window's whole path on the production physics: 8 steps of equilibration, 8 of production."""
+    import mdtraj
+
+    from protbench_nrp.contacts import protein_atom_indices
+    from protbench_nrp.engine import read_production_frames, state_xml_step
+
+    frame_box = _write_pull_frame(inputs, solvated_villin)
+    settings = WindowSettings.resolve(
+        "villin", SOLVATED_FF, 1, 0, n_windows=2, platform="CPU", precision="mixed",
+        equil_length_ns=8e-6, equil_timestep_fs=1.0, equil_frame_ps=0.004, equil_barostat_frequency=2,
+        production_length_ns=3.2e-5, timestep_fs=4.0, frame_ps=0.016, checkpoint_ps=0.016,
+        save_state_ps=0.032, barostat_frequency=2)
+    lines = []
+    window = UmbrellaWindow(inputs.root, settings, log=lines.append)
+    assert window.run() == 0, lines
+    files = window.files
+    assert state_xml_step(inputs.root / files.portable_checkpoint) == 8
+    frames = read_production_frames(inputs.root, files)
+    assert frames.steps.tolist() == [4, 8] and np.all(np.isfinite(frames.positions_nm))
+    protein = protein_atom_indices(solvated_villin.topology)
+    for xyz, lengths in zip(frames.positions_nm, frames.box_lengths_nm):
+        np.testing.assert_allclose(xyz[protein].mean(axis=0), lengths / 2, atol=2e-3)
+    bonds = np.array([(a.index, b.index) for a, b in solvated_villin.topology.bonds() if a.index in set(protein)])
+    trajectory = mdtraj.load_dcd(str(inputs.root / files.production_segment(0)),
+                                 top=mdtraj.Topology.from_openmm(solvated_villin.topology))
+    assert mdtraj.compute_distances(trajectory, bonds, periodic=False).max() < 0.3
+    # it started in the pull frame's box, not test.pdb's
+    equilibration = mdtraj.load_dcd(str(inputs.root / files.equilibration("dcd")),
+                                    top=mdtraj.Topology.from_openmm(solvated_villin.topology))
+    np.testing.assert_allclose(equilibration.unitcell_lengths[0], np.diag(frame_box), rtol=0.01)
+    assert window.run() == 0 and "already finished" in lines[-1]
