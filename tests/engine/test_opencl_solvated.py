@@ -9,6 +9,7 @@ two steps a second here, so the stage is as short as the contract allows.
 from __future__ import annotations
 
 import copy
+import locale
 
 import numpy as np
 import openmm.unit as unit
@@ -48,6 +49,7 @@ def _bias(context):
 
 def test_a_solvated_stage_on_opencl_runs_finite_and_resumes_its_checkpoint_exactly(
         opencl, solvated_villin, tmp_path):
+    encoding = locale.getpreferredencoding(False)
     system = copy.deepcopy(solvated_villin.system)
     set_barostat(system, 300.0, 1.0, frequency=2)
     box = np.array([v.value_in_unit(unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
@@ -86,4 +88,5 @@ def test_a_solvated_stage_on_opencl_runs_finite_and_resumes_its_checkpoint_exact
     last = read_dcd(tmp_path / f"segment-{N_FRAMES - 1}.dcd")
     assert np.all(np.isfinite(last.positions_nm)) and not (tmp_path / f"segment-{N_FRAMES}.dcd").exists()
     assert second.context.getPlatform().getName() == "OpenCL"
+    assert locale.getpreferredencoding(False) == encoding  # pocl's compiler left the locale alone
     assert second.context.getPlatform().getPropertyValue(second.context, "Precision") == "mixed"
