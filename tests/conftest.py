@@ -79,6 +79,54 @@ def villin_results(villin_inputs, tmp_path) -> CampaignInputs:
     return villin_inputs.copy_to(tmp_path / "results")
 
 
+SOLVATED_FF = "amber14-tip3p"
+
+
+@pytest.fixture(scope="session")
+def solvated_villin():
+    """Villin in test.pdb's 2761 TIP3P waters (8867 atoms, PME) with its Q bias, not minimized.
+
+    Built once per session (createSystem on 8867 atoms); a test that changes
+    the System works on a ``copy.deepcopy`` of it. test.pdb is an equilibrated
+    snapshot: a few 4 fs steps from it stay finite without minimization, which
+    costs minutes on the CPU platform.
+    """
+    from protbench_nrp.systems import add_native_contact_bias, parametrize_local_villin
+
+    return add_native_contact_bias(parametrize_local_villin(SOLVATED_FF))
+
+
+def write_solvated_inputs(root: Path, umbrella, n_windows: int = 3, replica: int = 1) -> CampaignInputs:
+    """The files a solvated window needs: setup, steered state and window PDBs with the box.
+
+    Every window starts from test.pdb's own structure and box; tests change
+    what they need.
+    """
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    campaign = Campaign("villin", SOLVATED_FF)
+    (root / campaign.setup_dir).mkdir(parents=True, exist_ok=True)
+    (root / campaign.system_xml).write_text(openmm.XmlSerializer.serialize(umbrella.system))
+    umbrella.contacts.write(root / campaign.contacts_file)
+    topology = umbrella.topology  # test.pdb's, with its CRYST1 box
+    positions = umbrella.positions_nm * unit.nanometer
+    with open(root / campaign.minimized_pdb, "w") as handle:
+        app.PDBFile.writeFile(topology, positions, handle, keepIds=True)
+    context = openmm.Context(umbrella.system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    state = context.getState(getPositions=True, getVelocities=True)
+    del context
+    (root / campaign.replica_dir(replica)).mkdir(parents=True, exist_ok=True)
+    (root / campaign.steered_state(replica)).write_text(openmm.XmlSerializer.serialize(state))
+    for window in range(n_windows):
+        with open(root / campaign.window_pdb(replica, window), "w") as handle:
+            app.PDBFile.writeFile(topology, positions, handle, keepIds=True)
+    return CampaignInputs(root, campaign, n_windows)
+
+
 def opencl_available() -> bool:
     import openmm
 

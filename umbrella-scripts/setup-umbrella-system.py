@@ -22,15 +22,17 @@ from protbench_nrp.systems import SetupError, SetupFiles, set_up  # noqa: E402
 @click.command(context_settings={"max_content_width": 100})
 @results_option("Results root (/results in a pod); outputs go to {T}-{FF}/setup/ below it.")
 @stage_options("setup")
-def main(output_directory, target, ff, platform, precision, initial_pdb):
+def main(output_directory, target, ff, platform, precision, initial_pdb, padding_nm):
     from protbench_nrp.engine import EngineError, select_platform
 
     try:
         campaign = Campaign(target, ff)
         openmm_platform, properties = select_platform(platform, precision)
         report = set_up(output_directory, target, ff, platform=openmm_platform,
-                        properties=properties, initial_pdb=initial_pdb)
-    except (SetupError, EngineError, science.UnknownTargetError, ValueError) as error:
+                        properties=properties, initial_pdb=initial_pdb,
+                        padding_nm=padding_nm)
+    except (SetupError, EngineError, science.UnknownTargetError,
+            science.ProteinbenchmarkImportError, ValueError) as error:
         click.echo(f"setup-umbrella-system: {error}", err=True)
         sys.exit(2)
     files = SetupFiles(output_directory, campaign)

@@ -229,7 +229,7 @@ def test_proteinbenchmark_target_without_proteinbenchmark(tmp_path):
     result = run_script("setup-umbrella-system.py", "-o", str(tmp_path),
                         env=villin_env(PROTBENCH_TARGET="gb3", PROTBENCH_FF="null-0.0.3-pair-opc3"))
     assert result.returncode != 0
-    assert "proteinbenchmark" in result.stderr and "not importable" in result.stderr
+    assert "proteinbenchmark" in result.stderr and "not installed" in result.stderr
     assert "villin" in result.stderr
     assert not list(tmp_path.rglob("*.xml"))
 

@@ -148,15 +148,68 @@ class NativeContacts:
         atom_j = np.array([index[who_j] for _, who_j in self.identities], dtype=int)
         return NativeContacts(atom_i, atom_j, self.r0_nm, self.identities)
 
-    def fraction(self, positions_nm: np.ndarray) -> float:
-        """Q of one set of positions (nm), without periodic images."""
+    def mapped(self, mapping, topology) -> "NativeContacts":
+        """The same contacts on ``topology``'s atoms, ``mapping[old index] -> new index``.
+
+        The identities written with them become those of ``topology``, the
+        structure the System describes.
+
+        Raises
+        ------
+        ValueError
+            When an atom of a contact has no image in ``mapping``.
+        """
+        lost = sorted({int(i) for i in (*self.atom_i, *self.atom_j) if int(i) not in mapping})
+        if lost:
+            raise ValueError(f"{len(lost)} native-contact atom(s) have no counterpart in the "
+                             f"System's topology, e.g. atom {lost[0]}")
+        atom_i = np.array([mapping[int(i)] for i in self.atom_i], dtype=int)
+        atom_j = np.array([mapping[int(j)] for j in self.atom_j], dtype=int)
+        atoms = list(topology.atoms())
+        identities = tuple((AtomIdentity.of(atoms[i]), AtomIdentity.of(atoms[j]))
+                           for i, j in zip(atom_i, atom_j))
+        return NativeContacts(atom_i, atom_j, self.r0_nm, identities)
+
+    def fraction(self, positions_nm: np.ndarray, box_vectors_nm=None) -> float:
+        """Q of one set of positions (nm).
+
+        Parameters
+        ----------
+        positions_nm : array-like, shape (n_atoms, 3)
+        box_vectors_nm : array-like, shape (3, 3), optional
+            The periodic box (rows a, b, c, OpenMM's reduced form). Give it for
+            a periodic System: distances are then those of the nearest image,
+            as the bias force measures them, so a protein split across the box
+            edge keeps its contacts. Without it, distances are plain.
+        """
         positions_nm = np.asarray(positions_nm, dtype=float)
-        r = np.linalg.norm(positions_nm[self.atom_i] - positions_nm[self.atom_j], axis=1)
+        delta = positions_nm[self.atom_i] - positions_nm[self.atom_j]
+        if box_vectors_nm is not None:
+            delta = minimum_image(delta, box_vectors_nm)
+        r = np.linalg.norm(delta, axis=1)
         return float(np.mean(1.0 / (1.0 + np.exp(BETA_PER_NM * (r - LAMBDA * self.r0_nm)))))
 
 
+def minimum_image(delta_nm, box_vectors_nm) -> np.ndarray:
+    """Displacements ``delta_nm`` (n, 3) moved to their nearest periodic image.
+
+    ``box_vectors_nm`` are the rows a, b, c in OpenMM's reduced form (a along
+    x, b in the xy plane), for which subtracting whole c, then b, then a
+    vectors is exact for displacements shorter than half the box, as in
+    OpenMM's own periodic distance.
+    """
+    box = np.asarray(box_vectors_nm, dtype=float)
+    if box.shape != (3, 3) or not np.all(np.isfinite(box)) or min(box[0, 0], box[1, 1], box[2, 2]) <= 0:
+        raise ValueError(f"box vectors {box.tolist()} (nm) are not a periodic box")
+    delta = np.array(delta_nm, dtype=float, copy=True)
+    for axis in (2, 1, 0):
+        delta -= np.outer(np.round(delta[:, axis] / box[axis, axis]), box[axis])
+    return delta
+
+
 def find_native_contacts(topology, positions_nm, cutoff_nm: float = CONTACT_CUTOFF_NM,
-                         min_residue_separation: int = MIN_RESIDUE_SEPARATION) -> NativeContacts:
+                         min_residue_separation: int = MIN_RESIDUE_SEPARATION,
+                         box_vectors_nm=None) -> NativeContacts:
     """Heavy-atom pairs of residues at least ``min_residue_separation`` apart within ``cutoff_nm``.
 
     Parameters
@@ -166,17 +219,23 @@ def find_native_contacts(topology, positions_nm, cutoff_nm: float = CONTACT_CUTO
         make native contacts.
     positions_nm : array-like, shape (n_atoms, 3)
         Native structure in nm.
+    box_vectors_nm : array-like, shape (3, 3), optional
+        The periodic box of a structure whose protein may be split across its
+        edge (a frame of a periodic run): distances are then nearest-image
+        ones (:func:`minimum_image`).
     """
     from openmm.app import element
 
     positions_nm = np.asarray(positions_nm, dtype=float)
-    atoms = [a for a in topology.atoms()
-             if a.element is not None and a.element != element.hydrogen
-             and a.residue.name.upper() not in _NOT_PROTEIN]
+    atoms = [a for a in _protein_atoms(topology)
+             if a.element is not None and a.element != element.hydrogen]
     index = np.array([a.index for a in atoms], dtype=int)
     residue = np.array([a.residue.index for a in atoms], dtype=int)
     xyz = positions_nm[index]
-    distance = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
+    delta = (xyz[:, None, :] - xyz[None, :, :]).reshape(-1, 3)
+    if box_vectors_nm is not None:
+        delta = minimum_image(delta, box_vectors_nm)
+    distance = np.linalg.norm(delta, axis=-1).reshape(len(xyz), len(xyz))
     separated = np.abs(residue[:, None] - residue[None, :]) >= min_residue_separation
     close = (distance <= cutoff_nm) & separated
     i, j = np.nonzero(np.triu(close, k=1))
@@ -193,8 +252,58 @@ def find_native_contacts(topology, positions_nm, cutoff_nm: float = CONTACT_CUTO
 _NOT_PROTEIN = {"HOH", "WAT", "SOL", "NA", "CL", "K", "NA+", "CL-", "K+"}  # upper-cased names
 
 
+def _protein_atoms(topology) -> list:
+    return [a for a in topology.atoms() if a.residue.name.upper() not in _NOT_PROTEIN]
+
+
+def protein_atom_indices(topology) -> list[int]:
+    """Indices of the atoms of ``topology`` that are not water or ions: the protein."""
+    return [a.index for a in _protein_atoms(topology)]
+
+
+def match_protein_atoms(source, target, source_name: str = "the native structure",
+                        target_name: str = "the System's structure") -> dict[int, int]:
+    """Map each protein atom of topology ``source`` to its atom in topology ``target``, by structure.
+
+    The n-th protein residue of one is the n-th of the other, and within a
+    residue atoms match by name. Residue numbers and chain ids are not used:
+    a structure rewritten with new numbering (proteinbenchmark's minimized
+    PDB, written with ``keepIds=False``) still matches its source. Water and
+    ions are left out.
+
+    Raises
+    ------
+    ValueError
+        Naming the first residue or atom that differs, with ``source_name``
+        and ``target_name``.
+    """
+    def protein(topology):
+        return [r for r in topology.residues() if r.name.upper() not in _NOT_PROTEIN]
+
+    mine, theirs = protein(source), protein(target)
+    if len(mine) != len(theirs):
+        raise ValueError(f"{source_name} has {len(mine)} protein residues but {target_name} has "
+                         f"{len(theirs)}: they are not the same protein")
+    mapping = {}
+    for n, (a, b) in enumerate(zip(mine, theirs), start=1):
+        names = {atom.name: atom.index for atom in b.atoms()}
+        missing = [atom.name for atom in a.atoms() if atom.name not in names]
+        if a.name != b.name or missing:
+            why = (f"{a.name} {a.id} vs {b.name} {b.id}" if a.name != b.name
+                   else f"{b.name} {b.id} lacks atom(s) {', '.join(missing)} of {a.name} {a.id}")
+            raise ValueError(f"protein residue {n} differs between {source_name} and "
+                             f"{target_name} ({why}): they are not the same protein")
+        mapping.update({atom.index: names[atom.name] for atom in a.atoms()})
+    return mapping
+
+
 def fraction_native_contacts_force(contacts: NativeContacts, periodic: bool):
-    """A ``CustomBondForce`` whose energy is Q (dimensionless), for use as a CV."""
+    """A ``CustomBondForce`` whose energy is Q (dimensionless), for use as a CV.
+
+    ``periodic`` must be the System's own periodicity: a periodic force
+    measures each contact to the nearest image, so Q does not drop when the
+    box edge passes through the protein.
+    """
     import openmm
 
     force = openmm.CustomBondForce(CONTACT_EXPRESSION.format(n_contacts=len(contacts)))

@@ -187,11 +187,23 @@ def set_barostat(system, temperature_kelvin: float, pressure_atm: float,
 
 
 def create_context(system, integrator, platform_name: str = "CUDA", precision: str = "mixed"):
-    """A Context for ``system`` on the named platform (see :func:`select_platform`)."""
+    """A Context for ``system`` on the named platform (see :func:`select_platform`).
+
+    pocl's OpenCL compiler resets the process's ``LC_CTYPE`` locale to ``C``
+    while it builds OpenMM's kernels, after which Python opens text files as
+    ASCII; the locale is put back.
+    """
+    import locale
+
     import openmm
 
     platform, properties = select_platform(platform_name, precision)
-    return openmm.Context(system, integrator, platform, properties)
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        return openmm.Context(system, integrator, platform, properties)
+    finally:
+        if locale.setlocale(locale.LC_CTYPE) != ctype:
+            locale.setlocale(locale.LC_CTYPE, ctype)
 
 
 # -- signals ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 
 from .dcd import DCDFormatError, inspect_dcd, truncate_dcd
 from .errors import ProtbenchError
+from .imaging import FrameImager
 from .records import Progress
 from .science import MOLAR_GAS_CONSTANT_KJ_PER_MOL_K
 
@@ -115,8 +116,11 @@ class SegmentedDCDReporter(FrameReporter):
         ``segment_path(k) -> Path`` of segment ``k``.
     topology : openmm.app.Topology or None
         Atoms of the system; its periodic box (or its absence) decides whether
-        frames carry a unit cell. ``None`` makes a reporter that can only
-        inspect files (:meth:`frames_on_disk`), e.g. to see if a run is done.
+        frames carry a unit cell. Periodic frames are written with the protein
+        whole at the box centre and every other molecule in the box
+        (:class:`~protbench_nrp.imaging.FrameImager`). ``None`` makes a
+        reporter that can only inspect files (:meth:`frames_on_disk`), e.g.
+        to see if a run is done.
     frame_steps : int
         Steps between frames.
     timestep_ps : float
@@ -143,6 +147,7 @@ class SegmentedDCDReporter(FrameReporter):
         self._dcd = None
         self._segment = None
         self._count = 0
+        self._imager: FrameImager | None = None  # built from the Context at the first frame
 
     # -- layout -----------------------------------------------------------
     def _segment_of(self, frame: int) -> tuple[int, int]:
@@ -251,9 +256,22 @@ class SegmentedDCDReporter(FrameReporter):
         if segment != self._segment:
             self._start_segment(segment, append=False)
         state = frame.state
-        box = state.getPeriodicBoxVectors() if self._topology.getPeriodicBoxVectors() is not None else None
-        self._dcd.writeModel(state.getPositions(asNumpy=True), periodicBoxVectors=box)
+        if self._topology.getPeriodicBoxVectors() is None:
+            self._dcd.writeModel(state.getPositions(asNumpy=True))
+        else:
+            self._dcd.writeModel(self._imaged(frame), periodicBoxVectors=state.getPeriodicBoxVectors())
         self._count += 1
+
+    def _imaged(self, frame: Frame):
+        """The frame's positions, protein whole and centred, molecules in the box (:mod:`.imaging`)."""
+        import openmm.unit as unit
+
+        if self._imager is None:
+            self._imager = FrameImager.of(frame.context, self._topology)
+        state = frame.state
+        return self._imager(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                            state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+                            ) * unit.nanometer
 
     def flush(self, durable: bool = False) -> None:
         if self._handle is not None:

@@ -86,12 +86,21 @@ class TargetConditions:
 
 
 #: Targets known without proteinbenchmark. ``villin`` is the bundled local
-#: target (OpenMM's ``test.pdb``, vacuum); ``gb3`` carries the thermodynamic
+#: target (OpenMM's ``test.pdb``; vacuum or implicit solvent here, and see
+#: :data:`LOCAL_FORCE_FIELD_CONDITIONS` for its water box); ``gb3`` carries the thermodynamic
 #: state of proteinbenchmark's catalog so the seed's default target works in
 #: a pod even before proteinbenchmark is importable.
 LOCAL_TARGETS = {
     "villin": TargetConditions("villin", 300.0, 0.0),
     "gb3": TargetConditions("gb3", 298.0, 1.0),
+}
+
+
+#: Conditions of a local target with one of its force fields, where they differ from
+#: :data:`LOCAL_TARGETS`: villin in TIP3P water (periodic, PME) runs at 1 atm, with the
+#: barostat of the stage settings.
+LOCAL_FORCE_FIELD_CONDITIONS = {
+    ("villin", "amber14-tip3p"): TargetConditions("villin", 300.0, 1.0),
 }
 
 
@@ -121,23 +130,64 @@ def _rate(quantity) -> float | None:
     return float(quantity)
 
 
-def _proteinbenchmark_catalog():
+class ProteinbenchmarkImportError(ProtbenchError, RuntimeError):
+    """proteinbenchmark is installed but importing it fails (a broken dependency, a bad install)."""
+
+
+def import_proteinbenchmark():
+    """The ``proteinbenchmark`` module, or ``None`` when it is not installed here.
+
+    Only its absence gives ``None``: an installed proteinbenchmark that fails
+    to import would otherwise pass for an absent one, and its targets would be
+    run with this project's built-in conditions, or refused as unknown.
+
+    Raises
+    ------
+    ProteinbenchmarkImportError
+        Naming the error the import raised.
+    """
     try:
-        from proteinbenchmark import benchmark_targets
-    except Exception:  # absent outside the image; any import failure means "not available"
-        return None
-    return benchmark_targets
+        import proteinbenchmark
+    except ModuleNotFoundError as error:
+        if error.name == "proteinbenchmark":
+            return None
+        raise _import_failed(error) from error
+    except Exception as error:  # a broken install can raise anything while importing
+        raise _import_failed(error) from error
+    return proteinbenchmark
 
 
-def target_conditions(target: str) -> TargetConditions:
+def _import_failed(error: BaseException) -> ProteinbenchmarkImportError:
+    return ProteinbenchmarkImportError(
+        f"proteinbenchmark is installed but importing it fails ({type(error).__name__}: {error}); "
+        f"its target catalog and builder cannot be used, and the built-in conditions are no "
+        f"substitute. Repair the environment (the image, or PROTBENCH_PROTEINBENCHMARK_REF), or "
+        f"uninstall proteinbenchmark to run only the local target")
+
+
+def _proteinbenchmark_catalog():
+    """proteinbenchmark's ``benchmark_targets``; ``None`` where it is not installed."""
+    module = import_proteinbenchmark()
+    return None if module is None else module.benchmark_targets
+
+
+def target_conditions(target: str, ff: str | None = None) -> TargetConditions:
     """Look a target up in proteinbenchmark's catalog when importable, else locally.
+
+    A local target with a force field of :data:`LOCAL_FORCE_FIELD_CONDITIONS`
+    (built here, never by proteinbenchmark) takes the conditions given there.
 
     Raises
     ------
     UnknownTargetError
         When neither catalog knows ``target``.
+    ProteinbenchmarkImportError
+        When proteinbenchmark is installed but cannot be imported, whatever
+        the target.
     """
     catalog = _proteinbenchmark_catalog()
+    if (target, ff) in LOCAL_FORCE_FIELD_CONDITIONS:
+        return LOCAL_FORCE_FIELD_CONDITIONS[(target, ff)]
     if catalog is not None and target in catalog:
         entry = catalog[target]
 

@@ -84,7 +84,9 @@ class StageSettings:
         input_error
         """
         try:
-            conditions = science.target_conditions(target)
+            conditions = science.target_conditions(target, fields.get("ff"))
+        except science.ProteinbenchmarkImportError as error:
+            raise cls.input_error(str(error)) from None
         except science.UnknownTargetError as error:
             if temperature_kelvin is None or pressure_atm is None:
                 raise cls.input_error(

@@ -1,9 +1,10 @@
 """Building the umbrella System of a target: the setup stage of a campaign.
 
 The bundled local target ``villin`` (the villin headpiece of OpenMM's own
-``openmm/app/data/test.pdb``, water and ions removed, amber14 in vacuum or
-OBC2 implicit solvent) is built from OpenMM alone, so the whole campaign runs
-on a laptop and in the tests. proteinbenchmark targets are built by
+``openmm/app/data/test.pdb``: amber14 in vacuum or OBC2 implicit solvent with
+its water removed, or ``amber14-tip3p`` in its own box of TIP3P water with
+PME) is built from OpenMM alone, so the whole campaign runs on a laptop and in
+the tests. proteinbenchmark targets are built by
 proteinbenchmark, which exists only in the cluster image (see
 :class:`ProteinbenchmarkBuilder`).
 
@@ -19,6 +20,7 @@ presence means setup is finished.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from .contacts import (
     find_native_contacts,
     find_umbrella_force,
     fraction_native_contacts_force,
+    match_protein_atoms,
 )
 from .errors import ProtbenchError
 from .files import atomic_write
@@ -38,13 +41,28 @@ from .layout import Campaign
 from .products import LocalSizes, missing_setup
 
 LOCAL_TARGET = "villin"
+
+
+@dataclass(frozen=True)
+class LocalForceField:
+    """OpenMM force field files of a local force field, and whether it has explicit water."""
+
+    files: tuple[str, ...]
+    explicit_water: bool = False
+
+
 LOCAL_FORCE_FIELDS = {
-    # name -> (force field files, implicit solvent?)
-    "amber14-vacuum": (("amber14-all.xml",), False),
-    "amber14-obc2": (("amber14-all.xml", "implicit/obc2.xml"), True),
+    "amber14-vacuum": LocalForceField(("amber14-all.xml",)),
+    "amber14-obc2": LocalForceField(("amber14-all.xml", "implicit/obc2.xml")),
+    # test.pdb's own 2761 TIP3P waters in its periodic box, PME: production's physics.
+    "amber14-tip3p": LocalForceField(("amber14-all.xml", "amber14/tip3p.xml"), explicit_water=True),
 }
 HYDROGEN_MASS_AMU = 3.0  # repartitioned (upstream proteinbenchmark's choice) so 4 fs steps are stable
 NONBONDED_CUTOFF_NM = 1.0
+#: Explicit water: PME, Lennard-Jones cut at 0.9 nm and switched off from 0.8 nm.
+PME_CUTOFF_NM = 0.9
+PME_SWITCH_NM = 0.8
+WATER_MODEL = "tip3p"
 MINIMIZE_TOLERANCE_KJ_PER_MOL_NM = 10.0
 _IONS = ("NA", "CL", "K")
 
@@ -77,6 +95,11 @@ class ParametrizedSystem:
     def periodic(self) -> bool:
         return bool(self.system.usesPeriodicBoundaryConditions())
 
+    @property
+    def box_vectors_nm(self) -> np.ndarray | None:
+        """The periodic box (rows a, b, c) in nm; ``None`` when the System is not periodic."""
+        return _box_nm(self.system) if self.periodic else None
+
 
 @dataclass
 class UmbrellaSystem:
@@ -92,9 +115,15 @@ class UmbrellaSystem:
         return collective_variable(self.system, self.positions_nm, platform)
 
 
-def parametrize_local_villin(ff: str = "amber14-vacuum",
-                             pdb_path: Path | str | None = None) -> ParametrizedSystem:
-    """Villin in vacuum or implicit solvent: amber14, HMR, HBond constraints, 1 nm cutoff.
+def parametrize_local_villin(ff: str = "amber14-vacuum", pdb_path: Path | str | None = None,
+                             padding_nm: float | None = None) -> ParametrizedSystem:
+    """Villin with amber14, HMR (3 amu) and HBond constraints, in vacuum, OBC2 or TIP3P water.
+
+    Vacuum and implicit solvent: water and ions are removed, 1 nm cutoff, no
+    box. ``amber14-tip3p``: the water of the structure is kept in its periodic
+    box (or replaced, see ``padding_nm``), rigid, PME with a 0.9 nm cutoff
+    switched from 0.8 nm. The barostat is not part of the System: each stage
+    adds its own (:func:`protbench_nrp.engine.set_barostat`).
 
     Parameters
     ----------
@@ -102,7 +131,10 @@ def parametrize_local_villin(ff: str = "amber14-vacuum",
         A key of :data:`LOCAL_FORCE_FIELDS`.
     pdb_path : path, optional
         Structure to build from; OpenMM's bundled ``test.pdb`` by default.
-        Water and ions are removed.
+    padding_nm : float, optional
+        Explicit water only: remove the structure's water and ions and
+        solvate afresh, with at least this much water between the protein
+        and the box edge, neutralized with Na+/Cl-.
     """
     import openmm.app as app
     import openmm.unit as unit
@@ -117,21 +149,26 @@ def parametrize_local_villin(ff: str = "amber14-vacuum",
             f"the initial structure {pdb_path} does not exist; point PROTBENCH_INITIAL_PDB at "
             f"a PDB file, or unset it to use OpenMM's bundled test.pdb"
         )
-    files, _implicit = LOCAL_FORCE_FIELDS[ff]
+    local = LOCAL_FORCE_FIELDS[ff]
+    check_solvent_padding(LOCAL_TARGET, ff, padding_nm)
     pdb_path = Path(pdb_path or bundled_villin_pdb())
     try:
         pdb = app.PDBFile(str(pdb_path))
+        forcefield = app.ForceField(*local.files)
         modeller = app.Modeller(pdb.topology, pdb.positions)
-        modeller.deleteWater()
-        modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in _IONS])
-        modeller.topology.setPeriodicBoxVectors(None)
-        system = app.ForceField(*files).createSystem(
-            modeller.topology,
-            nonbondedMethod=app.CutoffNonPeriodic,
-            nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer,
-            constraints=app.HBonds,
-            hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
-        )
+        if local.explicit_water:
+            system = _solvated_system(modeller, forcefield, pdb_path, padding_nm)
+        else:
+            modeller.deleteWater()
+            modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in _IONS])
+            modeller.topology.setPeriodicBoxVectors(None)
+            system = forcefield.createSystem(
+                modeller.topology,
+                nonbondedMethod=app.CutoffNonPeriodic,
+                nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer,
+                constraints=app.HBonds,
+                hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
+            )
     except (ValueError, KeyError, IndexError) as error:
         raise SetupError(
             f"{pdb_path} cannot be parametrized with {ff}: {error}. Give a complete, protonated "
@@ -139,6 +176,55 @@ def parametrize_local_villin(ff: str = "amber14-vacuum",
         ) from error
     positions = np.array(modeller.positions.value_in_unit(unit.nanometer))
     return ParametrizedSystem(modeller.topology, system, positions)
+
+
+def check_solvent_padding(target: str, ff: str, padding_nm: float | None) -> None:
+    """Raise :class:`SetupError` unless ``padding_nm`` is unset or usable for ``target`` and ``ff``.
+
+    Needs no OpenMM: the launcher checks a setup Job's settings with it.
+    """
+    if padding_nm is None:
+        return
+    if target != LOCAL_TARGET:
+        raise SetupError(f"PROTBENCH_SOLVENT_PADDING applies to the local target {LOCAL_TARGET!r} "
+                         f"only; {target!r} is solvated by proteinbenchmark: unset it")
+    local = LOCAL_FORCE_FIELDS.get(ff)
+    if local is not None and not local.explicit_water:
+        explicit = ", ".join(k for k, v in LOCAL_FORCE_FIELDS.items() if v.explicit_water)
+        raise SetupError(f"a solvent padding ({padding_nm} nm) needs a force field with explicit "
+                         f"water, not {ff!r}; unset PROTBENCH_SOLVENT_PADDING or set PROTBENCH_FF "
+                         f"to {explicit}")
+    if not (math.isfinite(padding_nm) and padding_nm > 0):
+        raise SetupError(f"solvent padding {padding_nm} nm must be a positive number; set "
+                         f"PROTBENCH_SOLVENT_PADDING")
+
+
+def _solvated_system(modeller, forcefield, pdb_path: Path, padding_nm: float | None):
+    """The PME System of ``modeller``'s water box (re-solvated first when ``padding_nm`` is set)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    if padding_nm is not None:
+        modeller.deleteWater()
+        modeller.delete([r for r in modeller.topology.residues() if r.name.upper() in _IONS])
+        modeller.addSolvent(forcefield, model=WATER_MODEL, padding=padding_nm * unit.nanometer,
+                            neutralize=True)
+    elif modeller.topology.getPeriodicBoxVectors() is None:
+        raise SetupError(f"{pdb_path} has no periodic box (CRYST1 record) for its water; give a "
+                         f"solvated structure with its box, or set PROTBENCH_SOLVENT_PADDING to "
+                         f"solvate it afresh")
+    elif not any(r.name.upper() in ("HOH", "WAT") for r in modeller.topology.residues()):
+        raise SetupError(f"{pdb_path} holds no water; give a solvated structure, or set "
+                         f"PROTBENCH_SOLVENT_PADDING to solvate it")
+    return forcefield.createSystem(
+        modeller.topology,
+        nonbondedMethod=app.PME,
+        nonbondedCutoff=PME_CUTOFF_NM * unit.nanometer,
+        switchDistance=PME_SWITCH_NM * unit.nanometer,
+        constraints=app.HBonds,
+        rigidWater=True,
+        hydrogenMass=HYDROGEN_MASS_AMU * unit.amu,
+    )
 
 
 def add_native_contact_bias(parametrized: ParametrizedSystem,
@@ -153,7 +239,8 @@ def add_native_contact_bias(parametrized: ParametrizedSystem,
     from .science import KJ_PER_KCAL, UMBRELLA_K_KCAL_PER_MOL
 
     if contacts is None:
-        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
+        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm,
+                                        box_vectors_nm=parametrized.box_vectors_nm)
     cv = fraction_native_contacts_force(contacts, periodic=parametrized.periodic)
     add_umbrella_bias(parametrized.system, cv, k_kj_per_mol=UMBRELLA_K_KCAL_PER_MOL * KJ_PER_KCAL)
     return UmbrellaSystem(parametrized.topology, parametrized.system,
@@ -183,11 +270,25 @@ def minimize(parametrized: ParametrizedSystem, platform=None, properties: dict |
                               np.array(positions.value_in_unit(unit.nanometer)))
 
 
-def collective_variable(system, positions_nm, platform=None) -> float:
-    """Value of the umbrella force's collective variable (Q) for ``positions_nm``."""
+def collective_variable(system, positions_nm, platform=None, box_vectors_nm=None) -> float:
+    """Value of the umbrella force's collective variable (Q) for ``positions_nm``.
+
+    ``box_vectors_nm`` (rows a, b, c) replaces the System's default box of a
+    periodic System, e.g. with the box of a frame of an NPT run.
+    """
+    import openmm.unit as unit
+
     _index, force = find_umbrella_force(system)
     context = _context(system, positions_nm, platform)
+    if box_vectors_nm is not None and system.usesPeriodicBoundaryConditions():
+        context.setPeriodicBoxVectors(*(np.asarray(v, float) * unit.nanometer for v in box_vectors_nm))
     return float(force.getCollectiveVariableValues(context)[0])
+
+
+def _box_nm(system) -> np.ndarray:
+    import openmm.unit as unit
+
+    return np.array([v.value_in_unit(unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
 
 
 def _context(system, positions_nm, platform, properties=None):
@@ -205,15 +306,32 @@ class ProteinbenchmarkBuilder:
     """Build a proteinbenchmark target with proteinbenchmark's own setup.
 
     proteinbenchmark (and the OpenFF stack behind it) exists only in the
-    cluster image, so this path is not exercised by the tests here; it is
-    written against proteinbenchmark's public API: ``benchmark_targets``,
-    ``force_fields`` and ``ProteinBenchmarkSystem(...).setup()``, which builds
-    coordinates, solvates, parametrizes and minimizes, resuming from whatever
-    intermediate files it finds. It writes into the same ``S/setup/``
-    directory as the rest of the setup stage (its ``S-minimized.pdb`` is the
-    layout's minimized structure), so a restarted pod resumes it from the
-    bucket.
+    cluster image. The builder uses its public API and file contract, as
+    upstream's ``proteinbenchmark/protein_system.py`` defines them (and as the
+    test-only stand-in ``tests/fake_proteinbenchmark`` follows, which builds
+    real files with OpenMM): ``benchmark_targets``, ``force_fields`` (keys
+    ``force_field_file``, ``water_model``, optional ``water_model_file``),
+    ``ProteinBenchmarkSystem(result_directory, target_name, target_parameters,
+    force_field_name, water_model_name, force_field_file, water_model_file)``,
+    whose ``setup()`` writes ``{T}-{FF}/setup/{T}-{FF}-protonated.pdb``,
+    ``-solvated.pdb``, ``-openmm-system.xml`` and ``-minimized.pdb``
+    (resuming from whatever of them it finds), and the attributes
+    ``protonated_pdb``, ``parametrized_system`` and ``minimized_coords``
+    naming three of them. It writes into the same ``S/setup/`` directory as
+    the rest of the setup stage (its ``S-minimized.pdb`` is the layout's
+    minimized structure), so a restarted pod resumes it from the bucket.
+
+    Upstream writes the minimized PDB with OpenMM's default ``keepIds=False``,
+    which renumbers residues from 1, while the protonated PDB keeps the input's
+    numbering; native contacts found on the protonated structure are therefore
+    carried onto the System by structure (:func:`~protbench_nrp.contacts.match_protein_atoms`),
+    never by residue number.
     """
+
+    #: Attributes of ``ProteinBenchmarkSystem`` naming its outputs. Upstream's
+    #: protein_system.py called the last two ``openmm_system`` and ``minimized_pdb``
+    #: up to its commit 5cb62e1 (2023-09-29); releases that old are not supported.
+    OUTPUT_ATTRIBUTES = ("protonated_pdb", "parametrized_system", "minimized_coords")
 
     def __init__(self, target: str, ff: str):
         self.target = target
@@ -222,16 +340,16 @@ class ProteinbenchmarkBuilder:
 
     @staticmethod
     def module():
-        """The ``proteinbenchmark`` module, or ``None`` where it is not importable."""
-        try:
-            import proteinbenchmark
-        except Exception:  # absent outside the image; any failure means "not here"
-            return None
-        return proteinbenchmark
+        """The ``proteinbenchmark`` module, or ``None`` where it is not installed.
 
-    def knows_target(self) -> bool:
-        module = self.module()
-        return module is not None and self.target in module.benchmark_targets
+        Raises
+        ------
+        science.ProteinbenchmarkImportError
+            When it is installed but its import fails.
+        """
+        from .science import import_proteinbenchmark
+
+        return import_proteinbenchmark()
 
     def build(self, results_root: Path) -> ParametrizedSystem:
         """Run proteinbenchmark's setup under ``results_root`` and load what it left."""
@@ -242,7 +360,7 @@ class ProteinbenchmarkBuilder:
         pb = self.module()
         if pb is None:
             raise SetupError(
-                f"target {self.target!r} is built by proteinbenchmark, which is not importable "
+                f"target {self.target!r} is built by proteinbenchmark, which is not installed "
                 f"here; run the setup Job in the cluster image, or use the local target "
                 f"{LOCAL_TARGET!r} with one of {', '.join(LOCAL_FORCE_FIELDS)}"
             )
@@ -262,31 +380,59 @@ class ProteinbenchmarkBuilder:
             water_model_file=ff_entry.get("water_model_file"),
         )
         benchmark.setup()
+        protonated, system_xml, minimized = (self._output(benchmark, name)
+                                             for name in self.OUTPUT_ATTRIBUTES)
         # Protonated but neither solvated nor minimized: the experimental heavy-atom coordinates.
-        protonated = getattr(benchmark, "protonated_pdb", None)
-        self._native_pdb = Path(protonated) if protonated and Path(protonated).is_file() else None
-        # The attribute names changed between proteinbenchmark releases.
-        system_xml = getattr(benchmark, "parametrized_system", None) or benchmark.openmm_system
-        minimized = getattr(benchmark, "minimized_coords", None) or benchmark.minimized_pdb
-        system = openmm.XmlSerializer.deserialize(Path(system_xml).read_text())
+        self._native_pdb = protonated
+        system = openmm.XmlSerializer.deserialize(system_xml.read_text())
         pdb = app.PDBFile(str(minimized))
+        if pdb.topology.getNumAtoms() != system.getNumParticles():
+            raise SetupError(f"proteinbenchmark's {minimized} has {pdb.topology.getNumAtoms()} "
+                             f"atoms but its {system_xml} {system.getNumParticles()} particles; "
+                             f"remove {minimized.parent} and run setup again")
         positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         return ParametrizedSystem(pdb.topology, system, positions)
 
-    def native_contacts(self, built: ParametrizedSystem) -> NativeContacts | None:
-        """Contacts of the structure before solvation and minimization, on ``built``'s atoms.
+    def _output(self, benchmark, name: str) -> Path:
+        """The file that ``benchmark.<name>`` names, checked to exist after ``setup()``."""
+        value = getattr(benchmark, name, None)
+        if value is None:
+            raise SetupError(
+                f"proteinbenchmark's ProteinBenchmarkSystem has no attribute {name!r}; this "
+                f"setup reads {', '.join(self.OUTPUT_ATTRIBUTES)}, as upstream names them since "
+                f"2023-10 (commit c7cd8b2): set PROTBENCH_PROTEINBENCHMARK_REF to a newer commit")
+        path = Path(value)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise SetupError(f"proteinbenchmark's setup() left no {path} ({name}); remove "
+                             f"{path.parent} and run setup again")
+        return path
 
-        ``None`` when :meth:`build` found no such structure (the caller then
-        takes them from ``built``'s own, minimized, structure).
+    def native_contacts(self, built: ParametrizedSystem) -> NativeContacts:
+        """Contacts of the protonated structure (before solvation and minimization) on ``built``'s atoms.
+
+        Matched by structure: the n-th protein residue of the protonated PDB
+        is the n-th of the System, its atoms matched by name.
+
+        Raises
+        ------
+        SetupError
+            When the two structures are not the same protein.
         """
         import openmm.app as app
         import openmm.unit as unit
 
         if self._native_pdb is None:
-            return None
+            raise RuntimeError("call build() before native_contacts()")
         pdb = app.PDBFile(str(self._native_pdb))
         positions = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        return find_native_contacts(pdb.topology, positions).on(built.topology)
+        contacts = find_native_contacts(pdb.topology, positions)
+        try:
+            mapping = match_protein_atoms(pdb.topology, built.topology,
+                                          f"proteinbenchmark's {self._native_pdb.name}",
+                                          "its minimized structure")
+            return contacts.mapped(mapping, built.topology)
+        except ValueError as error:
+            raise SetupError(f"{error}; remove {self._native_pdb.parent} and run setup again") from None
 
 
 class SetupFiles:
@@ -374,7 +520,7 @@ class SetupReport:
 
 
 def set_up(root: Path | str, target: str, ff: str, platform=None, properties: dict | None = None,
-           initial_pdb: Path | str | None = None) -> SetupReport:
+           initial_pdb: Path | str | None = None, padding_nm: float | None = None) -> SetupReport:
     """Build, minimize and write the umbrella System of ``target`` with ``ff`` under ``root``.
 
     Idempotent: a finished setup is left untouched. ``villin`` is built from
@@ -384,6 +530,8 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
     ------
     science.UnknownTargetError
         For a target neither catalog knows.
+    science.ProteinbenchmarkImportError
+        When proteinbenchmark is installed but cannot be imported.
     SetupError
         For a target or force field that cannot be built here.
     """
@@ -394,14 +542,18 @@ def set_up(root: Path | str, target: str, ff: str, platform=None, properties: di
     if files.is_complete():
         done = files.load()
         return SetupReport(True, len(done.contacts), done.native_fraction(platform), "existing")
+    # Before anything is built: an unknown target, or a proteinbenchmark that is installed but
+    # broken, is refused here for the local target too, as the later stages would refuse it.
+    target_conditions(target, ff)
     if target == LOCAL_TARGET:
-        parametrized = parametrize_local_villin(ff, initial_pdb)
+        parametrized = parametrize_local_villin(ff, initial_pdb, padding_nm)
         # Upstream takes the native contacts from the experimental coordinates, not the minimum.
-        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm)
+        contacts = find_native_contacts(parametrized.topology, parametrized.positions_nm,
+                                        box_vectors_nm=parametrized.box_vectors_nm)
         parametrized = minimize(parametrized, platform, properties)
         builder = "openmm"
     else:
-        target_conditions(target)  # unknown targets fail here, naming the known ones
+        check_solvent_padding(target, ff, padding_nm)
         pb_builder = ProteinbenchmarkBuilder(target, ff)
         parametrized = pb_builder.build(Path(root))
         contacts = pb_builder.native_contacts(parametrized)

@@ -257,6 +257,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PROTBENCH_INITIAL_PDB", click.Path(dir_okay=False), "", None, ("setup",),
              "Structure to build the local target from.", "an existing PDB file of a protein",
              flag="--initial-pdb", field="initial_pdb", default_text="OpenMM's test.pdb"),
+    Variable("PROTBENCH_SOLVENT_PADDING", float, "nm", None, ("setup",),
+             "Local target in explicit water (amber14-tip3p): replace the structure's water by a "
+             "new box with this much water around the protein.", "a number > 0",
+             flag="--solvent-padding", field="padding_nm", default_text="keep the structure's water and box"),
     Variable("PROTBENCH_SYNC_MINUTES", SyncMinutes(), "min", 30, ("pod",),
              "Time between a pod's uploads; 0 = only the final upload.",
              "digits with an optional decimal point"),
@@ -314,7 +318,7 @@ BY_NAME: dict[str, Variable] = {variable.name: variable for variable in VARIABLE
 #: ``-o``).
 SCRIPT_VARIABLES: dict[str, tuple[str, ...]] = {
     "setup": ("PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_PLATFORM", "PROTBENCH_PRECISION",
-              "PROTBENCH_INITIAL_PDB"),
+              "PROTBENCH_INITIAL_PDB", "PROTBENCH_SOLVENT_PADDING"),
     "steered": ("PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA", "PROTBENCH_N_WINDOWS",
                 "PROTBENCH_CV_START", "PROTBENCH_CV_END", "PROTBENCH_UMBRELLA_K", "PROTBENCH_STEERED_K",
                 "PROTBENCH_PULL_LENGTH", "PROTBENCH_PULL_FRAME", "PROTBENCH_TEMPERATURE",
@@ -380,17 +384,21 @@ def stage_settings(stage: str, values: Mapping[str, object], *, check_availabili
     """
     values = dict(values)
     values.pop("initial_pdb", None)
+    padding_nm = values.pop("padding_nm", None)
     if stage == "setup":
-        from .engine import check_platform_name
+        from .engine import EngineError, check_platform_name
         from .layout import Campaign
+        from .systems import SetupError, check_solvent_padding
 
         try:
             Campaign(values["target"], values["ff"])
         except ValueError as error:
-            from .engine import EngineError
-
             raise EngineError(f"{error} (PROTBENCH_TARGET / PROTBENCH_FF)") from None
         check_platform_name(values["platform"], values["precision"])
+        try:
+            check_solvent_padding(values["target"], values["ff"], padding_nm)
+        except SetupError as error:
+            raise EngineError(str(error)) from None
         return values
     from .settings import platform_availability
 
@@ -474,7 +482,9 @@ def value_problems(env: Mapping[str, str], stages: tuple[str, ...]) -> list[str]
 
 def _placeholder_conditions(values: dict) -> dict:
     try:
-        science.target_conditions(values["target"])
+        science.target_conditions(values["target"], values.get("ff"))
+    except science.ProteinbenchmarkImportError:
+        pass  # no placeholders: the stage's own check reports the failed import
     except science.UnknownTargetError:
         values = {"temperature_kelvin": 300.0, "pressure_atm": 1.0,
                   **{k: v for k, v in values.items() if v is not None}}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import science
 from .contacts import CV_NAME, MissingUmbrellaForceError, find_umbrella_force
 from .engine import (CheckpointFiles, EngineError, InitialOrigin, ResumableStage, Schedule,
@@ -201,10 +203,11 @@ class UmbrellaWindow:
                 f"{system.getNumParticles()} particles: they come from different systems; rerun "
                 f"{PRODUCERS['steered']} after {PRODUCERS['system']}")
         try:
-            steered = load_state_xml(steered_path)
+            # Checked though no longer read here: it is the steered stage's proof of a finished
+            # equilibration, and a window Job's input (layout's stage table).
+            load_state_xml(steered_path)
         except ValueError as error:
             raise WindowInputError(f"{error}; rerun {PRODUCERS['steered']}") from None
-        box = steered.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
         positions = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         system = copy.deepcopy(system)
         try:
@@ -212,8 +215,17 @@ class UmbrellaWindow:
         except EngineError as error:
             raise WindowInputError(f"{system_path}: {error}") from None
         topology = pdb.topology
+        box = None
         if system.usesPeriodicBoundaryConditions():
-            topology.setPeriodicBoxVectors(box * unit.nanometer)
+            # The box of the pull frame the structure was taken from (its CRYST1 record): with
+            # a barostat the pull changed the box, and these positions fit only that one.
+            frame_box = topology.getPeriodicBoxVectors()
+            if frame_box is None:
+                raise WindowInputError(
+                    f"{pdb_path} has no periodic box (CRYST1 record) but {system_path} is "
+                    f"periodic: the window cannot know the box its structure was taken in; rerun "
+                    f"{PRODUCERS['steered']}")
+            box = np.array([v.value_in_unit(unit.nanometer) for v in frame_box])
         else:
             topology.setPeriodicBoxVectors(None)
         return WindowInputs(system, topology, positions, box, index)
