@@ -53,6 +53,13 @@ from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, MAX_BLOWUPS, PLATFORMS
 
 PRECISIONS = ("single", "mixed", "double")
 
+#: What ``PROTBENCH_DETERMINISTIC_FORCES`` does on each platform: the OpenMM platform property it
+#: sets to ``"true"``, ``None`` where nothing needs setting (Reference sums its forces in one fixed
+#: order), absent where OpenMM has no such property. OpenMM 8.6.1 lists ``DeterministicForces``
+#: among the properties of CPU and CUDA, not of OpenCL, and refuses it there and on Reference with
+#: "Illegal property name" (``Platform.getPropertyNames()``; tests/engine/test_deterministic_forces.py).
+DETERMINISTIC_FORCES_PROPERTY: dict[str, str | None] = {
+    "CUDA": "DeterministicForces", "CPU": "DeterministicForces", "Reference": None}
 
 
 class EngineError(ProtbenchError, ValueError):
@@ -102,7 +109,22 @@ def check_platform_name(name: str, precision: str = "mixed") -> str:
     return canonical
 
 
-def select_platform(name: str, precision: str = "mixed"):
+def check_deterministic_forces(name: str, deterministic_forces: bool) -> None:
+    """:class:`EngineError` when deterministic forces are asked of a platform OpenMM has none for.
+
+    Needs no OpenMM: the launcher checks a Job's settings with it.
+    """
+    if not deterministic_forces:
+        return
+    canonical = check_platform_name(name)
+    if canonical not in DETERMINISTIC_FORCES_PROPERTY:
+        offered = ", ".join(DETERMINISTIC_FORCES_PROPERTY)
+        raise EngineError(f"PROTBENCH_DETERMINISTIC_FORCES=true, but OpenMM's {canonical} platform has no "
+                          f"DeterministicForces property (it refuses the name); set PROTBENCH_PLATFORM to "
+                          f"one of {offered}, or unset PROTBENCH_DETERMINISTIC_FORCES")
+
+
+def select_platform(name: str, precision: str = "mixed", deterministic_forces: bool = False):
     """Find an OpenMM platform by name and the properties that set its precision.
 
     Parameters
@@ -112,6 +134,8 @@ def select_platform(name: str, precision: str = "mixed"):
     precision : str
         ``"single"``, ``"mixed"`` or ``"double"``; ignored by platforms that
         have no ``Precision`` property (CPU, Reference).
+    deterministic_forces : bool
+        Sum forces in a fixed order (:data:`DETERMINISTIC_FORCES_PROPERTY`).
 
     Returns
     -------
@@ -121,11 +145,13 @@ def select_platform(name: str, precision: str = "mixed"):
     Raises
     ------
     EngineError
-        For an unknown platform, one this machine lacks, or an unknown precision.
+        For an unknown platform, one this machine lacks, an unknown precision, or
+        deterministic forces on a platform without them.
     """
     import openmm
 
     canonical = check_platform_name(name, precision)
+    check_deterministic_forces(canonical, deterministic_forces)
     available = [openmm.Platform.getPlatform(i).getName()
                  for i in range(openmm.Platform.getNumPlatforms())]
     if canonical not in available:
@@ -135,6 +161,13 @@ def select_platform(name: str, precision: str = "mixed"):
     properties = {}
     if "Precision" in platform.getPropertyNames():
         properties["Precision"] = str(precision).lower()
+    wanted = DETERMINISTIC_FORCES_PROPERTY.get(canonical) if deterministic_forces else None
+    if wanted is not None:
+        if wanted not in platform.getPropertyNames():  # another OpenMM than the one the table describes
+            raise EngineError(f"PROTBENCH_DETERMINISTIC_FORCES=true, but this OpenMM's {canonical} platform "
+                              f"has no {wanted} property (it has: {', '.join(platform.getPropertyNames())}); "
+                              f"unset PROTBENCH_DETERMINISTIC_FORCES")
+        properties[wanted] = "true"
     return platform, properties
 
 
@@ -186,7 +219,8 @@ def set_barostat(system, temperature_kelvin: float, pressure_atm: float,
                                               int(frequency)))
 
 
-def create_context(system, integrator, platform_name: str = "CUDA", precision: str = "mixed"):
+def create_context(system, integrator, platform_name: str = "CUDA", precision: str = "mixed",
+                   deterministic_forces: bool = False):
     """A Context for ``system`` on the named platform (see :func:`select_platform`).
 
     pocl's OpenCL compiler resets the process's ``LC_CTYPE`` locale to ``C``
@@ -197,7 +231,7 @@ def create_context(system, integrator, platform_name: str = "CUDA", precision: s
 
     import openmm
 
-    platform, properties = select_platform(platform_name, precision)
+    platform, properties = select_platform(platform_name, precision, deterministic_forces)
     ctype = locale.setlocale(locale.LC_CTYPE)
     try:
         return openmm.Context(system, integrator, platform, properties)
@@ -990,7 +1024,8 @@ def read_production_frames(results_root: Path | str, files):
 
 __all__ = [
     "EXIT_BLOWN_UP", "MAX_BLOWUPS", "BlownUpError", "non_finite", "EngineError", "ResumeError",
-    "ResumeMismatchError", "check_platform_name", "select_platform", "langevin_integrator",
+    "ResumeMismatchError", "check_platform_name", "check_deterministic_forces",
+    "DETERMINISTIC_FORCES_PROPERTY", "select_platform", "langevin_integrator",
     "set_barostat", "create_context", "StopSignals", "atomic_write", "remove_stale_temporaries",
     "state_xml", "save_state_xml", "load_state_xml", "state_xml_step", "Schedule", "Origin",
     "CheckpointOrigin", "StateOrigin", "InitialOrigin", "CheckpointFiles", "Resumed",

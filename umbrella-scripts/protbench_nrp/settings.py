@@ -17,7 +17,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar, Iterator
 
 from . import science
-from .engine import EngineError, Schedule, check_platform_name, select_platform
+from .engine import EngineError, Schedule, check_deterministic_forces, check_platform_name, select_platform
 
 #: False while the launcher checks a Job's settings: its machine need not have the pod's platform.
 _CHECK_AVAILABILITY = contextvars.ContextVar("check_platform_availability", default=True)
@@ -64,6 +64,7 @@ class StageSettings:
     checkpoint_minutes: float = science.CHECKPOINT_MINUTES
     platform: str = science.PLATFORM
     precision: str = science.PRECISION
+    deterministic_forces: bool = False
     max_blowups: int = science.MAX_BLOWUPS
 
     #: Raised, with the variable to change in its message, for a setting that cannot work.
@@ -150,15 +151,17 @@ class StageSettings:
                                    f"attempts after a blow-up); set PROTBENCH_MAX_BLOWUPS")
 
     def check_platform(self) -> None:
-        """Raise :attr:`input_error` for an unknown platform or precision, or one this machine lacks.
+        """Raise :attr:`input_error` for an unknown platform or precision, one this machine lacks, or
+        deterministic forces asked of a platform without them.
 
         Inside :func:`platform_availability(False) <platform_availability>`, the names only.
         """
         try:
             if _CHECK_AVAILABILITY.get():
-                select_platform(self.platform, self.precision)
+                select_platform(self.platform, self.precision, self.deterministic_forces)
             else:
                 check_platform_name(self.platform, self.precision)
+                check_deterministic_forces(self.platform, self.deterministic_forces)
         except EngineError as error:
             raise self.input_error(str(error)) from None
 

@@ -325,7 +325,8 @@ class SteeredMD:
             system = copy.deepcopy(system)
             set_barostat(system, settings.temperature_kelvin, settings.pressure_atm, barostat_frequency)
         integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps)
-        return create_context(system, integrator, settings.platform, settings.precision)
+        return create_context(system, integrator, settings.platform, settings.precision,
+                              settings.deterministic_forces)
 
     def _blowup_settings(self, phase: str, timestep_variable: str, timestep_fs: float,
                          start: str) -> dict:

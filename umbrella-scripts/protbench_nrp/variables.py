@@ -254,6 +254,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PROTBENCH_PRECISION", str, "", science.PRECISION, JOB_STAGES,
              "single, mixed or double (CUDA and OpenCL only).", "one of single, mixed, double",
              flag="--precision", field="precision"),
+    Variable("PROTBENCH_DETERMINISTIC_FORCES", bool, "", False, _MD,
+             "Sum forces in a fixed order (OpenMM's DeterministicForces), so that a resumed run can "
+             "repeat an uninterrupted one; CUDA and CPU set it, Reference needs nothing.",
+             "true or false; true refused on OpenCL, which lacks the property", flag="--deterministic-forces",
+             field="deterministic_forces"),
     Variable("PROTBENCH_INITIAL_PDB", click.Path(dir_okay=False), "", None, ("setup",),
              "Structure to build the local target from.", "an existing PDB file of a protein",
              flag="--initial-pdb", field="initial_pdb", default_text="OpenMM's test.pdb"),
@@ -324,14 +329,15 @@ SCRIPT_VARIABLES: dict[str, tuple[str, ...]] = {
                 "PROTBENCH_PULL_LENGTH", "PROTBENCH_PULL_FRAME", "PROTBENCH_TEMPERATURE",
                 "PROTBENCH_PRESSURE", "PROTBENCH_EQUIL_LENGTH", "PROTBENCH_EQUIL_TIMESTEP",
                 "PROTBENCH_EQUIL_FRAME", "PROTBENCH_PULL_TIMESTEP", "PROTBENCH_CHECKPOINT_MINUTES",
-                "PROTBENCH_PLATFORM", "PROTBENCH_PRECISION", "PROTBENCH_MAX_BLOWUPS"),
+                "PROTBENCH_PLATFORM", "PROTBENCH_PRECISION", "PROTBENCH_DETERMINISTIC_FORCES",
+                "PROTBENCH_MAX_BLOWUPS"),
     "window": ("PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA", "PROTBENCH_WINDOW",
                "PROTBENCH_N_WINDOWS", "PROTBENCH_CV_START", "PROTBENCH_CV_END", "PROTBENCH_UMBRELLA_K",
                "PROTBENCH_TEMPERATURE", "PROTBENCH_PRESSURE", "PROTBENCH_EQUIL_LENGTH",
                "PROTBENCH_EQUIL_TIMESTEP", "PROTBENCH_EQUIL_FRAME", "PROTBENCH_PRODUCTION_LENGTH",
                "PROTBENCH_TIMESTEP", "PROTBENCH_FRAME", "PROTBENCH_CHECKPOINT", "PROTBENCH_SAVE_STATE",
                "PROTBENCH_CHECKPOINT_MINUTES", "PROTBENCH_PLATFORM", "PROTBENCH_PRECISION",
-               "PROTBENCH_MAX_BLOWUPS"),
+               "PROTBENCH_DETERMINISTIC_FORCES", "PROTBENCH_MAX_BLOWUPS"),
 }
 
 #: The script of each stage, as its messages name it.

@@ -336,7 +336,8 @@ class UmbrellaWindow:
             system = copy.deepcopy(system)
             set_barostat(system, settings.temperature_kelvin, settings.pressure_atm,
                          barostat_frequency)
-        context = create_context(system, integrator, settings.platform, settings.precision)
+        context = create_context(system, integrator, settings.platform, settings.precision,
+                                 settings.deterministic_forces)
         return context, integrator
 
     def equilibration_stage(self, inputs: WindowInputs):
