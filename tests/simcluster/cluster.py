@@ -29,8 +29,8 @@ ever made for a Job name (relaunches included):
 
 * ``exit``: a container exits at once with a chosen status;
 * ``preempt``: once the main container runs (and, if given, once a file of
-  the pod's results holds a text), the pod gets ``DisruptionTarget`` and
-  SIGTERM, and has its grace period to checkpoint and upload;
+  the pod's results exists and holds a text), the pod gets ``DisruptionTarget``
+  and SIGTERM, and has its grace period to checkpoint and upload;
 * ``lose``: likewise, but its processes are SIGKILLed (no upload) and the pod
   stays ``Terminating`` for good, its deletion requested ``stuck_for_s`` ago.
 """
@@ -278,15 +278,16 @@ class SimCluster:
                 continue
             if fault.get("when_file"):
                 path = Path(pod["dir"]) / "results" / fault["when_file"]
-                try:
-                    if fault.get("when_text", "") not in path.read_text():
+                try:  # bytes: the file may be a DCD segment, and its presence the event
+                    if fault.get("when_text", "").encode() not in path.read_bytes():
                         continue
                 except OSError:
                     continue
-            fault["done"] = True
+            fault.update(done=True, on_pod=pod["name"])
             if fault["kind"] == "preempt":
                 pod["disruption"] = {"reason": "PreemptionByScheduler",
-                                     "message": "Preempted in order to admit critical pod"}
+                                     "message": "default-scheduler: preempting to accommodate a higher "
+                                                "priority pod"}
                 os.kill(pod["pid"], signal.SIGTERM)
             else:
                 try:

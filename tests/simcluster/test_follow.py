@@ -61,13 +61,13 @@ def template(tmp_path_factory) -> LauncherTemplate:
 class Campaigner:
     """The launcher repository, its bucket and the simulated cluster of one test."""
 
-    def __init__(self, root: Path, template: LauncherTemplate, s3: MotoServer, bucket: str):
+    def __init__(self, root: Path, template: LauncherTemplate, s3: MotoServer, bucket: str, n_windows: int = 2):
         self.repo = LauncherRepo(root / "launcher", template=template)
         self.bucket = Bucket(s3, bucket).create()
         s3.rclone_config(self.repo.rclone_config, REMOTE)
         self.cluster = SimCluster(root / "cluster", {SECRET: self.repo.rclone_config})
         self.cluster.install_kubectl(self.repo.bin)  # replaces the stand-in that only keeps states
-        self.repo.set_constants(TARGET=VILLIN[0], FF=VILLIN[1], N_REPLICAS=1, N_WINDOWS=2, BUCKET=bucket,
+        self.repo.set_constants(TARGET=VILLIN[0], FF=VILLIN[1], N_REPLICAS=1, N_WINDOWS=n_windows, BUCKET=bucket,
                                 RCLONE_REMOTE=REMOTE, RCLONE_SECRET=SECRET, EXTRA_ENV=SHORT_ENV)
         self.repo.commit("the test campaign")
         subprocess.run(["git", "push", "--quiet", "origin", "main"], cwd=self.repo.dir, check=True)
