@@ -130,6 +130,13 @@ def test_follow_takes_an_empty_bucket_to_the_report(campaign):
     assert "all Jobs finished; analysing" in output
     assert code == 0, output
     assert (campaign.repo.results / CAMPAIGN.analysis_file("report.html")).exists(), output
+    # --status, beside the cluster's states, shows the journal's last actions under its table
+    shown = campaign.repo.run("--status")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    last = [line.split() for line in shown.stdout.split("Last actions of --follow (", 1)[1].splitlines()[1:]]
+    assert [words[1:3] for words in last] == [
+        ["submit", f"{job}:"] for job in (name("setup"), name("steered", 1), name("window", 1, 0),
+                                         name("window", 1, 1))] + [["done", f"{CAMPAIGN.name}:"]], shown.stdout
 
 
 @pytest.mark.parametrize("options, needle", [
