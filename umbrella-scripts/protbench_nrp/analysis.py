@@ -281,7 +281,7 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
                                 combined, per_replica, windows, warnings, samples.missing,
                                 hysteresis=hysteresis)
     started = time.perf_counter()
-    analysis.convergence = _convergence(estimator, windows, combined, convergence_fractions)
+    analysis.convergence = _convergence(estimator, windows, combined, convergence_fractions, warnings)
     timings["forward and reverse convergence"] = time.perf_counter() - started
     analysis.next_steps = _next_steps(analysis, samples.n_windows, overlap_threshold)
     analysis.timings_s = timings
@@ -327,8 +327,12 @@ def _hysteresis(per_replica: dict[int, PMF]) -> str:
             f"longer (see what to run next), or discard more of each window's start (--discard-frames)")
 
 
-def _convergence(estimator: PMFEstimator, windows, combined: PMF, fractions) -> list[ConvergencePoint]:
-    points = []
+def _convergence(estimator: PMFEstimator, windows, combined: PMF, fractions,
+                 warnings: list[str]) -> list[ConvergencePoint]:
+    """Forward and reverse parts of production; a part whose samples fall in fewer than two
+    umbrella states has no overlap to compute (MBAR needs two): it is skipped, and ``warnings``
+    says which."""
+    points, skipped = [], []
     boundary = combined.folding.boundary
     for direction in ("forward", "reverse"):
         for fraction in fractions:
@@ -336,6 +340,9 @@ def _convergence(estimator: PMFEstimator, windows, combined: PMF, fractions) -> 
                     for w in windows]
             part = [w for w in part if len(w.samples)]
             if not part:
+                continue
+            if len({(w.centre, w.k_kcal_per_mol) for w in part}) < 2:
+                skipped.append(f"{direction} {fraction:g}")
                 continue
             try:
                 pmf = estimator.estimate(part, fold_boundary=boundary, n_bootstraps=0,
@@ -350,6 +357,9 @@ def _convergence(estimator: PMFEstimator, windows, combined: PMF, fractions) -> 
                 rmsd = float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
             points.append(ConvergencePoint(direction, float(fraction), int(sum(len(w.samples) for w in part)),
                                            pmf.folding, pmf, rmsd))
+    if skipped:
+        warnings.append(f"convergence: the parts {', '.join(skipped)} of production were skipped: their "
+                        f"samples fall in fewer than two windows, too few for MBAR. Run the windows longer")
     return points
 
 

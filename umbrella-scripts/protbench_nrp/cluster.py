@@ -52,8 +52,41 @@ class JobState(enum.Enum):
     ABSENT = "absent"        # no such Job: never created, deleted, or gone by ttlSecondsAfterFinished
 
 
+class JobPhase(enum.Enum):
+    """What ``--follow`` needs to know of a Job: :class:`JobState`, finer.
+
+    A Failed Job is ``failed-fatal`` when a ``FailJob`` rule of its
+    podFailurePolicy failed it (no retry can help: exits.py), else
+    ``failed-retryable`` (``BackoffLimitExceeded``, a deadline); an active
+    Job whose pod is stuck terminating on a lost node is ``node-lost``.
+    """
+
+    PENDING = "pending"      # waiting for a pod, a node or an init container; also suspended
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED_RETRYABLE = "failed-retryable"
+    FAILED_FATAL = "failed-fatal"
+    NODE_LOST = "node-lost"
+    GONE = "gone"            # no such Job
+
+    @property
+    def state(self) -> JobState:
+        """The coarse :class:`JobState` ``--relaunch`` judges by."""
+        return _COARSE[self]
+
+
+_COARSE = {JobPhase.PENDING: JobState.ACTIVE, JobPhase.RUNNING: JobState.ACTIVE,
+           JobPhase.NODE_LOST: JobState.ACTIVE, JobPhase.SUCCEEDED: JobState.COMPLETE,
+           JobPhase.FAILED_RETRYABLE: JobState.FAILED, JobPhase.FAILED_FATAL: JobState.FAILED,
+           JobPhase.GONE: JobState.ABSENT}
+
+
 class KubectlError(ProtbenchError, RuntimeError):
     """kubectl failed, timed out or said something unusable."""
+
+
+class JobExists(KubectlError):
+    """``kubectl create`` answered AlreadyExists: a Job of that name is on the cluster already."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +96,25 @@ class JobInfo:
     name: str
     state: JobState
     detail: str = ""  # e.g. "Running", "Pending", "Suspended", or a Failed Job's reason
+    phase: JobPhase = JobPhase.PENDING
+    failure: str = ""  # a Failed Job: the rule or exit status that failed it, with its meaning
+    lost_pods: tuple["LostPod", ...] = ()
 
 
 def job_state_of(kubernetes_state: str) -> JobState:
     """Map :attr:`ClusterJob.state` (``Complete``, ``Failed``, ``Running``, ...) to a :class:`JobState`."""
     return {"Complete": JobState.COMPLETE, "Failed": JobState.FAILED}.get(kubernetes_state, JobState.ACTIVE)
+
+
+def job_phase_of(job: "ClusterJob") -> JobPhase:
+    """The :class:`JobPhase` of one Job as :func:`parse_cluster_list` read it."""
+    if job.state == "Complete":
+        return JobPhase.SUCCEEDED
+    if job.state == "Failed":
+        return JobPhase.FAILED_FATAL if job.detail == "PodFailurePolicy" else JobPhase.FAILED_RETRYABLE
+    if job.lost_pods:
+        return JobPhase.NODE_LOST
+    return JobPhase.RUNNING if job.state == "Running" else JobPhase.PENDING
 
 
 class Kubectl:
@@ -104,7 +151,8 @@ class Kubectl:
         except ValueError as error:
             raise KubectlError(f"kubectl get jobs returned unusable output ({error})") from None
         return {name: JobInfo(name, job_state_of(job.state), job.state if job.state not in (
-            "Complete", "Failed") else job.detail) for name, job in jobs.items()}
+            "Complete", "Failed") else job.detail, job_phase_of(job), job.failure, job.lost_pods)
+                for name, job in jobs.items()}
 
     def create(self, path: Path, name: str) -> str:
         """``kubectl create -f path``; kubectl's answer, or :class:`KubectlError`.
@@ -115,13 +163,22 @@ class Kubectl:
         result = self._run(["create", "-f", str(path)], self.timeout_s, f"creating {name}")
         if result.returncode != 0:
             message = self._message(result)
-            hint = ""
             if "AlreadyExists" in message or "already exists" in message:
-                hint = (f"\n  a Job {name} exists on the cluster already; nothing of it was changed. "
-                        f"Look at it with kubectl get job {name}; replace it with --relaunch "
-                        f"(a Failed one) or --extend (a Complete one)")
-            raise KubectlError(f"kubectl create failed for {name} (exit {result.returncode}): {message}{hint}")
+                raise JobExists(
+                    f"kubectl create failed for {name} (exit {result.returncode}): {message}\n  a Job {name} "
+                    f"exists on the cluster already; nothing of it was changed. Look at it with kubectl get "
+                    f"job {name}; replace it with --relaunch (a Failed one) or --extend (a Complete one)")
+            raise KubectlError(f"kubectl create failed for {name} (exit {result.returncode}): {message}")
         return result.stdout.strip() or f"job.batch/{name} created"
+
+    def force_delete_pod(self, pod: str) -> None:
+        """``kubectl delete pod --force --grace-period=0``: the runbook for a pod stuck on a lost node
+        (docs/failures.md: A lost node), after which the Job may start a new pod."""
+        result = self._run(["delete", "pod", pod, "--force", "--grace-period=0"], self.timeout_s,
+                           f"force-deleting pod {pod}")
+        if result.returncode != 0 and "NotFound" not in self._message(result):
+            raise KubectlError(f"kubectl delete pod {pod} --force failed (exit {result.returncode}): "
+                               f"{self._message(result)}")
 
     def delete(self, name: str) -> None:
         """Delete Job ``name`` and wait until it and its pods are gone (bounded), else :class:`KubectlError`."""

@@ -1,10 +1,10 @@
 """The command line of ``run-umbrella-windows.py``: options in, one mode out.
 
-:func:`main` turns the file's constants and the options into one of four
+:func:`main` turns the file's constants and the options into one of five
 modes: a cluster launch (or ``--relaunch``/``--extend``; :mod:`launcher`), a
-``--dry-run`` (:mod:`launcher`, printing instead of applying), ``--local``
-(:mod:`local`) or ``--status`` (:mod:`status`; with ``--local`` or ``--demo``,
-a campaign of this machine, for which no cluster is asked). Each mode's module is imported
+``--dry-run`` (:mod:`launcher`, printing instead of applying), ``--follow``
+(:mod:`follow`), ``--local`` (:mod:`local`) or ``--status`` (:mod:`status`; with ``--local`` or
+``--demo``, a campaign of this machine, for which no cluster is asked). Each mode's module is imported
 only when it is chosen: ``--local`` (``--demo`` included) plans its Jobs with
 :mod:`jobs` alone and loads nothing of the Kubernetes side (launcher,
 manifests, cluster, policy, pinning, preflight), and a cluster launch does not
@@ -87,9 +87,16 @@ def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | N
               help="Each window's production in ns, instead of PROTBENCH_PRODUCTION_LENGTH in EXTRA_ENV (or the "
                    "demo's): with --extend or --local, selected windows finished shorter run on from their "
                    "checkpoints.")
+@click.option("--follow", "follow_run", is_flag=True,
+              help="Take the selection, and every stage it needs, to finished results on the cluster: submit "
+                   "each Job once its inputs exist, relaunch retryable failures, then analyse.")
+@click.option("--poll", "poll_s", type=float, default=None, envvar="PROTBENCH_FOLLOW_POLL", metavar="SECONDS",
+              help="With --follow: seconds between looks at the cluster and the results [default: 120].")
+@click.option("--max-attempts", type=int, default=None, envvar="PROTBENCH_FOLLOW_MAX_ATTEMPTS",
+              help="With --follow: launches a Job gets, its first included, before it is given up [default: 4].")
 @click.pass_obj
 def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status,
-        status_source, no_kubectl, relaunch, extend, production_length_ns):
+        status_source, no_kubectl, relaunch, extend, production_length_ns, follow_run, poll_s, max_attempts):
     """Launch one Kubernetes Job per selected replica and window (see README.md)."""
     config, settings = obj
     local_status = status and (local_run or demo)  # a campaign of this machine: no cluster to ask
@@ -98,6 +105,11 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
                                "--local campaign has got)")
     if (relaunch or extend) and (local_run or status or demo):
         raise click.UsageError("--relaunch and --extend replace cluster Jobs: not with --local, --status or --demo")
+    if follow_run and (dry_run or local_run or status or relaunch or extend or demo):
+        raise click.UsageError("--follow runs the campaign on the cluster by itself: not with --dry-run, "
+                               "--local, --status, --relaunch, --extend or --demo")
+    if not follow_run and (poll_s is not None or max_attempts is not None):
+        raise click.UsageError("--poll and --max-attempts go with --follow")
     if demo and not (dry_run or local_run or status):
         # The demo's lengths are minutes of CPU time: never a cluster campaign.
         raise click.UsageError("--demo runs on this machine: add --local (or --dry-run, --status)")
@@ -134,6 +146,15 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
 
             code = show_status(jobs_for_this_machine(config, settings.repo_dir), config,
                                use_kubectl=not no_kubectl, source=status_source)
+        elif follow_run:
+            from . import follow
+
+            follow_settings = follow.FollowSettings(
+                follow.DEFAULT_POLL_S if poll_s is None else poll_s,
+                follow.DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts)
+            follow.check_follow_options(config, follow_settings, {"replicas": replicas is not None,
+                                                                  "windows": windows is not None})
+            code = follow.follow(config, settings, follow_settings)
         else:
             from .launcher import launch  # the Kubernetes side: only a launch or a dry run loads it
 

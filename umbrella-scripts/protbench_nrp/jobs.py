@@ -15,6 +15,7 @@ talks to Kubernetes, so ``--local`` and ``--status`` plan with this module alone
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -51,6 +52,8 @@ CUDA_VERSION_FORMAT = re.compile(r"^(\d+)\.(\d+)$")
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_PARTLY_SUBMITTED = 3
+#: ``--follow`` stopped because nothing more could progress (a Job failed for good, or is blocked).
+EXIT_STOPPED = 4
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,25 @@ def build_jobs(config: CampaignConfig, commit: str) -> list[JobSpec]:
         raise ConfigError(f"two Jobs would share a name ({sorted(n for n in names if names.count(n) > 1)[0]}); "
                           f"report this as a bug in layout.job_name")
     return jobs
+
+
+def campaign_jobs(jobs: list[JobSpec], config: CampaignConfig) -> list[JobSpec]:
+    """``jobs`` preceded by the Jobs of every earlier stage they need, in stage order.
+
+    Earlier stages are built by :func:`build_jobs` from
+    the same ``config`` (and so the same checks and environment), for the
+    replicas ``jobs`` use.
+    """
+    if not jobs:
+        return []
+    commit = jobs[0].env.get("PROTBENCH_SCRIPT_COMMIT", "")
+    stage = stage_of(jobs[0].stage)
+    replicas = tuple(sorted({job.replica for job in jobs if job.replica is not None}))
+    earlier = []
+    for previous in STAGE_TABLE[: STAGE_TABLE.index(stage)]:
+        earlier += build_jobs(dataclasses.replace(config, stage=previous.name,
+                                                  replicas=replicas or None), commit)
+    return earlier + list(jobs)
 
 
 def describe(jobs: list[JobSpec]) -> str:

@@ -21,6 +21,7 @@ with ``--local`` and ``--status``), the manifests :mod:`manifest`, the cluster
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import shutil
@@ -37,8 +38,8 @@ from .layout import window_tag
 from .stages import STAGE_TABLE, stage_of
 from .manifest import SchemaUnavailable, load_template, render_manifest, schema_errors, to_yaml, yaml_stream
 
-__all__ = ["launch", "submit", "plan_replacements", "LaunchSettings", "identity_line", "dry_run_summary",
-           "SHIPPED_DEFAULTS", "EXIT_OK", "EXIT_REFUSED", "EXIT_PARTLY_SUBMITTED"]
+__all__ = ["launch", "prepare", "Prepared", "submit", "plan_replacements", "LaunchSettings", "identity_line",
+           "dry_run_summary", "SHIPPED_DEFAULTS", "EXIT_OK", "EXIT_REFUSED", "EXIT_PARTLY_SUBMITTED"]
 
 #: The constants run-umbrella-windows.py ships with, and the CampaignConfig field of each: the
 #: seed's own (its README copies jm's bucket and jm's rclone secret). A test keeps them equal to the file.
@@ -165,17 +166,21 @@ def plan_replacements(jobs: list[JobSpec], config: CampaignConfig, kubectl: Kube
     return plan
 
 
-def check_repository(config: CampaignConfig, repo_dir: Path, commit: str) -> gitcheck.Remote:
+def check_repository(config: CampaignConfig, repo_dir: Path, commit: str,
+                     stages: tuple[str, ...] | None = None) -> gitcheck.Remote:
     """What the pods check out is what is here, and they can get it.
 
-    The stage's script is committed as it is on disk and executable, nothing
-    under ``umbrella-scripts/`` (the library and pod scripts) differs from the
+    The script of each of ``stages`` (default: the configured stage) is
+    committed as it is on disk and executable, nothing under
+    ``umbrella-scripts/`` (the library and pod scripts) differs from the
     commit, and the commit is on the remote whose URL is ``REPO_URL``.
     """
-    script = stage_script(config, config.stage)
-    gitcheck.check_script_committed(repo_dir, script)
+    scripts = list(dict.fromkeys(stage_script(config, stage) for stage in (stages or (config.stage,))))
+    for script in scripts:
+        gitcheck.check_script_committed(repo_dir, script)
     gitcheck.check_tree_committed(repo_dir)
-    gitcheck.check_executable(repo_dir, script)
+    for script in scripts:
+        gitcheck.check_executable(repo_dir, script)
     return gitcheck.check_pushed(repo_dir, config.repo_url, commit)
 
 
@@ -290,7 +295,8 @@ def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, k
         for job, manifest in zip(jobs, manifests):
             path = config.local_result_dir / job.provenance_path
             if job.name in replacing:
-                failure = _replace_old(job, replacing[job.name], path, config, kubectl)
+                failure = replace_old(job, replacing[job.name], path, config,
+                                      functools.partial(kubectl.delete, job.name))
                 if failure:
                     return _report_partial(jobs, submitted, failure)
             try:
@@ -316,15 +322,16 @@ def submit(jobs: list[JobSpec], manifests: list[dict], config: CampaignConfig, k
     return EXIT_OK
 
 
-def _replace_old(job: JobSpec, state: JobState, path: Path, config: CampaignConfig,
-                 kubectl: Kubectl) -> str | None:
-    """Delete ``job``'s old Job (waiting until gone), then archive its provenance; what failed, or ``None``.
+def replace_old(job: JobSpec, state: JobState, path: Path, config: CampaignConfig,
+                delete) -> str | None:
+    """Delete ``job``'s old Job (``delete()``, waiting until gone), then archive its provenance as
+    ``NAME.attempt-K.yaml``; what failed, or ``None``.
 
     The delete comes first: when it fails or times out, nothing else has changed.
     """
     if state is not JobState.ABSENT:
         try:
-            kubectl.delete(job.name)
+            delete()
         except KubectlError as error:
             return f"{error}\n  nothing of {job.name} was changed (its provenance is as it was)"
         click.echo(f"deleted the old {state.value} Job {job.name}")
@@ -386,6 +393,53 @@ def _report_partial(jobs: list[JobSpec], submitted: list[JobSpec], failure: str)
 
 # -- the launch, top-down --------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A launch once every check before its first side effect has passed (:func:`prepare`)."""
+
+    config: CampaignConfig
+    commit: str
+    jobs: list[JobSpec]
+    manifests: list[dict]
+    remote: gitcheck.Remote
+    kubectl: Kubectl
+
+
+def prepare(config: CampaignConfig, settings: LaunchSettings, select=build_jobs, refuse=None,
+            verb: str = "Launching") -> Prepared:
+    """Every check of a launch, in order: constants, template, git HEAD, pinning, manifests (schema,
+    NRP policy), the scripts committed and pushed, kubectl, preflight. Writes nothing.
+
+    ``select(config, commit)`` gives the Jobs (default: the configured stage's);
+    ``--follow`` passes every stage the selection needs. Preflight checks the
+    inputs of the configured stage's Jobs only when ``select`` is the default;
+    otherwise (later stages' inputs come from Jobs not yet run) that the bucket
+    can be opened. ``refuse(jobs, config)``, when given, runs once the
+    manifests are checked (a plain launch refuses existing provenance there).
+
+    Raises
+    ------
+    LaunchRefused, TemplateError, GitCheckError
+        When a check fails.
+    """
+    validate_config(config)
+    click.echo(identity_line(config, verb), err=True)  # once the constants read, before any other check
+    template = load_template(settings.template_path)
+    commit = gitcheck.require_head_commit(settings.repo_dir)
+    config = pin_software(config)
+    jobs = select(config, commit)
+    manifests = [render_manifest(job, config, template) for job in jobs]
+    check_manifests(jobs, manifests, settings.template_path)
+    if refuse is not None:
+        refuse(jobs, config)
+    remote = check_repository(config, settings.repo_dir, commit,
+                              tuple(dict.fromkeys(job.stage for job in jobs)) or None)
+    kubectl = Kubectl(find_kubectl(), timeout_s=KUBECTL_TIMEOUT_S)
+    if settings.preflight:
+        run_preflight(jobs if select is build_jobs else [], config)
+    return Prepared(config, commit, jobs, manifests, remote, kubectl)
+
+
 def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = False,
            relaunch: bool = False, extend: bool = False) -> int:
     """Check everything, then write and create one manifest per Job (or print them, for a dry run).
@@ -398,34 +452,25 @@ def launch(config: CampaignConfig, settings: LaunchSettings, *, dry_run: bool = 
     LaunchRefused, TemplateError, GitCheckError
         When a check fails; nothing has been written or applied then.
     """
-    validate_config(config)
-    if not dry_run:  # a dry run says it after its manifests, where it is seen
-        click.echo(identity_line(config, "Replacing Jobs" if relaunch or extend else "Launching"), err=True)
-    template = load_template(settings.template_path)
+    replace = relaunch or extend
     if dry_run:
+        validate_config(config)
+        template = load_template(settings.template_path)
         commit = gitcheck.head_commit(settings.repo_dir) or gitcheck.NO_COMMIT
-    else:
-        commit = gitcheck.require_head_commit(settings.repo_dir)
-        config = pin_software(config)
-    jobs = build_jobs(config, commit)
-    manifests = [render_manifest(job, config, template) for job in jobs]
-    check_manifests(jobs, manifests, settings.template_path)
-    if dry_run:
+        jobs = build_jobs(config, commit)
+        manifests = [render_manifest(job, config, template) for job in jobs]
+        check_manifests(jobs, manifests, settings.template_path)
         click.echo(yaml_stream(manifests), nl=False)
         for line in dry_run_summary(jobs, manifests, config):
             click.echo(line, err=True)
         return EXIT_OK
-    replace = relaunch or extend
-    if not replace:
-        refuse_existing_provenance(jobs, config)
-    remote = check_repository(config, settings.repo_dir, commit)
-    kubectl = Kubectl(find_kubectl(), timeout_s=KUBECTL_TIMEOUT_S)
-    if settings.preflight:
-        run_preflight(jobs, config)
+    ready = prepare(config, settings, refuse=None if replace else refuse_existing_provenance,
+                    verb="Replacing Jobs" if replace else "Launching")
+    config, jobs, kubectl = ready.config, ready.jobs, ready.kubectl
     replacing = None
     if replace:
         replacing = plan_replacements(jobs, config, kubectl, results_reader(config, settings), extend)
     verb = "Replacing" if replace else "Launching"
-    click.echo(f"{verb} {len(jobs)} Jobs of {config.campaign.name} at commit {commit[:12]} "
-               f"(pushed to {remote.name}): {describe(jobs)}")
-    return submit(jobs, manifests, config, kubectl, replacing)
+    click.echo(f"{verb} {len(jobs)} Jobs of {config.campaign.name} at commit {ready.commit[:12]} "
+               f"(pushed to {ready.remote.name}): {describe(jobs)}")
+    return submit(jobs, ready.manifests, config, kubectl, replacing)

@@ -25,6 +25,7 @@ The layout, with ``S = {target}-{ff}``::
     S/replica-{R}/window-{WW}/...             a window's outputs
     <a Job's output directory>/run-records/POD.json   one run record per pod
     S/analysis/...                            PMF and plots
+    S/S-follow-journal.jsonl                  what --follow did, one JSON line per action
     comparison/A_vs_B-...                     campaigns A, B, ... side by side
 """
 
@@ -238,6 +239,17 @@ class Campaign:
     def analysis_file(self, suffix: str) -> PurePosixPath:
         """``S/analysis/S-{suffix}``, e.g. ``analysis_file("pmf.png")``."""
         return self._file(self.analysis_dir, suffix)
+
+    # -- following ------------------------------------------------------------
+    @property
+    def follow_journal(self) -> PurePosixPath:
+        """``S/S-follow-journal.jsonl``: what ``--follow`` did, one JSON object a line."""
+        return self._file(self.root, "follow-journal.jsonl")
+
+    @property
+    def follow_lock(self) -> PurePosixPath:
+        """``S/.follow.lock``: followers of one results tree take turns holding it for a pass."""
+        return self.root / ".follow.lock"
 
     # -- provenance -----------------------------------------------------------
     # Each method below takes a JobId, or its stage, replica and window as three

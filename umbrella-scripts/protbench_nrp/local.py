@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import variables
-from .jobs import CampaignConfig, JobSpec, build_jobs
+from .jobs import CampaignConfig, JobSpec, campaign_jobs
 from .layout import JOB_LOG_LAUNCHER, Campaign
 from .records import Progress
-from .stages import STAGE_TABLE, is_complete, prerequisites, stage_of
+from .stages import is_complete, prerequisites, stage_of
 from .store import LocalStore
 
 #: The platform of a local run unless EXTRA_ENV or the environment names one.
@@ -177,25 +177,6 @@ class LocalJob:
 
 
 # -- the whole campaign -----------------------------------------------------------------
-
-def campaign_jobs(jobs: list[JobSpec], config: CampaignConfig) -> list[JobSpec]:
-    """``jobs`` preceded by the Jobs of every earlier stage they need, in stage order.
-
-    Earlier stages are built by :func:`protbench_nrp.jobs.build_jobs` from
-    the same ``config`` (and so the same checks and environment), for the
-    replicas ``jobs`` use.
-    """
-    if not jobs:
-        return []
-    commit = jobs[0].env.get("PROTBENCH_SCRIPT_COMMIT", "")
-    stage = stage_of(jobs[0].stage)
-    replicas = tuple(sorted({job.replica for job in jobs if job.replica is not None}))
-    earlier = []
-    for previous in STAGE_TABLE[: STAGE_TABLE.index(stage)]:
-        earlier += build_jobs(dataclasses.replace(config, stage=previous.name,
-                                                  replicas=replicas or None), commit)
-    return earlier + list(jobs)
-
 
 def _dependencies(specs: list[JobSpec]) -> dict[str, tuple[str, ...]]:
     """Each Job's name -> the names of the Jobs among ``specs`` it needs (stages.prerequisites)."""

@@ -53,6 +53,8 @@ from .store import BucketStore, LocalStore, ResultsStore, StoreError
 
 #: A window whose progress is older than this (and than STALL_UPDATES updates) is stalled.
 STALL_AFTER_S = 30 * 60.0
+#: How many of ``--follow``'s last actions (its campaign journal) are shown under the table.
+FOLLOW_ACTIONS_SHOWN = 5
 STALL_UPDATES = 3
 #: Minutes between a pod's uploads to the bucket when PROTBENCH_SYNC_MINUTES is
 #: not set (the default of umbrella-scripts/pod/run-job.sh).
@@ -723,4 +725,28 @@ def show_status(jobs: list[JobSpec], config: CampaignConfig, *, use_kubectl: boo
                      f"{100 * usage.MIN_MEMORY_FRACTION:.0f}% of the request): size the requests from a "
                      f"pilot window (docs/following.md, 'Sizing the requests')")
     render_status(rows, totals, f"{campaign.name}: {reader.location}", notes, console, local=local)
+    actions = follow_actions(reader, campaign)
+    if actions:
+        console.print(f"Last actions of --follow ({reader.describe(campaign.follow_journal)}):", markup=False,
+                      highlight=False)
+        for line in actions:
+            console.print(f"  {line}", markup=False, highlight=False)
     return EXIT_OK
+
+
+def follow_actions(reader: ResultsStore, campaign: Campaign, count: int = FOLLOW_ACTIONS_SHOWN) -> list[str]:
+    """The last ``count`` lines of the campaign journal ``--follow`` writes, oldest first; ``[]``
+    when there is none. A line that does not read (one cut off by a killed follower) is said, not
+    fatal, and so is a journal that cannot be read."""
+    try:
+        text = reader.read_text(campaign.follow_journal)
+    except StoreError as error:
+        return [f"the journal could not be read: {error}"]
+    shown = []
+    for line in (text or "").splitlines()[-count:]:
+        try:
+            entry = json.loads(line)
+            shown.append(f"{entry['time']} {entry['action']:<9} {entry['job']}: {entry['reason']}")
+        except (ValueError, KeyError, TypeError):
+            shown.append(f"an unreadable line: {line[:80]!r}")
+    return shown
