@@ -18,8 +18,8 @@ the one place each variable is described. From it come
 ``"template"`` for the mount points ``k8s_template.yaml`` gives the pod's
 commands. ``stages`` are the programs that read it: the Job stages
 ``setup``, ``steered`` and ``window`` (their Python scripts), ``pod`` (the
-shell scripts of ``umbrella-scripts/pod/``), and ``analysis`` and ``status``,
-which run on your machine and never in a Job.
+shell scripts of ``umbrella-scripts/pod/``), and ``analysis``, ``status`` and
+``follow``, which run on your machine and never in a Job.
 """
 
 from __future__ import annotations
@@ -285,6 +285,11 @@ VARIABLES: tuple[Variable, ...] = (
     # -- on your machine, never in a Job ---------------------------------------------------------------
     Variable("PROTBENCH_STATUS_SOURCE", click.Choice(["local", "bucket"]), "", "local", ("status",),
              "Where --status reads progress: LOCAL_RESULT_DIR or the bucket.", "local or bucket"),
+    Variable("PROTBENCH_FOLLOW_POLL", click.FloatRange(min=0, min_open=True), "s", 120.0, ("follow",),
+             "With --follow: seconds between looks at the cluster and the results.", "a number > 0"),
+    Variable("PROTBENCH_FOLLOW_MAX_ATTEMPTS", click.IntRange(min=1), "", 4, ("follow",),
+             "With --follow: launches a Job gets, its first included, before it is given up.",
+             "a whole number >= 1"),
     Variable("PROTBENCH_ANALYSIS_REPLICAS", click.IntRange(min=1), "", None, ("analysis",),
              "Replicas to analyse.", "whole numbers >= 1", default_text="all found"),
     Variable("PROTBENCH_BUCKET_PREFIX", str, "", "results", ("analysis",),
