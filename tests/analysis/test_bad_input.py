@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import (AnalysisError, analyze_campaign, build_command,
-                                    load_campaign, parse_cv_timeseries)
+from protbench_nrp.analysis import AnalysisError, analyze_campaign, load_campaign, parse_cv_timeseries
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.layout import Campaign
 from protbench_nrp.store import LocalStore
 

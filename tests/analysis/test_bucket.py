@@ -6,7 +6,8 @@ import boto3
 import numpy as np
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import analyze_campaign, build_command, load_campaign
+from protbench_nrp.analysis import analyze_campaign, load_campaign
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.store import BucketStore, LocalStore
 
 from .conftest import CHEAP, upload_tree

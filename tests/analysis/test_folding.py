@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import analyze_campaign, build_command, load_campaign
+from protbench_nrp.analysis import analyze_campaign, load_campaign
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.store import LocalStore
 from protbench_nrp.outputs import (FREE_ENERGY_DAT_COLUMNS, SAMPLES_DAT_COLUMNS, WINDOWS_DAT_COLUMNS,
                                    read_dat, rebuild_pmf)

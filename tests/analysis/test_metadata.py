@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import analyze_campaign, build_command, load_campaign
+from protbench_nrp.analysis import analyze_campaign, load_campaign
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.cvaxis import CVAxis
 from protbench_nrp.metadata import MetadataError, read_metadata
 from protbench_nrp.store import LocalStore

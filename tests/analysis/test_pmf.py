@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import (PMF, PMFEstimator, analyze_campaign, build_command,
-                                    load_campaign)
+from protbench_nrp.analysis import PMF, PMFEstimator, analyze_campaign, load_campaign
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.store import LocalStore
 
 from .conftest import CHEAP

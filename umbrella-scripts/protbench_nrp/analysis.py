@@ -18,7 +18,7 @@ Orchestration; each piece lives in a module of its own:
 * :mod:`protbench_nrp.outputs` writes the CSV and upstream-style ``.dat``
   files, :mod:`protbench_nrp.plots` the figures and
   :mod:`protbench_nrp.report` the self-contained HTML report;
-  :mod:`protbench_nrp.analysis_cli` is the command line.
+  :mod:`protbench_nrp.analysis_cli` is ``analyze-umbrella-windows.py``'s command line.
 """
 
 from __future__ import annotations
@@ -563,10 +563,3 @@ def write_outputs(analysis: CampaignAnalysis, results_root: Path | str, **option
     from .outputs import write_outputs as write
 
     return write(analysis, results_root, **options)
-
-
-def build_command():
-    """The ``analyze-umbrella-windows.py`` command (see :mod:`protbench_nrp.analysis_cli`)."""
-    from .analysis_cli import build_command as build
-
-    return build()
