@@ -397,8 +397,13 @@ def _next_steps(analysis: CampaignAnalysis, n_windows: int, overlap_threshold: f
         chosen = [int(i) for i in order[:MAX_WINDOWS_TO_EXTEND]
                   if explained > 0 and share[i] >= MIN_VARIANCE_SHARE * explained]
         lengths: dict[int, list[float]] = {}  # state -> production lengths of its windows
+        members: dict[int, set[int]] = {}  # state -> its windows (several lines of a metadata file may share one)
+        system = combined.fit.system
         for w in analysis.windows:
-            lengths.setdefault(combined.state_windows.index(w.window), []).append(w.production_length_ns)
+            state = int(np.flatnonzero((system.centres == system.axis.wrap(w.centre))
+                                       & (system.forces == w.k_kcal_per_mol))[0])
+            lengths.setdefault(state, []).append(w.production_length_ns)
+            members.setdefault(state, set()).add(w.window)
         median_share = float(np.median(share)) if len(share) else 0.0
         groups: dict[tuple[float, float], list[int]] = {}
         reduced = 0.0
@@ -407,7 +412,7 @@ def _next_steps(analysis: CampaignAnalysis, n_windows: int, overlap_threshold: f
             known = [v for v in lengths.get(i, []) if np.isfinite(v)]
             now = float(np.median(known)) if known else math.nan
             target = _round_up(now * factor) if np.isfinite(now) else math.nan
-            groups.setdefault((target, factor), []).append(combined.state_windows[i])
+            groups.setdefault((target, factor), []).extend(sorted(members.get(i, {combined.state_windows[i]})))
             reduced += share[i] * (1 - 1 / factor)
         total = sigma ** 2
         sigma_after = math.sqrt(max(total - min(reduced, explained), 0.0))

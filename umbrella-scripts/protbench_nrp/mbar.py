@@ -14,6 +14,7 @@ The bias of a window is ``k*(cv - centre)**2`` (no factor 1/2), in kcal/mol.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,9 +60,29 @@ class StateSystem:
         # Sample positions of each (replica, state) block, for the resampling.
         self.replicas = sorted({w.replica for w in windows})
         starts = np.concatenate([[0], np.cumsum([len(w.samples) for _, w in ordered])])
-        self.blocks: dict[int, list[np.ndarray]] = {r: [] for r in self.replicas}
-        for (_, w), start, end in zip(ordered, starts[:-1], starts[1:]):
-            self.blocks[w.replica].append(np.arange(start, end))
+        # (state, replica) -> the sample positions of that replica's windows of the state.
+        self.blocks: dict[tuple[int, int], list[np.ndarray]] = {}
+        for (state, w), start, end in zip(ordered, starts[:-1], starts[1:]):
+            self.blocks.setdefault((state, w.replica), []).append(np.arange(start, end))
+
+    def subset(self, rows) -> "StateSystem":
+        """The same states with only the samples ``rows`` (positions, in order): one replica, a part."""
+        rows = np.asarray(rows)
+        sub = copy.copy(self)
+        for name in ("x_n", "state_n", "replica_n", "window_n", "frame_n", "n_frames_n"):
+            setattr(sub, name, getattr(self, name)[rows])
+        sub.u_kn = self.u_kn[:, rows]
+        sub.n_k = np.bincount(sub.state_n, minlength=self.n_states)
+        sub.replicas = sorted({int(r) for r in np.unique(sub.replica_n)})
+        position = np.full(len(self.x_n), -1)
+        position[rows] = np.arange(len(rows))
+        sub.blocks = {}
+        for key, blocks in self.blocks.items():
+            for block in blocks:
+                kept = position[block]
+                if (kept >= 0).any():
+                    sub.blocks.setdefault(key, []).append(kept[kept >= 0])
+        return sub
 
     def part(self, low_fraction: float, high_fraction: float) -> np.ndarray:
         """Mask of the samples taken within ``[low, high)`` fractions of their window's production frames."""
@@ -79,10 +100,26 @@ class StateSystem:
             chosen = rng.choice(pool, size=len(pool), replace=True)
         else:
             chosen = pool
-        parts = [block[rng.integers(0, len(block), len(block))]
-                 for replica in chosen for block in self.blocks[int(replica)]]
-        pick = np.concatenate(parts)
-        return pick[np.argsort(self.state_n[pick], kind="stable")]
+        draws = {}
+        for replica in chosen:  # draw replica by replica, then put the draws in state order
+            for state in range(self.n_states):
+                for block in self.blocks.get((state, int(replica)), ()):
+                    draws.setdefault(state, []).append(block[rng.integers(0, len(block), len(block))])
+        return np.concatenate([part for state in sorted(draws) for part in draws[state]])
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread.
+
+    :class:`Reweighter`'s steps are matrix-vector products of ``K x N``, bound
+    by memory bandwidth: more BLAS threads barely speed them up, and on a
+    machine whose cores are busy they slow them down several times over
+    (measured on 2 shared cores: 39 s against 6 s for the bootstrap of 93,000
+    samples; ``benchmarks/bench_any_cv.py``).
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def log_denominator(f_k, u_kn, n_k) -> np.ndarray:
@@ -183,8 +220,9 @@ class Reweighter:
     that noise at every step, to :data:`TOLERANCE` in a handful.
     """
 
-    #: Stop when no state's free energy moves more than this (kT).
-    TOLERANCE = 1e-9
+    #: Stop when no state's free energy moves more than this (kT): a thousandth of a
+    #: thousandth of the smallest bootstrap spread that matters.
+    TOLERANCE = 1e-8
     MAX_STEPS = 60
 
     def __init__(self, system: StateSystem, f_k):
@@ -193,6 +231,12 @@ class Reweighter:
         a = self.f0[:, None] - system.u_kn
         self.m_n = a.max(axis=0)
         self.e_kn = np.exp(a - self.m_n)
+
+    def subset(self, system: StateSystem, rows) -> "Reweighter":
+        """The same solution's ``E`` for the samples ``rows`` of this one's system (``system``, its subset)."""
+        sub = copy.copy(self)
+        sub.system, sub.m_n, sub.e_kn = system, self.m_n[rows], np.ascontiguousarray(self.e_kn[:, rows])
+        return sub
 
     def weights(self, solution: Reweighting, rows=None) -> np.ndarray:
         """MBAR's normalised weight matrix ``W_nk`` (samples ``rows`` by states) of a solution."""
@@ -223,6 +267,11 @@ class Reweighter:
         g = np.zeros(len(n_k)) if start is None else start.g_k.copy()
         g -= g[used[0]]
         rows = np.flatnonzero(counts > 0)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging try returns None
+            return self._steps(e, g, counts, n_k, used, rows, jacobian)
+
+    def _steps(self, e, g, counts, n_k, used, rows, jacobian) -> Reweighting | None:
+        previous = np.inf
         for _ in range(self.MAX_STEPS):
             s = n_k * np.exp(g)
             d = s @ e
@@ -240,18 +289,21 @@ class Reweighter:
             if not np.all(np.isfinite(step)):
                 return None
             g[used[1:]] += step
-            if np.max(np.abs(step), initial=0.0) < self.TOLERANCE:
+            size = np.max(np.abs(step), initial=0.0)
+            if size < self.TOLERANCE:
                 break
+            if jacobian is not None and size > 0.8 * previous:
+                return None  # the borrowed Jacobian does not contract here: Newton steps instead
+            previous = size
         else:
             return None
         s = n_k * np.exp(g)
         d = s @ e
-        ratio = np.divide(counts, d, out=np.zeros_like(d), where=d > 0)
-        with np.errstate(divide="ignore"):
-            log_den = np.log(d) + self.m_n
+        log_den = np.log(d) + self.m_n
+        if (n_k == 0).any():
             # exp(-f_k) = sum_n c_n exp(-u_kn) / (sum_j N_j exp(f_j - u_jn)), for states without samples.
-            unused = -np.log(e @ ratio)
-        g = np.where(n_k > 0, g, unused)
+            ratio = np.divide(counts, d, out=np.zeros_like(d), where=d > 0)
+            g = np.where(n_k > 0, g, -np.log(e @ ratio))
         f = self.f0 + g
         return Reweighting(f - f[0], log_den - f[0], counts, n_k, g)
 

@@ -32,7 +32,7 @@ from .cvfiles import AnalysisError
 from .decorrelation import (EQUILIBRATION_SCAN_POINTS, MIN_FRAMES, DecorrelatedWindow,  # noqa: F401
                             decorrelate_window)
 from .mbar import (Reweighter, Reweighting, StateSystem, asymptotic_covariance,  # noqa: F401
-                   difference_errors, indicator_weights, log_denominator, solve_mbar_from)
+                   difference_errors, indicator_weights, log_denominator, one_blas_thread, solve_mbar_from)
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
 from .states import TwoStates, delta_g, folding_states
 from .variables import BY_NAME
@@ -268,7 +268,8 @@ class _Fit:
     system: StateSystem
     reweighter: Reweighter
     full: Reweighting
-    jacobian: np.ndarray
+    #: At ``full``; computed when first needed for a part.
+    jacobian: np.ndarray | None
 
 
 # -- the estimator -------------------------------------------------------------------------
@@ -366,7 +367,7 @@ class PMFEstimator:
         fit = _Fit(system, reweighter, full, reweighter.jacobian(full))
         f_points = self._fes_profile(fes, full.log_den, system.x_n)
         analytical = _PymbarErrors(fes) if self.method == "histogram" else None
-        return self._finish(fit, np.ones(len(system.x_n), dtype=bool), full, f_points,
+        return self._finish(fit, full, f_points,
                             self.n_bootstraps if n_bootstraps is None else n_bootstraps, started,
                             overlap=np.asarray(fes.mbar.compute_overlap()["matrix"]), pymbar_errors=analytical,
                             keep_samples=True)
@@ -382,25 +383,38 @@ class PMFEstimator:
         Without resamples the errors are MBAR's analytical ones, of the
         free-energy difference alone unless ``bin_errors``.
         """
+        with one_blas_thread():
+            return self._estimate_part(whole, keep, n_bootstraps, replicas, bin_errors)
+
+    def _estimate_part(self, whole: PMF, keep, n_bootstraps: int, replicas, bin_errors: bool) -> PMF:
         started = time.perf_counter()
         fit = whole.fit
-        keep = np.asarray(keep, dtype=bool)
-        n_k = np.bincount(fit.system.state_n[keep], minlength=fit.system.n_states)
-        solution = fit.reweighter.solve(keep.astype(float), n_k, start=fit.full)
+        rows = np.flatnonzero(keep)
+        if len(rows) < len(fit.system.x_n):
+            system = fit.system.subset(rows)
+            reweighter = fit.reweighter.subset(system, rows)
+        else:
+            system, reweighter = fit.system, fit.reweighter
+        ones = np.ones(len(rows))
+        # The whole's Jacobian, scaled to the part's size, steps close to the part's own.
+        solution = (reweighter.solve(ones, system.n_k, start=fit.full,
+                                     jacobian=fit.jacobian * (len(rows) / len(fit.system.x_n)))
+                    or reweighter.solve(ones, system.n_k, start=fit.full))
         if solution is None:
             raise AnalysisError("MBAR did not converge for a part of the samples")
-        f_points = self._profile_of_weights(fit.system.x_n[keep], solution.log_den[keep])
-        return self._finish(fit, keep, solution, f_points, n_bootstraps, started,
+        part = _Fit(system, reweighter, solution, fit.jacobian if system is fit.system else None)
+        f_points = self._profile_of_weights(system.x_n, solution.log_den)
+        return self._finish(part, solution, f_points, n_bootstraps, started,
                             states=whole.delta_g.states if whole.delta_g else None, replicas=replicas,
                             bin_errors=bin_errors)
 
     # -- the common part -------------------------------------------------------------------
 
-    def _finish(self, fit: _Fit, keep, solution: Reweighting, f_points, n_bootstraps: int, started: float,
+    def _finish(self, fit: _Fit, solution: Reweighting, f_points, n_bootstraps: int, started: float,
                 *, overlap=None, pymbar_errors=None, states: TwoStates | None = None, replicas=None,
                 keep_samples: bool = False, bin_errors: bool = True) -> PMF:
         system = fit.system
-        x_n = system.x_n[keep]
+        x_n = system.x_n
         points = self.bin_centres
         counts, _ = np.histogram(x_n, bins=self.bin_edges)
         coverage_edges = self.coverage_edges if self.coverage_edges is not None else self.bin_edges
@@ -411,15 +425,16 @@ class PMFEstimator:
         if states is None:
             states = self._states(points, np.where(blank, np.nan, f_points * self.kt_kcal_per_mol), system)
         masks = states.masks(system.x_n, self.axis) if states else None
-        dg = delta_g(solution.log_den[keep], masks[0][keep], masks[1][keep]) if states else math.nan
+        dg = delta_g(solution.log_den, masks[0], masks[1]) if states else math.nan
         if overlap is None:
-            w = fit.reweighter.weights(solution, np.flatnonzero(keep))
+            w = fit.reweighter.weights(solution)
             overlap = solution.n_k[None, :] * (w.T @ w)
         self.timings_s["MBAR and FES"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        draws, dg_draws, state_means, picks, f_k_draws = self._bootstrap(
-            fit, keep, solution, masks, reference, n_bootstraps, replicas)
+        with one_blas_thread():
+            draws, dg_draws, state_means, picks, f_k_draws = self._bootstrap(
+                fit, solution, masks, reference, n_bootstraps, replicas)
         self.timings_s["bootstrap"] += time.perf_counter() - started
         started = time.perf_counter()
         if n_bootstraps:
@@ -439,7 +454,7 @@ class PMFEstimator:
             error_method = "analytical (MBAR's asymptotic covariance)"
             extension = None
         else:
-            df_points, ddg, df_k = self._analytical_errors(fit, keep, solution, points,
+            df_points, ddg, df_k = self._analytical_errors(fit, solution, points,
                                                            f_points if bin_errors else None, reference, masks)
             error_method = "analytical (MBAR's asymptotic covariance)"
             extension = None
@@ -535,7 +550,7 @@ class PMFEstimator:
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _bootstrap(self, fit: _Fit, keep, solution: Reweighting, masks, reference, n_bootstraps, replicas):
+    def _bootstrap(self, fit: _Fit, solution: Reweighting, masks, reference, n_bootstraps, replicas):
         """Per resample: the profile, the free-energy difference, each state's mean CV, the indices drawn, ``f_k``.
 
         pymbar 4.0.3's own ``FES.generate_fes(n_bootstraps=...)`` cannot be
@@ -554,9 +569,8 @@ class PMFEstimator:
         rng = np.random.default_rng(self.seed)
         n = len(system.x_n)
         chosen = system.replicas if replicas is None else list(replicas)
-        parts = np.flatnonzero(keep)
         start = solution
-        jacobian = fit.jacobian if keep.all() else fit.reweighter.jacobian(start)
+        jacobian = fit.jacobian if fit.jacobian is not None else fit.reweighter.jacobian(start)
         displacement = system.axis.difference(system.x_n, system.centres[system.state_n])
         draws, dg_draws, means, picks, f_ks = [], [], [], [], []
         for _ in range(n_bootstraps):
@@ -571,7 +585,7 @@ class PMFEstimator:
                 log_den = log_denominator(f_boot, system.u_kn, n_k)
             else:
                 f_boot, log_den = solution.f_k, solution.log_den
-            f_points = self._profile_of_weights(system.x_n[parts], log_den[parts], counts[parts])
+            f_points = self._profile_of_weights(system.x_n, log_den, counts)
             draws.append(f_points - f_points[reference])
             dg_draws.append(delta_g(log_den, masks[0], masks[1], counts) if masks else math.nan)
             sums = np.bincount(system.state_n, weights=counts * displacement, minlength=system.n_states)
@@ -583,25 +597,24 @@ class PMFEstimator:
         draws[~np.isfinite(draws)] = np.nan  # a bin no resample reached says nothing
         return draws, np.array(dg_draws) * 1.0, np.array(means), picks, np.array(f_ks)
 
-    def _analytical_errors(self, fit: _Fit, keep, solution: Reweighting, points, f_points, reference, masks):
+    def _analytical_errors(self, fit: _Fit, solution: Reweighting, points, f_points, reference, masks):
         """MBAR's asymptotic errors of each histogram bin against ``reference``, of ``dG`` and of ``f_k``.
 
         The covariance is :func:`~protbench_nrp.mbar.asymptotic_covariance`
         of the states and of indicator states of each filled bin and each of
         the two ranges; for a KDE, or without ``f_points``, the profile gets none (NaN).
         """
-        rows = np.flatnonzero(keep)
-        w = fit.reweighter.weights(solution, rows)
-        x, log_den = fit.system.x_n[rows], solution.log_den[rows]
+        w = fit.reweighter.weights(solution)
+        x, log_den = fit.system.x_n, solution.log_den
         members, bins = [], []
         if self.method == "histogram" and f_points is not None:
             index = np.clip(np.digitize(x, self.bin_edges) - 1, 0, len(points) - 1)
             bins = [b for b in range(len(points)) if np.isfinite(f_points[b]) and np.any(index == b)]
             members += [index == b for b in bins]
         if masks:
-            members += [masks[0][rows], masks[1][rows]]
+            members += [masks[0], masks[1]]
         k = w.shape[1]
-        columns = indicator_weights(log_den, np.column_stack(members)) if members else np.zeros((len(rows), 0))
+        columns = indicator_weights(log_den, np.column_stack(members)) if members else np.zeros((len(x), 0))
         theta = asymptotic_covariance(np.hstack([w, columns]), np.concatenate([solution.n_k, np.zeros(len(members))]))
         df_points = np.full(len(points), np.nan)
         if bins and reference in bins:
