@@ -55,7 +55,7 @@ class StateSystem:
         self.centres = np.array([key[0] for key in keys])
         self.forces = np.array([key[1] for key in keys])
         self.state_windows = tuple(states[key][0].window for key in keys)
-        self.u_kn = self.forces[:, None] * axis.difference(self.x_n[None, :], self.centres[:, None]) ** 2 \
+        self._u_kn = self.forces[:, None] * axis.difference(self.x_n[None, :], self.centres[:, None]) ** 2 \
             / kt_kcal_per_mol
         # Sample positions of each (replica, state) block, for the resampling.
         self.replicas = sorted({w.replica for w in windows})
@@ -65,13 +65,21 @@ class StateSystem:
         for (state, w), start, end in zip(ordered, starts[:-1], starts[1:]):
             self.blocks.setdefault((state, w.replica), []).append(np.arange(start, end))
 
+    @property
+    def u_kn(self) -> np.ndarray:
+        """Reduced bias energy of every sample in every state (kT): ``k (x - centre)^2 / kT``."""
+        if self._u_kn is None:
+            self._u_kn = self._parent.u_kn[:, self._rows]
+        return self._u_kn
+
     def subset(self, rows) -> "StateSystem":
         """The same states with only the samples ``rows`` (positions, in order): one replica, a part."""
         rows = np.asarray(rows)
         sub = copy.copy(self)
         for name in ("x_n", "state_n", "replica_n", "window_n", "frame_n", "n_frames_n"):
             setattr(sub, name, getattr(self, name)[rows])
-        sub.u_kn = self.u_kn[:, rows]
+        sub._u_kn, sub._rows = None, rows  # copied only if a resample needs pymbar's own solver
+        sub._parent = self
         sub.n_k = np.bincount(sub.state_n, minlength=self.n_states)
         sub.replicas = sorted({int(r) for r in np.unique(sub.replica_n)})
         position = np.full(len(self.x_n), -1)

@@ -195,10 +195,10 @@ def write_mbar_files(analysis, root: Path, campaign: Campaign) -> list[Path]:
     n = len(mbar.cv)
     # Replica blocks of unequal size make a resample longer or shorter than the sample.
     rows = max([n] + [len(pick) for pick in mbar.bootstrap_indices])
-    boots = np.full((rows, len(mbar.bootstrap_indices)), -1, dtype=np.int64)
+    boots = np.full((rows, len(mbar.bootstrap_indices)), -1, dtype=np.int32)
     for b, pick in enumerate(mbar.bootstrap_indices):
         boots[:len(pick), b] = pick
-    where = np.full((rows, 4), -1, dtype=np.int64)
+    where = np.full((rows, 4), -1, dtype=np.int32)
     where[:n] = np.column_stack([np.arange(n), mbar.replica, mbar.window, mbar.frame])
     columns = UNCORRELATED_DAT_COLUMNS + tuple(f"bootstrap_{b + 1:03d}" for b in range(boots.shape[1]))
     table = np.column_stack([where, boots])
@@ -216,16 +216,16 @@ def _state_k(analysis, window: int) -> float:
 
 
 def _write_dat(path: Path, columns, table, formats, comments: list[str]) -> Path:
-    buffer = io.StringIO()
-    for line in comments:
-        buffer.write(f"# {line}\n")
-    buffer.write(" ".join(columns) + "\n")
-    table = np.asarray(table)
-    if formats is None:  # integers only: the fast path for the large bootstrap table
-        np.savetxt(buffer, table, fmt="%d", delimiter=" ")
-    elif len(table):
-        np.savetxt(buffer, table, fmt=formats, delimiter=" ")
-    path.write_text(buffer.getvalue())
+    # Straight into the file: the bootstrap table of 465,000 samples is ~300 MB of text.
+    with open(path, "w") as handle:
+        for line in comments:
+            handle.write(f"# {line}\n")
+        handle.write(" ".join(columns) + "\n")
+        table = np.asarray(table)
+        if formats is None:  # integers only: the fast path for the large bootstrap table
+            np.savetxt(handle, table, fmt="%d", delimiter=" ")
+        elif len(table):
+            np.savetxt(handle, table, fmt=formats, delimiter=" ")
     return path
 
 
