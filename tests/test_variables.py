@@ -25,7 +25,7 @@ def load_command(script: str) -> click.Command:
 
 
 def commands() -> dict[str, click.Command]:
-    from protbench_nrp.analysis import build_command
+    from protbench_nrp.analysis_cli import build_command
     from protbench_nrp.command import cli
 
     found = {name: load_command(name) for name in SCRIPT_NAMES.values()}

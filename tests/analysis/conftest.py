@@ -23,6 +23,10 @@ from .synthetic import write_synthetic_campaign
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
+#: The cheap deterministic estimator, for tests about something else than the default
+#: (the KDE with 100 bootstrap resamples, the command's and the API's alike).
+CHEAP = dict(method="histogram", n_bootstraps=0)
+
 
 @pytest.fixture(autouse=True)
 def _quiet_pymbar():

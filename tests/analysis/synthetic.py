@@ -137,3 +137,129 @@ def bin_averaged_pmf(pmf, bin_edges, temperature_kelvin: float) -> np.ndarray:
         x = np.linspace(low, high, 401)
         values.append(-kt * np.log(np.mean(np.exp(-pmf(x) / kt))))
     return np.array(values)
+
+
+# -- periodic CVs and windows from other engines ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Torsion:
+    """``F(phi) = a cos(3 phi) + b cos(phi)`` in kcal/mol, ``phi`` in degrees or radians.
+
+    With ``a = 1.5, b = 1.0``: minima near ±60° (gauche) and 180° (trans), the
+    trans one the deeper, barriers at 0° (the highest) and ±120°.
+    """
+
+    a_kcal_per_mol: float = 1.5
+    b_kcal_per_mol: float = 1.0
+    degrees: bool = True
+
+    @property
+    def period(self) -> float:
+        return 360.0 if self.degrees else 2 * np.pi
+
+    def __call__(self, phi):
+        radians = np.radians(phi) if self.degrees else np.asarray(phi, dtype=float)
+        return self.a_kcal_per_mol * np.cos(3 * radians) + self.b_kcal_per_mol * np.cos(radians)
+
+
+def wrap(x, period: float, low: float):
+    """``x`` moved into ``[low, low + period)``."""
+    return low + np.mod(np.asarray(x, dtype=float) - low, period)
+
+
+def sample_periodic_window(pmf: Torsion, centre: float, spring_kcal_per_mol: float, temperature_kelvin: float,
+                           n_frames: int, rng: np.random.Generator, correlation: float = 0.0,
+                           low: float | None = None) -> np.ndarray:
+    """``n_frames`` exact draws of a window biased by ``½K (phi - centre)^2``, minimum image, wrapped.
+
+    One period centred on the window, ``centre ± period/2``, is the circle cut
+    where the window is least likely, so there ``phi - centre`` is the minimum
+    image and the draws cross ±180° as they would.
+    """
+    period = pmf.period
+    x = np.linspace(centre - period / 2, centre + period / 2, 40001)
+    beta = 1.0 / (MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin)
+    log_p = -beta * (pmf(x) + 0.5 * spring_kcal_per_mol * (x - centre) ** 2)
+    p = np.exp(log_p - log_p.max())
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(x))])
+    cdf /= cdf[-1]
+    noise = rng.standard_normal(n_frames)
+    scale = np.sqrt(1.0 - correlation ** 2)
+    noise[0] /= scale
+    z = lfilter([scale], [1.0, -correlation], noise)
+    return wrap(np.interp(ndtr(z), cdf, x), period, -period / 2 if low is None else low)
+
+
+def exact_state_free_energy(pmf, first: tuple[float, float], second: tuple[float, float],
+                            temperature_kelvin: float, period: float, low: float, points: int = 720001) -> float:
+    """``G(second) - G(first)`` in kcal/mol for ranges ``(lo, hi]`` of one period (``lo > hi`` wraps)."""
+    kt = MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin
+    x = np.linspace(low, low + period, points)
+    boltzmann = np.exp(-(pmf(x) - pmf(x).min()) / kt)
+
+    def inside(lo, hi):
+        return ((x > lo) | (x <= hi)) if lo > hi else ((x > lo) & (x <= hi))
+
+    return float(-kt * np.log(trapezoid(np.where(inside(*second), boltzmann, 0.0), x)
+                              / trapezoid(np.where(inside(*first), boltzmann, 0.0), x)))
+
+
+#: A GROMACS ``.xvg`` header as ``gmx`` tools write them: ``#`` comment lines, then ``@`` xmgrace lines.
+XVG_HEADER = """# This file was created {date}
+# Created by:
+#                      :-) GROMACS - gmx pullx, 2023.3 (-:
+#
+# Executable:   /usr/local/gromacs/bin/gmx
+# Command line:
+#   gmx pullx -f window{window:02d}.xtc -s window{window:02d}.tpr -o window{window:02d}.xvg
+# gmx pullx is part of G R O M A C S:
+#
+@    title "Pull coordinate"
+@    xaxis  label "Time (ps)"
+@    yaxis  label "Position (deg)"
+@TYPE xy
+@ view 0.15, 0.15, 0.75, 0.85
+@ legend on
+@ s0 legend "1"
+"""
+
+#: A PLUMED ``COLVAR`` header: the field names, then the periodic domain of phi.
+COLVAR_HEADER = """#! FIELDS time psi phi restraint.bias
+#! SET min_psi -pi
+#! SET max_psi pi
+#! SET min_phi -pi
+#! SET max_phi pi
+"""
+
+
+def write_engine_windows(directory: Path, pmf: Torsion, centres, spring_kcal_per_mol: float,
+                         temperature_kelvin: float, n_frames: int, *, engine: str = "gromacs",
+                         seed: int = 1, correlation: float = 0.5, metadata_name: str = "windows.meta",
+                         temperature_on_lines: bool = True) -> Path:
+    """Time series of each window as GROMACS (``.xvg``, time then phi) or PLUMED (``COLVAR``,
+    phi in the third field) writes them, and the WHAM metadata file naming them; returns its path."""
+    rng = np.random.default_rng(seed)
+    series = directory / "series"
+    series.mkdir(parents=True, exist_ok=True)
+    lines = ["# path centre K correlation_time temperature", ""]
+    for window, centre in enumerate(centres):
+        values = sample_periodic_window(pmf, centre, spring_kcal_per_mol, temperature_kelvin, n_frames, rng,
+                                        correlation)
+        times = 2.0 * np.arange(n_frames)
+        if engine == "gromacs":
+            name = f"window{window:02d}.xvg"
+            text = XVG_HEADER.format(date="Tue Mar  5 10:00:00 2024", window=window) + "".join(
+                f"{t:.4f}\t{v:.5f}\n" for t, v in zip(times, values))
+        else:
+            name = f"COLVAR.{window}"
+            psi = rng.uniform(-np.pi, np.pi, n_frames)
+            bias = 0.5 * spring_kcal_per_mol * (values - centre) ** 2
+            text = COLVAR_HEADER + "".join(f" {t:.6f} {p:.6f} {v:.6f} {b:.6f}\n"
+                                           for t, p, v, b in zip(times, psi, values, bias))
+        (series / name).write_text(text)
+        temperature = f" {temperature_kelvin:g}" if temperature_on_lines else ""
+        lines.append(f"series/{name} {centre:.10g} {spring_kcal_per_mol:.10g} 5{temperature}")
+    metadata = directory / metadata_name
+    metadata.write_text("\n".join(lines) + "\n")
+    return metadata

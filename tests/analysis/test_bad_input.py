@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import (AnalysisError, analyze_campaign, build_command,
-                                    load_campaign, parse_cv_timeseries)
+from protbench_nrp.analysis import AnalysisError, analyze_campaign, load_campaign, parse_cv_timeseries
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.layout import Campaign
 from protbench_nrp.store import LocalStore
 
+from .conftest import CHEAP
 from .synthetic import CV_HEADER, DoubleWell, sample_window, write_cv_file, write_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +113,7 @@ def test_a_gap_in_the_windows_is_reported_as_poor_overlap(synthetic_results):
         for window in (7, 8):
             shutil.rmtree(root / campaign.window_dir(replica, window))
     samples = load_campaign(LocalStore(root), campaign)
-    analysis = analyze_campaign(samples)
+    analysis = analyze_campaign(samples, **CHEAP)
     poor = [w for w in analysis.warnings if "overlap less than 0.03" in w]
     # All replicas together, and each replica alone.
     assert [w.split(":")[0] for w in poor] == ["all replicas", "replica 1", "replica 2", "replica 3"]

@@ -6,10 +6,11 @@ import boto3
 import numpy as np
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import analyze_campaign, build_command, load_campaign
+from protbench_nrp.analysis import analyze_campaign, load_campaign
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.store import BucketStore, LocalStore
 
-from .conftest import upload_tree
+from .conftest import CHEAP, upload_tree
 
 BUCKET = "protbench-results"
 
@@ -33,14 +34,14 @@ def test_only_cv_and_parameter_objects_are_fetched(s3_server, synthetic):
     fetched = []
     client.meta.events.register("before-parameter-build.s3.GetObject",
                                 lambda params, **_: fetched.append(params["Key"]))
-    from_bucket = analyze_campaign(load_campaign(BucketStore(client, BUCKET), synthetic.campaign))
+    from_bucket = analyze_campaign(load_campaign(BucketStore(client, BUCKET), synthetic.campaign), **CHEAP)
     campaign = synthetic.campaign
     expected = {f"results/{path}" for window in range(len(synthetic.centres))
                 for path in (campaign.window_files(1, window).cv_timeseries,
                              campaign.window_files(1, window).parameters)}
     assert sorted(fetched) == sorted(expected)
 
-    local = analyze_campaign(load_campaign(LocalStore(synthetic.root), campaign, replicas=(1,)))
+    local = analyze_campaign(load_campaign(LocalStore(synthetic.root), campaign, replicas=(1,)), **CHEAP)
     np.testing.assert_array_equal(from_bucket.combined.pmf_kcal_per_mol, local.combined.pmf_kcal_per_mol)
     np.testing.assert_array_equal(from_bucket.combined.uncertainty_kcal_per_mol,
                                   local.combined.uncertainty_kcal_per_mol)

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import analyze_campaign, build_command, load_campaign
+from protbench_nrp.analysis import analyze_campaign, load_campaign
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.store import LocalStore
 from protbench_nrp.outputs import (FREE_ENERGY_DAT_COLUMNS, SAMPLES_DAT_COLUMNS, WINDOWS_DAT_COLUMNS,
                                    read_dat, rebuild_pmf)
 from protbench_nrp.pmf import solve_mbar_from
 
+from .conftest import CHEAP
 from .synthetic import DoubleWell, exact_folding_free_energy, sample_window, write_cv_file, \
     write_synthetic_campaign
 
@@ -56,25 +58,35 @@ def test_folding_free_energy_matches_the_exact_integral_within_its_error(tilted,
     assert folding.boundary_source.startswith("the barrier top of the PMF")
 
 
-def test_the_kde_pmfs_largest_error_is_no_worse_than_the_histograms(tilted):
+def test_the_kde_pmfs_errors_are_no_worse_than_the_histograms(tilted):
+    # The rule of KDE_BANDWIDTH_PER_WINDOW_SPACING, tested: inside the windows' range,
+    # one spacing in from each end (where a window's tail is all there is), each PMF
+    # against the exact F at the histogram's bin centres (the KDE read there from its
+    # finer grid), aligned by its mean offset: the KDE's largest and RMS errors are the
+    # histogram's or less.
     synthetic, analyses = tilted
+    histogram = analyses["histogram"].combined
+    kde = analyses["kde"].combined
+    x = histogram.bin_centres
+    spacing = abs(synthetic.centres[1] - synthetic.centres[0])
+    inside = (x > min(synthetic.centres) + 1.5 * spacing) & (x < max(synthetic.centres) - 1.5 * spacing)
+    inside &= np.isfinite(histogram.pmf_kcal_per_mol)
+    assert inside.sum() >= 20
 
-    def largest_error(pmf):
-        # Inside the windows' range, one spacing in from each end (where a window's
-        # tail is all there is), each PMF against the exact F at its own points,
-        # aligned by its mean offset.
-        x = pmf.bin_centres
-        spacing = abs(synthetic.centres[1] - synthetic.centres[0])
-        inside = (x > min(synthetic.centres) + 1.5 * spacing) & (x < max(synthetic.centres) - 1.5 * spacing)
-        inside &= np.isfinite(pmf.pmf_kcal_per_mol)
-        error = pmf.pmf_kcal_per_mol[inside] - TILTED(x[inside])
-        return float(np.max(np.abs(error - error.mean()))), int(inside.sum())
+    def errors(values):
+        error = values[inside] - TILTED(x[inside])
+        error -= error.mean()
+        return float(np.max(np.abs(error))), float(np.sqrt(np.mean(error ** 2)))
 
-    kde, kde_points = largest_error(analyses["kde"].combined)
-    histogram, histogram_points = largest_error(analyses["histogram"].combined)
-    assert kde_points > 5 * histogram_points > 50  # the KDE's grid is the finer
-    assert kde <= histogram, f"KDE off by up to {kde:.3f}, histogram by {histogram:.3f} kcal/mol"
-    assert kde < 0.35
+    shown = np.isfinite(kde.pmf_kcal_per_mol)
+    kde_max, kde_rms = errors(np.interp(x, kde.bin_centres[shown], kde.pmf_kcal_per_mol[shown]))
+    histogram_max, histogram_rms = errors(histogram.pmf_kcal_per_mol)
+    # The KDE's grid is one kernel width, an eighth of the spacing; the bins half of it.
+    assert len(kde.bin_centres) > 3.5 * len(histogram.bin_centres)
+    assert kde.bandwidth == pytest.approx(spacing / 8)
+    assert kde_max <= histogram_max, f"KDE off by up to {kde_max:.3f}, histogram by {histogram_max:.3f} kcal/mol"
+    assert kde_rms <= histogram_rms, f"KDE RMS error {kde_rms:.3f}, histogram {histogram_rms:.3f} kcal/mol"
+    assert kde_max < 0.3
 
 
 def test_replicas_each_get_a_folding_free_energy_and_agree_without_hysteresis(tilted):
@@ -336,7 +348,7 @@ def test_next_steps_name_the_cv_ranges_that_need_more_windows(tmp_path):
         lines = path.read_text().splitlines(keepends=True)
         path.write_text("".join(line for line in lines if line.startswith("#")
                                 or not 0.69 <= float(line.split()[1]) <= 0.75))
-    analysis = analyze_campaign(load_campaign(LocalStore(holed.root), holed.campaign))
+    analysis = analyze_campaign(load_campaign(LocalStore(holed.root), holed.campaign), **CHEAP)
     text = "\n".join(analysis.next_steps.lines())
     assert "CV ranges that need more windows:" in text
     assert "no samples (a hole) between windows 06 and 08; new windows 13,15 of 31" in text
@@ -378,7 +390,7 @@ def test_settings_the_estimator_cannot_honour_are_refused(synthetic, arguments, 
     assert message in result.output
 
 
-def test_the_command_defaults_to_the_kde_with_100_bootstrap_resamples(tmp_path, monkeypatch):
+def test_the_command_and_the_api_default_to_the_kde_with_100_bootstrap_resamples(tmp_path, monkeypatch):
     monkeypatch.delenv("PROTBENCH_PMF_METHOD")
     monkeypatch.delenv("PROTBENCH_BOOTSTRAP")
     small = write_synthetic_campaign(tmp_path / "results", replicas=(1,), n_windows=8, n_frames=300,
@@ -390,3 +402,75 @@ def test_the_command_defaults_to_the_kde_with_100_bootstrap_resamples(tmp_path, 
     assert "errors bootstrap (100 resamples of the uncorrelated samples)" in result.stdout
     boots, _ = read_dat(small.root / small.campaign.analysis_file("mbar-uncorrelated-samples.dat"))
     assert len([c for c in boots if c.startswith("bootstrap_")]) == 100
+    # The API's default is the command's: one default everywhere.
+    api = analyze_campaign(load_campaign(LocalStore(small.root), small.campaign), convergence_fractions=())
+    assert api.combined.method == "kde"
+    assert api.combined.error_method == "bootstrap (100 resamples of the uncorrelated samples)"
+    assert api.combined.bandwidth == pytest.approx((small.centres[0] - small.centres[1]) / 8)
+
+
+def test_the_reweighter_solves_resamples_and_parts_as_pymbar_does():
+    import pymbar
+
+    from protbench_nrp.mbar import Reweighter, Reweighting, log_denominator
+
+    class Samples:  # the two attributes a Reweighter reads of a StateSystem
+        pass
+
+    rng = np.random.default_rng(4)
+    centres = np.linspace(0.4, 1.0, 12)
+    x = np.concatenate([c + rng.normal(0, 0.03, 150) for c in centres])
+    system = Samples()
+    system.n_k = np.full(len(centres), 150)
+    system.u_kn = 400 * (x[None] - centres[:, None]) ** 2 / 0.596
+    f_k = pymbar.MBAR(system.u_kn, system.n_k, initialize="BAR").f_k
+    reweighter = Reweighter(system, f_k)
+    full = Reweighting(f_k, log_denominator(f_k, system.u_kn, system.n_k), np.ones(len(x)),
+                       system.n_k.astype(float), np.zeros(len(centres)))
+    jacobian = reweighter.jacobian(full)
+    # A bootstrap resample, as counts of the samples it drew.
+    pick = np.concatenate([150 * k + rng.integers(0, 150, 150) for k in range(len(centres))])
+    expected = pymbar.MBAR(system.u_kn[:, pick], system.n_k, initial_f_k=f_k).f_k
+    solution = reweighter.solve(np.bincount(pick, minlength=len(x)), system.n_k, start=full, jacobian=jacobian)
+    np.testing.assert_allclose(solution.f_k, expected - expected[0], atol=1e-7)
+    log_den = log_denominator(solution.f_k, system.u_kn, system.n_k)
+    np.testing.assert_allclose(solution.log_den, log_den, atol=1e-7)
+    # A part (one window left out): Newton steps, and the left-out state's free energy too.
+    keep = np.ones(len(x))
+    keep[150 * 4:150 * 5] = 0
+    n_gap = system.n_k.copy()
+    n_gap[4] = 0
+    expected = pymbar.MBAR(system.u_kn[:, keep > 0], n_gap, initial_f_k=f_k).f_k
+    np.testing.assert_allclose(reweighter.solve(keep, n_gap, start=full).f_k, expected - expected[0], atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["histogram", "kde"])
+def test_a_part_holding_every_sample_gets_pymbars_estimate_and_analytical_errors(synthetic, method):
+    # estimate_part re-solves MBAR and builds the profile, overlap and analytical errors itself;
+    # with every sample kept they are pymbar's own (FES, compute_overlap, the perturbed free energies).
+    from protbench_nrp.pmf import PMFEstimator
+
+    samples = load_campaign(LocalStore(synthetic.root), synthetic.campaign, replicas=(1,))
+    analysis = analyze_campaign(samples, convergence_fractions=(), method=method,
+                                n_bootstraps=0 if method == "histogram" else 2)
+    combined = analysis.combined
+    estimator = PMFEstimator(synthetic.temperature_kelvin, combined.bin_edges, method=method, n_bootstraps=0 if
+                             method == "histogram" else 2, bandwidth=combined.bandwidth,
+                             coverage_edges=combined.coverage_edges)
+    part = estimator.estimate_part(combined, np.ones(len(combined.mbar.cv), dtype=bool), n_bootstraps=0)
+    np.testing.assert_allclose(part.overlap, combined.overlap, atol=1e-9)
+    assert part.delta_g.boundary == combined.delta_g.boundary
+    assert part.delta_g.dg_kcal_per_mol == pytest.approx(combined.delta_g.dg_kcal_per_mol, abs=1e-9)
+    shown = np.isfinite(combined.pmf_kcal_per_mol)
+    # The histogram is FES's exactly; the KDE FES's to ~1e-3 of its density inside the
+    # sampled range, ~1e-2 in the tails at its ends.
+    np.testing.assert_allclose(part.pmf_kcal_per_mol[shown], combined.pmf_kcal_per_mol[shown],
+                               atol=1e-9 if method == "histogram" else 1e-2)
+    inside = np.flatnonzero(shown)[3:-3]
+    np.testing.assert_allclose(part.pmf_kcal_per_mol[inside], combined.pmf_kcal_per_mol[inside],
+                               atol=1e-9 if method == "histogram" else 2e-3)
+    if method == "histogram":
+        np.testing.assert_allclose(part.uncertainty_kcal_per_mol[shown], combined.uncertainty_kcal_per_mol[shown],
+                                   rtol=1e-5)
+        assert part.delta_g.uncertainty_kcal_per_mol == pytest.approx(combined.delta_g.uncertainty_kcal_per_mol,
+                                                                       rel=1e-5)

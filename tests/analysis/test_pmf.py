@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import (PMF, PMFEstimator, analyze_campaign, build_command,
-                                    load_campaign)
+from protbench_nrp.analysis import PMF, PMFEstimator, analyze_campaign, load_campaign
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.store import LocalStore
 
+from .conftest import CHEAP
 from .synthetic import DoubleWell, bin_averaged_pmf, write_synthetic_campaign
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +32,7 @@ def deviations(pmf, synthetic, min_samples=30):
 
 @pytest.fixture(scope="module")
 def analysis(synthetic):
-    return analyze_campaign(load_campaign(LocalStore(synthetic.root), synthetic.campaign))
+    return analyze_campaign(load_campaign(LocalStore(synthetic.root), synthetic.campaign), **CHEAP)
 
 
 def test_every_window_is_read_with_its_recorded_parameters(synthetic, analysis):
@@ -84,8 +85,8 @@ def test_well_spaced_windows_raise_no_overlap_warning(analysis):
 
 def test_bootstrap_errors_agree_with_analytical_ones(synthetic):
     samples = load_campaign(LocalStore(synthetic.root), synthetic.campaign, replicas=(1,))
-    analytical = analyze_campaign(samples).combined
-    bootstrap = analyze_campaign(samples, n_bootstraps=40).combined
+    analytical = analyze_campaign(samples, **CHEAP).combined
+    bootstrap = analyze_campaign(samples, method="histogram", n_bootstraps=40).combined
     np.testing.assert_allclose(bootstrap.pmf_kcal_per_mol, analytical.pmf_kcal_per_mol)
     well_sampled = (analytical.samples_per_bin >= 30) & (analytical.uncertainty_kcal_per_mol > 0)
     ratio = bootstrap.uncertainty_kcal_per_mol[well_sampled] / analytical.uncertainty_kcal_per_mol[well_sampled]
@@ -172,7 +173,7 @@ def test_pmf_is_computed_at_the_temperature_the_windows_recorded(tmp_path):
                                    correlation=0.3, pmf=DoubleWell(4.0), seed=7)
     samples = load_campaign(LocalStore(hot.root), hot.campaign)
     assert samples.temperature_kelvin == 350.0
-    result = analyze_campaign(samples, n_bins=30)
+    result = analyze_campaign(samples, n_bins=30, **CHEAP)
     assert result.warnings == []
     assert result.temperature_kelvin == 350.0
     error, z, _ = deviations(result.combined, hot)
@@ -180,7 +181,7 @@ def test_pmf_is_computed_at_the_temperature_the_windows_recorded(tmp_path):
     assert np.mean(np.abs(z) < 3) >= 0.9, f"PMF off the 350 K double well by {error}"
     assert np.sqrt(np.mean(z ** 2)) < 2.0, f"PMF off the 350 K double well: z-scores {z}"
     # The check has teeth: the same samples read at 300 K miss the truth far beyond their errors.
-    wrong = PMFEstimator(300.0, result.combined.bin_edges).estimate(result.windows)
+    wrong = PMFEstimator(300.0, result.combined.bin_edges, **CHEAP).estimate(result.windows)
     _, z, _ = deviations(wrong, hot)
     assert np.sqrt(np.mean(z ** 2)) > 3.0
 
@@ -209,7 +210,7 @@ def test_a_hole_in_the_sampled_range_is_named_with_the_windows_around_it(tmp_pat
             lines = path.read_text().splitlines(keepends=True)
             path.write_text("".join(line for line in lines if line.startswith("#")
                                     or not 0.69 <= float(line.split()[1]) <= 0.75))
-    result = analyze_campaign(load_campaign(LocalStore(holed.root), holed.campaign))
+    result = analyze_campaign(load_campaign(LocalStore(holed.root), holed.campaign), **CHEAP)
     holes = [w for w in result.warnings if "no samples between" in w]
     assert [w.split(":")[0] for w in holes] == ["all replicas", "replica 1", "replica 2"], holes
     for warning in holes:

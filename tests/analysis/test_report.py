@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from protbench_nrp.analysis import build_command
+from protbench_nrp.analysis_cli import build_command
 from protbench_nrp.layout import Campaign, comparison_file
 
 from .conftest import upload_tree

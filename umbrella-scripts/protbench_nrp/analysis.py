@@ -1,24 +1,28 @@
-"""The free-energy profile of an umbrella campaign, its folding free energy, and what to run next.
+"""The free-energy profile of umbrella windows, a two-state free energy, and what to run next.
 
-Orchestration and the command line; each piece lives in a module of its own:
+Orchestration; each piece lives in a module of its own:
 
-* :mod:`protbench_nrp.cvfiles` reads CV files and parameter records through
-  a :mod:`~protbench_nrp.store` (a results root, or straight from the bucket
-  with :func:`protbench_nrp.s3.bucket_client`): :func:`load_campaign`.
+* :mod:`protbench_nrp.cvfiles` reads a campaign's CV files and parameter
+  records through a :mod:`~protbench_nrp.store` (a results root, or straight
+  from the bucket with :func:`protbench_nrp.s3.bucket_client`):
+  :func:`load_campaign`. :mod:`protbench_nrp.metadata` reads windows from any
+  engine through a WHAM metadata file (:func:`~protbench_nrp.metadata.read_metadata`).
 * :mod:`protbench_nrp.pmf` decorrelates windows and turns them into a PMF and
-  a folding free energy with MBAR and :class:`pymbar.FES`.
+  a free-energy difference between two states (the folding free energy by
+  default along a campaign's Q) with MBAR and :class:`pymbar.FES`, round a
+  periodic CV too (:mod:`protbench_nrp.cvaxis`, :mod:`protbench_nrp.states`).
 * :func:`analyze_campaign` (here) does that for all replicas together and each
   alone, follows the estimate through growing parts of production
   (convergence), compares the replicas (hysteresis) and says which windows to
   extend and where windows are missing (:class:`NextSteps`).
 * :mod:`protbench_nrp.outputs` writes the CSV and upstream-style ``.dat``
   files, :mod:`protbench_nrp.plots` the figures and
-  :mod:`protbench_nrp.report` the self-contained HTML report.
+  :mod:`protbench_nrp.report` the self-contained HTML report;
+  :mod:`protbench_nrp.analysis_cli` is ``analyze-umbrella-windows.py``'s command line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,22 +32,17 @@ import numpy as np
 
 from .cvfiles import (AnalysisError, CampaignSamples, CVTimeSeries, WindowSamples,  # noqa: F401
                       load_campaign, parse_cv_timeseries)
-from .errors import ProtbenchError
-from .layout import BUCKET_PREFIX, JOB_LOG_LAUNCHER, Campaign, comparison_file, window_tag
-from .s3 import bucket_client
+from .cvaxis import LINE, AxisError
+from .layout import JOB_LOG_LAUNCHER, Campaign, comparison_file, window_tag
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
-from .store import BucketStore, LocalStore, ResultsStore
-from .pmf import (KDE_BANDWIDTH_PER_WINDOW_SPACING, KDE_GRID_SPACING, METHODS, MIN_FRAMES,  # noqa: F401
-                  PMF, DecorrelatedWindow, FoldingFreeEnergy, PMFEstimator, decorrelate_window,
-                  default_bin_edges, window_spacing)
+from .store import ResultsStore
+from .pmf import (DEFAULT_BOOTSTRAPS, DEFAULT_METHOD, KDE_BANDWIDTH_PER_WINDOW_SPACING, METHODS,  # noqa: F401
+                  MIN_FRAMES, PMF, DecorrelatedWindow, FoldingFreeEnergy, FreeEnergyDifference,
+                  PMFEstimator, decorrelate_window)
+from .states import TwoStates, folding_states, split_states
 
 #: Neighbouring windows whose MBAR overlap is below this are reported.
 DEFAULT_OVERLAP_THRESHOLD = 0.03
-
-#: What the command uses unless told otherwise (the library's own defaults
-#: are the cheap deterministic ones: histogram bins and analytical errors).
-DEFAULT_METHOD = "kde"
-DEFAULT_BOOTSTRAPS = 100
 
 #: Fractions of production for the forward and reverse convergence estimates.
 CONVERGENCE_FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -67,9 +66,13 @@ class ConvergencePoint:
     direction: str
     fraction: float
     samples: int
-    folding: FoldingFreeEnergy
+    delta_g: FreeEnergyDifference | None
     pmf: PMF
     pmf_rmsd_kcal_per_mol: float
+
+    @property
+    def folding(self) -> FreeEnergyDifference | None:
+        return self.delta_g
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,9 @@ class NextSteps:
     made, so each command is one that works there: ``--extend`` replaces
     cluster Jobs, and ``--demo`` or ``--local`` runs the windows on this
     machine (a finished window asked for a longer production runs on from
-    its checkpoint).
+    its checkpoint). ``label`` names the free-energy difference whose error
+    the extensions shrink; ``sources`` (windows from a metadata file) names
+    each window by its line, and then no launcher command is printed.
     """
 
     extensions: list[Extension]
@@ -129,6 +134,8 @@ class NextSteps:
     replicas: tuple[int, ...]
     n_windows: int
     origin: str = "cluster"
+    label: str = "dG_fold"
+    sources: dict[int, str] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         lines = []
@@ -136,37 +143,48 @@ class NextSteps:
         where, options = EXTEND_COMMANDS[self.origin]
         if self.extensions:
             lines.append(
-                f"extend these windows to shrink the error of dG_fold most (from "
+                f"extend these windows to shrink the error of {self.label} most (from "
                 f"{self.sigma_now_kcal_per_mol:.2f} to about {self.sigma_after_kcal_per_mol:.2f} "
                 f"kcal/mol):")
             for ext in self.extensions:
+                if self.sources:
+                    lines += [f"  window {window_tag(w)} ({self.sources[w]}): {ext.factor:g} x its frames"
+                              for w in ext.windows]
+                    continue
                 names = ", ".join(window_tag(w) for w in ext.windows)
                 plural = "s" if len(ext.windows) > 1 else ""
                 lines.append(f"  window{plural} {names}: production {ext.production_length_ns:g} ns "
                              f"({ext.factor:g} x today's)")
-            lines.append(f"run them {where}, one command per length:")
-            for ext in self.extensions:
-                lines.append(f"  ./run-umbrella-windows.py {options} --replicas {replicas} --windows "
-                             f"{','.join(map(str, ext.windows))} --production-length {ext.production_length_ns:g}")
-        else:
-            lines.append("no single window dominates the error of dG_fold: extend all windows "
-                         "alike, or add replicas")
+            if not self.sources:
+                lines.append(f"run them {where}, one command per length:")
+                for ext in self.extensions:
+                    lines.append(f"  ./run-umbrella-windows.py {options} --replicas {replicas} --windows "
+                                 f"{','.join(map(str, ext.windows))} --production-length "
+                                 f"{ext.production_length_ns:g}")
+        elif self.label:
+            lines.append(f"no single window dominates the error of {self.label}: extend all windows "
+                         f"alike, or add replicas")
         if self.coverage:
             lines.append("CV ranges that need more windows:")
             lines += [f"  {text}" for text in self.coverage]
-            lines.append(
-                f"  N_WINDOWS = {2 * self.n_windows - 1} keeps today's {self.n_windows} centres as "
-                f"the even windows and puts a new one between each pair; run the odd windows "
-                f"named above (--windows) after a steered-MD run that saves structures for "
-                f"{2 * self.n_windows - 1} windows, or lower PROTBENCH_UMBRELLA_K, which widens every window"
-                + (" (the demo's windows are fixed: do this in a campaign of your own)"
-                   if self.origin == "demo" else ""))
+            if not self.sources:
+                lines.append(
+                    f"  N_WINDOWS = {2 * self.n_windows - 1} keeps today's {self.n_windows} centres as "
+                    f"the even windows and puts a new one between each pair; run the odd windows "
+                    f"named above (--windows) after a steered-MD run that saves structures for "
+                    f"{2 * self.n_windows - 1} windows, or lower PROTBENCH_UMBRELLA_K, which widens every "
+                    f"window" + (" (the demo's windows are fixed: do this in a campaign of your own)"
+                                 if self.origin == "demo" else ""))
         return lines
 
 
 @dataclass
 class CampaignAnalysis:
-    """PMFs of a campaign: all replicas together and each replica alone, and what follows from them."""
+    """PMFs of a campaign: all replicas together and each replica alone, and what follows from them.
+
+    ``campaign`` is a :class:`~protbench_nrp.layout.Campaign`, or for windows
+    read from a metadata file a :class:`~protbench_nrp.layout.NamedAnalysis`.
+    """
 
     campaign: Campaign
     cv_name: str
@@ -181,17 +199,29 @@ class CampaignAnalysis:
     next_steps: NextSteps | None = None
     #: Seconds per part of the analysis, for ``benchmarks/bench_analysis.py``.
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Where the windows came from, for windows read from a metadata file.
+    metadata_path: Path | None = None
 
     @property
-    def folding(self) -> FoldingFreeEnergy:
-        return self.combined.folding
+    def delta_g(self) -> FreeEnergyDifference | None:
+        """The two-state free energy of all replicas (None round a periodic CV without ``--state``)."""
+        return self.combined.delta_g
+
+    @property
+    def folding(self) -> FreeEnergyDifference | None:
+        return self.combined.delta_g
+
+    @property
+    def axis(self):
+        return self.combined.axis
 
 
-def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = None,
-                     n_bins: int | None = None, n_bootstraps: int = 0,
+def analyze_campaign(samples, *, discard_frames: int | None = None,
+                     n_bins: int | None = None, n_bootstraps: int = DEFAULT_BOOTSTRAPS,
                      overlap_threshold: float = DEFAULT_OVERLAP_THRESHOLD,
-                     method: str = "histogram", bin_width: float | None = None,
+                     method: str = DEFAULT_METHOD, bin_width: float | None = None,
                      kde_bandwidth: float | None = None, fold_boundary: float | None = None,
+                     states: TwoStates | None = None,
                      convergence_fractions=CONVERGENCE_FRACTIONS, seed: int = 0) -> CampaignAnalysis:
     """Decorrelate every window and compute the PMF per replica and for all replicas.
 
@@ -203,15 +233,24 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
 
     Parameters
     ----------
+    samples : CampaignSamples or MetadataSamples
+        A campaign (:func:`load_campaign`) or windows from a metadata file
+        (:func:`~protbench_nrp.metadata.read_metadata`, which may be periodic).
     method : str
-        ``histogram`` (bins ``bin_width`` wide, or ``n_bins``, or two per
-        window spacing) or ``kde`` (a Gaussian kernel ``kde_bandwidth`` wide,
-        a quarter of the window spacing by default, on a grid ``bin_width``
-        apart, :data:`KDE_GRID_SPACING` by default).
+        ``kde`` (a Gaussian kernel ``kde_bandwidth`` wide,
+        :data:`~protbench_nrp.pmf.KDE_BANDWIDTH_PER_WINDOW_SPACING` times the
+        window spacing by default, on a grid ``bin_width`` apart, one kernel
+        width by default) or ``histogram`` (bins ``bin_width`` wide, or
+        ``n_bins``, or two per window spacing). The command's default too.
     n_bootstraps : int
         0 for analytical errors, else bootstrap resamples.
-    fold_boundary : float, optional
-        Folded means the CV above it; the barrier top of the combined PMF by default.
+    states : TwoStates, optional
+        The two states of the free-energy difference
+        (:func:`~protbench_nrp.states.parse_states`). Without them: along a
+        campaign's Q the folding free energy, folded meaning Q above
+        ``fold_boundary`` (the barrier top of the combined PMF by default);
+        along another CV the samples above that boundary against those
+        below; round a periodic CV none.
     convergence_fractions : sequence of float
         Parts of production for the forward and reverse estimates; empty for none.
     """
@@ -221,12 +260,16 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
         raise AnalysisError(f"--bootstrap {n_bootstraps}: use 0 (analytical errors) or at least 2")
     if method not in METHODS:
         raise AnalysisError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if states is not None and fold_boundary is not None:
+        raise AnalysisError("--fold-boundary and --state both say what the two states are: give one of them")
+    axis = getattr(samples, "axis", LINE)
+    from_metadata = getattr(samples, "metadata_path", None) is not None
     started = time.perf_counter()
     warnings = list(samples.warnings)
     windows, left_out = [], []
     for sample in samples.windows:
         try:
-            windows.append(decorrelate_window(sample, discard_frames))
+            windows.append(decorrelate_window(sample, discard_frames, axis))
         except AnalysisError as error:
             left_out.append(str(error))
     if not windows:
@@ -235,30 +278,35 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
     warnings += [f"left out: {reason}" for reason in left_out]
     timings = {"equilibration and decorrelation": time.perf_counter() - started}
 
-    coverage = default_bin_edges(windows, n_bins)
-    if method == "histogram":
-        edges = coverage if bin_width is None else default_bin_edges(windows, bin_width=bin_width)
-        bandwidth = None
-    else:
-        edges = default_bin_edges(windows, bin_width=bin_width or KDE_GRID_SPACING)
-        values = np.concatenate([w.samples for w in windows])
-        spacing = window_spacing(windows, float(np.ptp(values)))
-        bandwidth = kde_bandwidth or KDE_BANDWIDTH_PER_WINDOW_SPACING * spacing
-    estimator = PMFEstimator(samples.temperature_kelvin, edges, n_bootstraps, seed=seed, method=method,
-                             bandwidth=bandwidth, fold_boundary=fold_boundary, coverage_edges=coverage)
-    started = time.perf_counter()
+    values = np.concatenate([w.samples for w in windows])
+    centres = [w.centre for w in windows]
+    try:
+        coverage = axis.grid_edges(values, centres, n_bins)
+        if method == "histogram":
+            edges = coverage if bin_width is None else axis.grid_edges(values, centres, bin_width=bin_width)
+            bandwidth = None
+        else:
+            spacing = axis.spacing(centres, float(np.ptp(values)))
+            bandwidth = kde_bandwidth or KDE_BANDWIDTH_PER_WINDOW_SPACING * spacing
+            edges = axis.grid_edges(values, centres, bin_width=bin_width or bandwidth)
+    except AxisError as error:
+        raise AnalysisError(str(error)) from None
+    if states is not None:
+        _check_states_sampled(states, values, axis, samples.cv_name)
+    default = None if axis.periodic else (split_states if from_metadata else folding_states)
+    estimator = PMFEstimator(samples.temperature_kelvin, edges, method=method, n_bootstraps=n_bootstraps,
+                             seed=seed, bandwidth=bandwidth, states=states, fold_boundary=fold_boundary,
+                             default_states=default, axis=axis, coverage_edges=coverage)
     combined = estimator.estimate(windows)
     timings["all replicas: MBAR and FES"] = estimator.timings_s["MBAR and FES"]
     timings["all replicas: bootstrap"] = estimator.timings_s["bootstrap"]
     started = time.perf_counter()
-    boundary, source = combined.folding.boundary, combined.folding.boundary_source
     per_replica = {}
     replicas = sorted({w.replica for w in windows})
     if len(replicas) > 1:
         for replica in replicas:
-            per_replica[replica] = estimator.estimate([w for w in windows if w.replica == replica],
-                                                      fold_boundary=boundary, boundary_source=source,
-                                                      initial_f_k=combined.mbar.f_k)
+            per_replica[replica] = estimator.estimate_part(combined, combined.fit.system.replica_n == replica,
+                                                           n_bootstraps=n_bootstraps, replicas=[replica])
     else:
         per_replica[replicas[0]] = combined
     timings["each replica (with its bootstrap)"] = time.perf_counter() - started
@@ -279,13 +327,26 @@ def analyze_campaign(samples: CampaignSamples, *, discard_frames: int | None = N
         warnings.append(hysteresis)
     analysis = CampaignAnalysis(samples.campaign, samples.cv_name, samples.temperature_kelvin,
                                 combined, per_replica, windows, warnings, samples.missing,
-                                hysteresis=hysteresis)
+                                hysteresis=hysteresis,
+                                metadata_path=getattr(samples, "metadata_path", None))
     started = time.perf_counter()
-    analysis.convergence = _convergence(estimator, windows, combined, convergence_fractions, warnings)
+    analysis.convergence = _convergence(estimator, combined, convergence_fractions, warnings)
     timings["forward and reverse convergence"] = time.perf_counter() - started
-    analysis.next_steps = _next_steps(analysis, samples.n_windows, overlap_threshold)
+    sources = {w.window: w.source for w in windows} if from_metadata else {}
+    analysis.next_steps = _next_steps(analysis, samples.n_windows, overlap_threshold, sources)
     analysis.timings_s = timings
     return analysis
+
+
+def _check_states_sampled(states: TwoStates, values, axis, cv_name: str) -> None:
+    """Refuse a ``--state`` range that holds no sample: its free energy is unknown."""
+    in_first, in_second = states.masks(values, axis)
+    for state, inside in ((states.first, in_first), (states.second, in_second)):
+        if not inside.any():
+            raise AnalysisError(
+                f"--state {state.text}: no sample lies in {state.describe(cv_name)} (the windows sampled "
+                f"{cv_name} {np.min(values):.4g} to {np.max(values):.4g}), so its free energy is unknown. "
+                f"Give a range the windows sampled, or add windows there")
 
 
 def _hole_warnings(scope: str, pmf: PMF, cv_name: str) -> list[str]:
@@ -295,8 +356,9 @@ def _hole_warnings(scope: str, pmf: PMF, cv_name: str) -> list[str]:
         around = sorted(pmf.windows_around(low, high))
         names = [f"{window_tag(w)} ({cv_name}0 {centre:.3g})" for w, centre in around]
         listing = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        seam = " across the seam of the period" if low > high else ""
         warnings.append(
-            f"{scope}: no samples between {cv_name} {low:.3g} and {high:.3g}, a hole inside the "
+            f"{scope}: no samples between {cv_name} {low:.3g} and {high:.3g}{seam}, a hole inside the "
             f"sampled range where windows {listing} should overlap; the PMF is blank there. Add "
             f"windows there or run longer"
         )
@@ -304,10 +366,13 @@ def _hole_warnings(scope: str, pmf: PMF, cv_name: str) -> list[str]:
 
 
 def _hysteresis(per_replica: dict[int, PMF]) -> str:
-    """A warning when the replicas' dG_fold disagree beyond their bootstrap errors, else ``""``."""
+    """A warning when the replicas' free-energy differences disagree beyond their bootstrap errors, else ``""``."""
     from scipy.stats import chi2
 
-    values = [(r, p.folding.dg_kcal_per_mol, p.folding.uncertainty_kcal_per_mol)
+    if any(p.delta_g is None for p in per_replica.values()):
+        return ""
+    label = next(iter(per_replica.values())).delta_g.label
+    values = [(r, p.delta_g.dg_kcal_per_mol, p.delta_g.uncertainty_kcal_per_mol)
               for r, p in sorted(per_replica.items())]
     values = [(r, v, s) for r, v, s in values if np.isfinite(v) and np.isfinite(s) and s > 0]
     if len(values) < 2:
@@ -321,52 +386,55 @@ def _hysteresis(per_replica: dict[int, PMF]) -> str:
     if p_value >= HYSTERESIS_P_VALUE:
         return ""
     listing = ", ".join(f"replica {r} {v:+.2f} ± {s:.2f}" for r, v, s in values)
-    return (f"hysteresis: the replicas' dG_fold disagree beyond their bootstrap errors ({listing} "
+    return (f"hysteresis: the replicas' {label} disagree beyond their bootstrap errors ({listing} "
             f"kcal/mol; chi-square {statistic:.1f} on {len(values) - 1} degrees of freedom, p = "
             f"{p_value:.2g}): their windows still remember their steered-MD starts. Run the windows "
             f"longer (see what to run next), or discard more of each window's start (--discard-frames)")
 
 
-def _convergence(estimator: PMFEstimator, windows, combined: PMF, fractions,
-                 warnings: list[str]) -> list[ConvergencePoint]:
-    """Forward and reverse parts of production; a part whose samples fall in fewer than two
-    umbrella states has no overlap to compute (MBAR needs two): it is skipped, and ``warnings``
-    says which."""
+def _convergence(estimator: PMFEstimator, combined: PMF, fractions, warnings: list[str]) -> list[ConvergencePoint]:
+    """The estimate from growing parts of production, forward and reverse, with analytical errors.
+
+    Each part is re-solved from the combined MBAR (:meth:`PMFEstimator.estimate_part`);
+    its PMF is compared with the PMF of all production built the same way. A part whose
+    samples fall in fewer than two umbrella states has no overlap to compute (MBAR needs
+    two): it is skipped, and ``warnings`` says which.
+    """
     points, skipped = [], []
-    boundary = combined.folding.boundary
+    system = combined.fit.system
+    full = None
     for direction in ("forward", "reverse"):
         for fraction in fractions:
-            part = [w.part(0.0, fraction) if direction == "forward" else w.part(1.0 - fraction, 1.0 + 1e-9)
-                    for w in windows]
-            part = [w for w in part if len(w.samples)]
-            if not part:
+            keep = system.part(0.0, fraction) if direction == "forward" else system.part(1.0 - fraction, 1.0 + 1e-9)
+            if not keep.any():
                 continue
-            if len({(w.centre, w.k_kcal_per_mol) for w in part}) < 2:
+            if len(np.unique(system.state_n[keep])) < 2:
                 skipped.append(f"{direction} {fraction:g}")
                 continue
             try:
-                pmf = estimator.estimate(part, fold_boundary=boundary, n_bootstraps=0,
-                                         boundary_source=combined.folding.boundary_source,
-                                         initial_f_k=combined.mbar.f_k)
+                pmf = estimator.estimate_part(combined, keep, n_bootstraps=0, bin_errors=False)
             except AnalysisError:
                 continue
-            both = np.isfinite(pmf.pmf_kcal_per_mol) & np.isfinite(combined.pmf_kcal_per_mol)
+            if full is None:
+                full = estimator.estimate_part(combined, np.ones(len(system.x_n), dtype=bool), n_bootstraps=0,
+                                               bin_errors=False).pmf_kcal_per_mol
+            both = np.isfinite(pmf.pmf_kcal_per_mol) & np.isfinite(full)
             rmsd = math.nan
             if both.any():
-                diff = pmf.pmf_kcal_per_mol[both] - combined.pmf_kcal_per_mol[both]
+                diff = pmf.pmf_kcal_per_mol[both] - full[both]
                 rmsd = float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
-            points.append(ConvergencePoint(direction, float(fraction), int(sum(len(w.samples) for w in part)),
-                                           pmf.folding, pmf, rmsd))
+            points.append(ConvergencePoint(direction, float(fraction), int(keep.sum()), pmf.delta_g, pmf, rmsd))
     if skipped:
         warnings.append(f"convergence: the parts {', '.join(skipped)} of production were skipped: their "
                         f"samples fall in fewer than two windows, too few for MBAR. Run the windows longer")
     return points
 
 
-def _next_steps(analysis: CampaignAnalysis, n_windows: int, overlap_threshold: float) -> NextSteps:
+def _next_steps(analysis: CampaignAnalysis, n_windows: int, overlap_threshold: float,
+                sources: dict[int, str]) -> NextSteps:
     combined = analysis.combined
     kt = MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * analysis.temperature_kelvin
-    sigma = combined.folding.uncertainty_kcal_per_mol
+    sigma = combined.delta_g.uncertainty_kcal_per_mol if combined.delta_g else math.nan
     extensions, sigma_after = [], sigma
     estimate = combined.extension
     if estimate is not None and np.isfinite(sigma):
@@ -376,37 +444,46 @@ def _next_steps(analysis: CampaignAnalysis, n_windows: int, overlap_threshold: f
         chosen = [int(i) for i in order[:MAX_WINDOWS_TO_EXTEND]
                   if explained > 0 and share[i] >= MIN_VARIANCE_SHARE * explained]
         lengths: dict[int, list[float]] = {}  # state -> production lengths of its windows
+        members: dict[int, set[int]] = {}  # state -> its windows (several lines of a metadata file may share one)
+        system = combined.fit.system
         for w in analysis.windows:
-            lengths.setdefault(combined.state_windows.index(w.window), []).append(w.production_length_ns)
+            state = int(np.flatnonzero((system.centres == system.axis.wrap(w.centre))
+                                       & (system.forces == w.k_kcal_per_mol))[0])
+            lengths.setdefault(state, []).append(w.production_length_ns)
+            members.setdefault(state, set()).add(w.window)
         median_share = float(np.median(share)) if len(share) else 0.0
         groups: dict[tuple[float, float], list[int]] = {}
         reduced = 0.0
         for i in chosen:
             factor = float(np.clip(math.ceil(share[i] / max(median_share, 1e-300)), 2, 4))
-            now = float(np.nanmedian(lengths.get(i, [math.nan])))
+            known = [v for v in lengths.get(i, []) if np.isfinite(v)]
+            now = float(np.median(known)) if known else math.nan
             target = _round_up(now * factor) if np.isfinite(now) else math.nan
-            groups.setdefault((target, factor), []).append(combined.state_windows[i])
+            groups.setdefault((target, factor), []).extend(sorted(members.get(i, {combined.state_windows[i]})))
             reduced += share[i] * (1 - 1 / factor)
         total = sigma ** 2
         sigma_after = math.sqrt(max(total - min(reduced, explained), 0.0))
         extensions = [Extension(tuple(sorted(ws)), length, factor)
-                      for (length, factor), ws in sorted(groups.items(), key=lambda kv: kv[0][0])]
+                      for (length, factor), ws in sorted(groups.items(), key=lambda kv: (
+                          kv[0][0] if np.isfinite(kv[0][0]) else kv[0][1], kv[0][1]))]
     coverage = []
     for low, high in combined.holes():
         around = [w for w, _ in sorted(combined.windows_around(low, high))]
-        coverage.append(f"{analysis.cv_name} {low:.3g}-{high:.3g}: no samples (a hole) between "
-                        f"windows {window_tag(min(around))} and {window_tag(max(around))}; new "
-                        f"windows {_odd_between(min(around), max(around))} of {2 * n_windows - 1}")
+        text = (f"{analysis.cv_name} {low:.3g}-{high:.3g}: no samples (a hole) between windows "
+                f"{window_tag(min(around))} and {window_tag(max(around))}")
+        coverage.append(text if sources else
+                        f"{text}; new windows {_odd_between(min(around), max(around))} of {2 * n_windows - 1}")
     for a, b, value in combined.poor_overlaps(overlap_threshold):
         low, high = sorted((a, b))
         ca, cb = combined.state_centres[combined.state_windows.index(a)], \
             combined.state_centres[combined.state_windows.index(b)]
-        coverage.append(f"{analysis.cv_name} {min(ca, cb):.3g}-{max(ca, cb):.3g}: windows "
-                        f"{window_tag(low)} and {window_tag(high)} overlap {value:.3f} "
-                        f"(< {overlap_threshold}); new windows {_odd_between(low, high)} of "
-                        f"{2 * n_windows - 1}")
+        text = (f"{analysis.cv_name} {min(ca, cb):.3g}-{max(ca, cb):.3g}: windows {window_tag(low)} and "
+                f"{window_tag(high)} overlap {value:.3f} (< {overlap_threshold})")
+        coverage.append(text if sources else
+                        f"{text}; new windows {_odd_between(low, high)} of {2 * n_windows - 1}")
     return NextSteps(extensions, sigma, sigma_after, coverage,
-                     tuple(sorted({w.replica for w in analysis.windows})), n_windows)
+                     tuple(sorted({w.replica for w in analysis.windows})), n_windows,
+                     label=combined.delta_g.label if combined.delta_g else "", sources=sources)
 
 
 def _odd_between(low: int, high: int) -> str:
@@ -435,13 +512,24 @@ def parse_campaign_spec(text: str) -> Campaign:
 
 
 def comparison_rows(analyses: list[CampaignAnalysis]) -> list[dict]:
-    """One row per campaign: dG_fold ± sigma, the boundary and the folded minimum."""
-    return [{"campaign": a.campaign.name, "target": a.campaign.target, "ff": a.campaign.ff,
-             "dg_fold_kcal_per_mol": a.folding.dg_kcal_per_mol,
-             "uncertainty_kcal_per_mol": a.folding.uncertainty_kcal_per_mol,
-             "boundary": a.folding.boundary, "folded_minimum": a.combined.folded_minimum(),
-             "temperature_kelvin": a.temperature_kelvin, "method": a.combined.method}
-            for a in analyses]
+    """One row per campaign: the free-energy difference ± sigma, the boundary and the folded minimum.
+
+    The difference's key is ``dg_fold_kcal_per_mol`` for the folding free
+    energy, else ``dg_kcal_per_mol`` with the states in ``states``.
+    """
+    rows = []
+    for a in analyses:
+        dg = a.delta_g
+        key = "dg_fold_kcal_per_mol" if dg is None or dg.states.folding else "dg_kcal_per_mol"
+        row = {"campaign": a.campaign.name, "target": a.campaign.target, "ff": a.campaign.ff,
+               key: dg.dg_kcal_per_mol if dg else math.nan,
+               "uncertainty_kcal_per_mol": dg.uncertainty_kcal_per_mol if dg else math.nan,
+               "boundary": dg.boundary if dg else math.nan, "folded_minimum": a.combined.folded_minimum(),
+               "temperature_kelvin": a.temperature_kelvin, "method": a.combined.method}
+        if dg is not None and not dg.states.folding:
+            row["states"] = f"{dg.states.second.text} - {dg.states.first.text}"
+        rows.append(row)
+    return rows
 
 
 def write_comparison(analyses: list[CampaignAnalysis], results_root: Path | str, *,
@@ -456,8 +544,7 @@ def write_comparison(analyses: list[CampaignAnalysis], results_root: Path | str,
     figure = plots.save(plots.comparison_figure(analyses), root / comparison_file(campaigns, "pmf.png"))
     table = root / comparison_file(campaigns, "folding.csv")
     rows = comparison_rows(analyses)
-    columns = ["campaign", "target", "ff", "dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol",
-               "boundary", "folded_minimum", "temperature_kelvin", "method"]
+    columns = list(rows[0])
     with open(table, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -477,16 +564,17 @@ def write_comparison(analyses: list[CampaignAnalysis], results_root: Path | str,
 
 
 def summary_lines(analysis: CampaignAnalysis) -> list[str]:
-    """A few lines for the terminal: what went in, where the profile lies and dG_fold."""
+    """A few lines for the terminal: what went in, where the profile lies, and the free-energy difference."""
     pmf = analysis.combined
     finite = np.isfinite(pmf.pmf_kcal_per_mol)
+    source = (f"{analysis.metadata_path} ({analysis.axis.describe()}; K of ½K(x−c)² from the file)"
+              if analysis.metadata_path else
+              f"replicas {', '.join(map(str, sorted({w.replica for w in analysis.windows})))}")
     lines = [
-        f"{analysis.campaign.name}: {len(analysis.windows)} windows from replicas "
-        f"{', '.join(map(str, sorted({w.replica for w in analysis.windows})))}, "
+        f"{analysis.campaign.name}: {len(analysis.windows)} windows from {source}, "
         f"{sum(len(w.samples) for w in analysis.windows)} uncorrelated samples, "
         f"T = {analysis.temperature_kelvin:g} K",
     ]
-    folding = analysis.folding
     if finite.any():
         x = pmf.bin_centres[finite]
         y = pmf.pmf_kcal_per_mol[finite]
@@ -495,18 +583,30 @@ def summary_lines(analysis: CampaignAnalysis) -> list[str]:
             f"minimum at {x[np.argmin(y)]:.3g}, range {y.max():.2f} kcal/mol, median error "
             f"{np.nanmedian(pmf.uncertainty_kcal_per_mol):.2f} kcal/mol, errors {pmf.error_method}"
         )
-    lines.append(f"fold boundary {analysis.cv_name} = {folding.boundary:.3g}: {folding.boundary_source}")
+    dg = analysis.delta_g
+    if dg is None:
+        lines.append("no free-energy difference: round a periodic CV give the two states, "
+                     "--state A=LO:HI --state B=LO:HI")
+        return lines
+    states, cv = dg.states, analysis.cv_name
+    if states.folding:
+        lines.append(f"fold boundary {cv} = {dg.boundary:.3g}: {dg.boundary_source}")
+    elif math.isfinite(dg.boundary):
+        lines.append(f"boundary {cv} = {dg.boundary:.3g}: {dg.boundary_source}")
+    else:
+        lines.append(f"states {states.describe(cv)}: {dg.boundary_source}")
     if len(analysis.per_replica) > 1:
         for r, p in sorted(analysis.per_replica.items()):
-            if np.isfinite(p.folding.dg_kcal_per_mol):
-                lines.append(f"  replica {r}: dG_fold = {p.folding.dg_kcal_per_mol:+.2f} ± "
-                             f"{p.folding.uncertainty_kcal_per_mol:.2f} kcal/mol")
-            else:
+            if np.isfinite(p.delta_g.dg_kcal_per_mol):
+                lines.append(f"  replica {r}: {dg.label} = {p.delta_g.dg_kcal_per_mol:+.2f} ± "
+                             f"{p.delta_g.uncertainty_kcal_per_mol:.2f} kcal/mol")
+            elif states.folding:
                 lines.append(f"  replica {r}: dG_fold unknown: its samples all lie on one side of "
-                             f"{analysis.cv_name} = {folding.boundary:.3g}")
-    lines.append(f"folding free energy dG_fold = G_folded - G_unfolded = {folding.dg_kcal_per_mol:+.2f} "
-                 f"± {folding.uncertainty_kcal_per_mol:.2f} kcal/mol (all replicas, "
-                 f"{analysis.cv_name} > {folding.boundary:.3g} is folded)")
+                             f"{cv} = {dg.boundary:.3g}")
+            else:
+                lines.append(f"  replica {r}: {dg.label} unknown: none of its samples lies in one of the states")
+    lines.append(f"{states.title} {dg.label} = {states.formula()} = {dg.dg_kcal_per_mol:+.2f} "
+                 f"± {dg.uncertainty_kcal_per_mol:.2f} kcal/mol (all replicas, {states.describe(cv)})")
     return lines
 
 
@@ -515,156 +615,3 @@ def write_outputs(analysis: CampaignAnalysis, results_root: Path | str, **option
     from .outputs import write_outputs as write
 
     return write(analysis, results_root, **options)
-
-
-def build_command():
-    """The ``analyze-umbrella-windows.py`` command (click), every option also read from the environment."""
-    import click
-
-    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-    @click.argument("campaigns", nargs=-1, metavar="[TARGET:FF]...")
-    @click.option("-o", "--results-dir", "results_dir", type=click.Path(file_okay=False),
-                  default="results", show_default=True, envvar="PROTBENCH_RESULTS_DIR",
-                  help="Results root: read from it (unless --bucket) and write "
-                       "{target}-{ff}/analysis/ into it.")
-    @click.option("--target", envvar="PROTBENCH_TARGET", help="Benchmark target.")
-    @click.option("--ff", envvar="PROTBENCH_FF", help="Force field name.")
-    @click.option("--compare", "compare", is_flag=True,
-                  help="Analyse the campaigns given as TARGET:FF arguments side by side: one PNG "
-                       "of their PMFs and one CSV of dG_fold, written under comparison/.")
-    @click.option("-r", "--replica", "replicas", type=click.IntRange(min=1), multiple=True,
-                  envvar="PROTBENCH_ANALYSIS_REPLICAS",
-                  help="Analyse only this replica (repeat for several); all found by default.")
-    @click.option("--bucket", default="", envvar="PROTBENCH_BUCKET",
-                  help="Read CV and parameter files straight from this S3 bucket instead of "
-                       "the results root. Keys and endpoint as for the launcher's preflight: the "
-                       "rclone remote's section of the rclone config, else AWS_ACCESS_KEY_ID, "
-                       "AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL.")
-    @click.option("--bucket-prefix", default=BUCKET_PREFIX, show_default=True,
-                  envvar="PROTBENCH_BUCKET_PREFIX", help="Key prefix of the results root in the bucket.")
-    @click.option("--rclone-remote", default="nrp", show_default=True,
-                  envvar="PROTBENCH_RCLONE_REMOTE",
-                  help="Remote of the rclone config whose keys and endpoint reach the bucket.")
-    @click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL",
-                  help="S3 endpoint of the bucket (overrides the rclone config's).")
-    @click.option("--discard-frames", type=click.IntRange(min=0), default=None,
-                  envvar="PROTBENCH_DISCARD_FRAMES",
-                  help="Drop this many leading production frames of every window as "
-                       "equilibration [default: detected per window].")
-    @click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
-                  envvar="PROTBENCH_PMF_METHOD",
-                  help="PMF estimator, both pymbar's FES: a Gaussian kernel density (kde) or a "
-                       "histogram.")
-    @click.option("--bin-width", type=click.FloatRange(min=0, min_open=True), default=None,
-                  envvar="PROTBENCH_PMF_BIN_WIDTH",
-                  help=f"Histogram bin width, or the KDE's grid spacing, along the CV [default: "
-                       f"histogram two bins per window spacing, KDE {KDE_GRID_SPACING}].")
-    @click.option("--kde-bandwidth", type=click.FloatRange(min=0, min_open=True), default=None,
-                  envvar="PROTBENCH_KDE_BANDWIDTH",
-                  help=f"Width of the KDE's Gaussian kernel along the CV [default: "
-                       f"{KDE_BANDWIDTH_PER_WINDOW_SPACING} x the window spacing].")
-    @click.option("--bins", "n_bins", type=click.IntRange(min=2), default=None,
-                  envvar="PROTBENCH_PMF_BINS",
-                  help="Histogram bins along the CV (instead of --bin-width) [default: two per "
-                       "window spacing]; also the bins that find holes in the sampling.")
-    @click.option("--bootstrap", "n_bootstraps", type=click.IntRange(min=0), default=DEFAULT_BOOTSTRAPS,
-                  show_default=True, envvar="PROTBENCH_BOOTSTRAP",
-                  help="Bootstrap resamples of the uncorrelated samples (whole replicas as blocks "
-                       "when there are several); 0 uses MBAR's analytical errors (histogram only).")
-    @click.option("--analytical-errors", is_flag=True,
-                  help="MBAR's analytical errors instead of the bootstrap (same as --bootstrap 0).")
-    @click.option("--seed", type=int, default=0, show_default=True, envvar="PROTBENCH_BOOTSTRAP_SEED",
-                  help="Seed of the bootstrap.")
-    @click.option("--fold-boundary", type=float, default=None, envvar="PROTBENCH_FOLD_BOUNDARY",
-                  help="Folded means the CV above this [default: the barrier top between the "
-                       "folded and unfolded minima of the PMF].")
-    @click.option("--overlap-threshold", type=click.FloatRange(min=0, max=1),
-                  default=DEFAULT_OVERLAP_THRESHOLD, show_default=True,
-                  envvar="PROTBENCH_OVERLAP_THRESHOLD",
-                  help="Warn about neighbouring windows whose MBAR overlap is below this.")
-    @click.option("--report", is_flag=True, envvar="PROTBENCH_REPORT",
-                  help="Also write {target}-{ff}-report.html: one self-contained page with the "
-                       "plots and tables, to open from disk or share.")
-    @click.option("--upload-report", is_flag=True,
-                  help="With --bucket and --report: upload the report beside the results in the "
-                       "bucket ({prefix}/{target}-{ff}/analysis/), as text/html.")
-    def analyze(campaigns, results_dir, target, ff, compare, replicas, bucket, bucket_prefix,
-                rclone_remote, endpoint_url, discard_frames, method, bin_width, kde_bandwidth, n_bins,
-                n_bootstraps, analytical_errors, seed, fold_boundary, overlap_threshold, report,
-                upload_report):
-        """Compute the PMF along the CV of an umbrella campaign with MBAR, and its folding free energy.
-
-        Writes into {target}-{ff}/analysis/: the PMF (CSV and the upstream-style
-        mbar-*.dat files), dG_fold per replica and for all ({S}-folding.csv),
-        forward/reverse convergence, a per-window table, what to run next, and
-        plots; with --report one HTML page of it all. With --compare
-        TARGET:FF TARGET:FF ... it analyses several campaigns and puts them side
-        by side under comparison/.
-        """
-        import logging
-
-        # pymbar's banners (no JAX, timeseries caveats) are not about this campaign.
-        logging.getLogger("pymbar").setLevel(logging.ERROR)
-        if analytical_errors:
-            n_bootstraps = 0
-        try:
-            if compare:
-                if len(campaigns) < 2:
-                    raise click.UsageError("--compare needs at least two campaigns: --compare "
-                                           "TARGET:FF TARGET:FF ...")
-                chosen = [parse_campaign_spec(text) for text in campaigns]
-            else:
-                if campaigns:
-                    raise click.UsageError(f"unexpected arguments {' '.join(campaigns)}: campaigns as "
-                                           f"TARGET:FF go with --compare")
-                if not target or not ff:
-                    missing = " and ".join(n for n, v in (("--target", target), ("--ff", ff)) if not v)
-                    raise click.UsageError(f"missing {missing} (or PROTBENCH_TARGET/PROTBENCH_FF), "
-                                           f"or compare campaigns with --compare TARGET:FF TARGET:FF")
-                chosen = [Campaign(target, ff)]
-            if upload_report and not (bucket and report):
-                raise click.UsageError("--upload-report needs --bucket and --report")
-            source = (BucketStore(bucket_client(endpoint_url, rclone_remote), bucket, bucket_prefix)
-                      if bucket else LocalStore(results_dir))
-            analyses, written = [], []
-            for campaign in chosen:
-                samples = load_campaign(source, campaign, tuple(replicas) or None)
-                analysis = analyze_campaign(
-                    samples, discard_frames=discard_frames, n_bins=n_bins, n_bootstraps=n_bootstraps,
-                    overlap_threshold=overlap_threshold, method=method, bin_width=bin_width,
-                    kde_bandwidth=kde_bandwidth, fold_boundary=fold_boundary, seed=seed)
-                # What to run next names a command that works where the results were made.
-                origin = "cluster" if bucket else results_origin(
-                    source, campaign, [(w.replica, w.window) for w in analysis.windows])
-                analysis.next_steps = dataclasses.replace(analysis.next_steps, origin=origin)
-                written += write_outputs(analysis, results_dir, report=report and not compare)
-                analyses.append(analysis)
-            if compare:
-                written += write_comparison(analyses, results_dir, report=report)
-            if upload_report:
-                for path in [p for p in written if p.name.endswith("report.html")]:
-                    key = path.relative_to(Path(results_dir)).as_posix()
-                    source.write_bytes(key, path.read_bytes(), "text/html; charset=utf-8")
-                    written.append(source.describe(key))
-        except (ProtbenchError, ValueError) as error:  # AnalysisError, StoreError, S3AccessError
-            raise click.ClickException(str(error)) from None
-        for analysis in analyses:
-            prefix = f"{analysis.campaign.name}: " if compare else ""
-            for warning in analysis.warnings:
-                click.echo(f"warning: {prefix}{warning}", err=True)
-            for line in summary_lines(analysis):
-                click.echo(line)
-            if not compare:
-                click.echo("what to run next:")
-                for line in analysis.next_steps.lines():
-                    click.echo(f"  {line}")
-        if compare:
-            click.echo("side by side:")
-            for row in comparison_rows(analyses):
-                click.echo(f"  {row['campaign']}: dG_fold {row['dg_fold_kcal_per_mol']:+.2f} ± "
-                           f"{row['uncertainty_kcal_per_mol']:.2f} kcal/mol, folded minimum at "
-                           f"{row['folded_minimum']:.3g}")
-        for path in written:
-            click.echo(f"wrote {path}")
-
-    return analyze

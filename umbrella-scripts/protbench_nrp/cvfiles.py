@@ -176,6 +176,19 @@ class WindowSamples:
         return f"replica {self.replica} window {window_tag(self.window)}"
 
     @property
+    def centre(self) -> float:
+        return self.parameters.centre
+
+    @property
+    def k_kcal_per_mol(self) -> float:
+        """The bias is ``k * (Q - centre)**2`` (no factor 1/2)."""
+        return self.parameters.k_kcal_per_mol
+
+    @property
+    def production_length_ns(self) -> float:
+        return float(self.parameters.production_length_ns)
+
+    @property
     def expected_frames(self) -> int:
         return int(round(self.parameters.production_length_ns * 1000.0 / self.parameters.frame_ps))
 

@@ -339,6 +339,34 @@ class Campaign:
 
 
 @dataclass(frozen=True)
+class NamedAnalysis:
+    """The outputs of an analysis of windows read from a metadata file: ``{name}-{suffix}`` in one directory.
+
+    The directory is the one given with ``-o``; every path here is relative
+    to it, with the same suffixes as a campaign's ``S/analysis/S-{suffix}``.
+    """
+
+    name: str
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name or self.name.strip() != self.name or self.name.startswith("."):
+            raise ValueError(f"--name {self.name!r} cannot name output files: use a non-empty name "
+                             f"without '/', a leading '.' or surrounding spaces")
+
+    @property
+    def analysis_dir(self) -> PurePosixPath:
+        return PurePosixPath(".")
+
+    @property
+    def pmf_csv(self) -> PurePosixPath:
+        return self.analysis_file("pmf.csv")
+
+    def analysis_file(self, suffix: str) -> PurePosixPath:
+        """``{name}-{suffix}``, e.g. ``analysis_file("pmf.png")``."""
+        return PurePosixPath(f"{self.name}-{suffix}")
+
+
+@dataclass(frozen=True)
 class WindowFiles:
     """Every file of one umbrella window, relative to the results root."""
 

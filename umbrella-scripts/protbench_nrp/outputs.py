@@ -46,7 +46,11 @@ def write_outputs(analysis, results_root: Path | str, *, report: bool = False) -
     written = [
         _write_pmf_csv(analysis, root / campaign.pmf_csv),
         _write_window_table(analysis, file("windows.csv")),
-        write_folding_csv(analysis, file("folding.csv")),
+    ]
+    if analysis.delta_g is not None:
+        folding = analysis.delta_g.states.folding
+        written.append(write_folding_csv(analysis, file("folding.csv" if folding else "delta-g.csv")))
+    written += [
         _write_convergence_csv(analysis, file("convergence.csv")),
         _write_next_steps(analysis, file("next-steps.txt")),
     ]
@@ -93,29 +97,51 @@ def _write_pmf_csv(analysis, path: Path) -> Path:
 
 
 def _write_window_table(analysis, path: Path) -> Path:
+    """Per window; ``k_kcal_per_mol`` is k of the bias ``k*(cv-centre)^2`` (a metadata file's K/2).
+
+    Windows read from a metadata file add ``source``: the line and time series.
+    """
     header = ["replica", "window", "centre", "k_kcal_per_mol", "frames", "discarded_frames",
               "statistical_inefficiency", "samples_used", "effective_samples"]
-    return _write_csv(path, header, (
+    sources = analysis.metadata_path is not None
+    return _write_csv(path, header + (["source"] if sources else []), (
         [w.replica, w.window, f"{w.centre:.6g}", f"{w.k_kcal_per_mol:.6g}", w.n_frames, w.n_discarded,
          f"{w.statistical_inefficiency:.3f}", len(w.samples), f"{w.effective_samples:.1f}"]
+        + ([w.source] if sources else [])
         for w in sorted(analysis.windows, key=lambda w: (w.replica, w.window))))
 
 
 def write_folding_csv(analysis, path: Path) -> Path:
-    header = ["scope", "dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol", "boundary", "folded_minimum",
-              "boundary_source"]
+    """``{S}-folding.csv`` for the folding free energy; ``{S}-delta-g.csv`` for states given as ranges.
+
+    The latter has ``scope, dg_kcal_per_mol, uncertainty_kcal_per_mol,
+    first_state, second_state, states_source``, ``dg = G(second) - G(first)``
+    and each state as ``NAME=LO:HI``.
+    """
+    if analysis.delta_g.states.folding:
+        header = ["scope", "dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol", "boundary", "folded_minimum",
+                  "boundary_source"]
+        return _write_csv(path, header, (
+            [row["scope"], _fmt(row["dg_fold_kcal_per_mol"]), _fmt(row["uncertainty_kcal_per_mol"]),
+             f"{row['boundary']:.6g}", _fmt(row["folded_minimum"]), row["boundary_source"]]
+            for row in folding_rows(analysis)))
+    header = ["scope", "dg_kcal_per_mol", "uncertainty_kcal_per_mol", "first_state", "second_state",
+              "states_source"]
     return _write_csv(path, header, (
-        [row["scope"], _fmt(row["dg_fold_kcal_per_mol"]), _fmt(row["uncertainty_kcal_per_mol"]),
-         f"{row['boundary']:.6g}", _fmt(row["folded_minimum"]), row["boundary_source"]]
-        for row in folding_rows(analysis)))
+        [row["scope"], _fmt(row["dg_kcal_per_mol"]), _fmt(row["uncertainty_kcal_per_mol"]), row["first_state"],
+         row["second_state"], row["boundary_source"]] for row in folding_rows(analysis)))
 
 
 def _write_convergence_csv(analysis, path: Path) -> Path:
-    header = ["direction", "fraction", "samples", "dg_fold_kcal_per_mol", "uncertainty_kcal_per_mol",
+    """Forward and reverse; the difference's columns are ``dg_fold_*`` for the folding free energy, else ``dg_*``."""
+    prefix = "dg_fold" if analysis.delta_g is None or analysis.delta_g.states.folding else "dg"
+    header = ["direction", "fraction", "samples", f"{prefix}_kcal_per_mol", "uncertainty_kcal_per_mol",
               "pmf_rmsd_kcal_per_mol"]
+    nan = float("nan")
     return _write_csv(path, header, (
-        [point.direction, f"{point.fraction:g}", point.samples, _fmt(point.folding.dg_kcal_per_mol),
-         _fmt(point.folding.uncertainty_kcal_per_mol), _fmt(point.pmf_rmsd_kcal_per_mol)]
+        [point.direction, f"{point.fraction:g}", point.samples,
+         _fmt(point.delta_g.dg_kcal_per_mol if point.delta_g else nan),
+         _fmt(point.delta_g.uncertainty_kcal_per_mol if point.delta_g else nan), _fmt(point.pmf_rmsd_kcal_per_mol)]
         for point in analysis.convergence))
 
 
@@ -134,6 +160,9 @@ def write_mbar_files(analysis, root: Path, campaign: Campaign) -> list[Path]:
     kt = MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * analysis.temperature_kelvin
     settings = [f"temperature_kelvin {analysis.temperature_kelvin:g}", f"kT_kcal_per_mol {kt:.10g}",
                 f"method {pmf.method}", f"errors {pmf.error_method}"]
+    if pmf.axis.periodic:
+        # rebuild_pmf wraps the kernel with these; the bias used the minimum-image difference.
+        settings += [f"period {pmf.axis.period:.17g}", f"cv_min {pmf.axis.low:.17g}"]
     if pmf.method == "histogram":
         settings.append("bin_edges " + " ".join(f"{e:.10g}" for e in pmf.bin_edges))
     else:
@@ -148,7 +177,9 @@ def write_mbar_files(analysis, root: Path, campaign: Campaign) -> list[Path]:
     paths.append(_write_dat(file("mbar-windows.dat"), WINDOWS_DAT_COLUMNS, windows,
                             ["%d", "%.10g", "%.10g", "%d", "%.10g", "%.10g"],
                             settings[:2] + ["offset: MBAR free energy of each window's biased "
-                                            "state relative to the first, in kcal/mol"]))
+                                            "state relative to the first, in kcal/mol",
+                                            "k_kcal_per_mol: the bias is k (cv - centre)^2, no factor 1/2 "
+                                            "(a WHAM metadata line's K is 2 k)"]))
     table = np.column_stack([pmf.bin_centres, pmf.pmf_kcal_per_mol, pmf.uncertainty_kcal_per_mol])
     paths.append(_write_dat(file("mbar-free-energy.dat"), FREE_ENERGY_DAT_COLUMNS, table,
                             ["%.10g"] * 3, settings + ["nan where no sample fell"]))
@@ -156,17 +187,18 @@ def write_mbar_files(analysis, root: Path, campaign: Campaign) -> list[Path]:
     paths.append(_write_dat(file("mbar-samples.dat"), SAMPLES_DAT_COLUMNS, samples,
                             ["%d", "%d", "%d", "%.10g", "%.12g"],
                             settings + ["log_weight_denominator: ln sum_k N_k exp(f_k - u_k(cv)), "
-                                        "u_k = k_k (cv - centre_k)^2 / kT; a sample's weight in the "
+                                        "u_k = k_k (cv - centre_k)^2 / kT (minimum image round a periodic "
+                                        "CV; k_k of -mbar-windows.dat); a sample's weight in the "
                                         "unbiased ensemble is exp(-log_weight_denominator)",
                                         "frame: index of the sample among its window's production "
                                         "frames"]))
     n = len(mbar.cv)
     # Replica blocks of unequal size make a resample longer or shorter than the sample.
     rows = max([n] + [len(pick) for pick in mbar.bootstrap_indices])
-    boots = np.full((rows, len(mbar.bootstrap_indices)), -1, dtype=np.int64)
+    boots = np.full((rows, len(mbar.bootstrap_indices)), -1, dtype=np.int32)
     for b, pick in enumerate(mbar.bootstrap_indices):
         boots[:len(pick), b] = pick
-    where = np.full((rows, 4), -1, dtype=np.int64)
+    where = np.full((rows, 4), -1, dtype=np.int32)
     where[:n] = np.column_stack([np.arange(n), mbar.replica, mbar.window, mbar.frame])
     columns = UNCORRELATED_DAT_COLUMNS + tuple(f"bootstrap_{b + 1:03d}" for b in range(boots.shape[1]))
     table = np.column_stack([where, boots])
@@ -184,16 +216,16 @@ def _state_k(analysis, window: int) -> float:
 
 
 def _write_dat(path: Path, columns, table, formats, comments: list[str]) -> Path:
-    buffer = io.StringIO()
-    for line in comments:
-        buffer.write(f"# {line}\n")
-    buffer.write(" ".join(columns) + "\n")
-    table = np.asarray(table)
-    if formats is None:  # integers only: the fast path for the large bootstrap table
-        np.savetxt(buffer, table, fmt="%d", delimiter=" ")
-    elif len(table):
-        np.savetxt(buffer, table, fmt=formats, delimiter=" ")
-    path.write_text(buffer.getvalue())
+    # Straight into the file: the bootstrap table of 465,000 samples is ~300 MB of text.
+    with open(path, "w") as handle:
+        for line in comments:
+            handle.write(f"# {line}\n")
+        handle.write(" ".join(columns) + "\n")
+        table = np.asarray(table)
+        if formats is None:  # integers only: the fast path for the large bootstrap table
+            np.savetxt(handle, table, fmt="%d", delimiter=" ")
+        elif len(table):
+            np.savetxt(handle, table, fmt=formats, delimiter=" ")
     return path
 
 
@@ -217,7 +249,8 @@ def rebuild_pmf(samples_dat: Path | str, grid=None) -> tuple[np.ndarray, np.ndar
 
     Each sample weighs ``exp(-log_weight_denominator)``; the histogram or
     Gaussian KDE named in the file's header turns the weighted samples into a
-    density ``p`` and the PMF is ``-kT ln p``. Returns the grid and the PMF.
+    density ``p`` (round a periodic CV, one whose header gives a ``period``,
+    the kernel wraps) and the PMF is ``-kT ln p``. Returns the grid and the PMF.
     """
     columns, settings = read_dat(samples_dat)
     kt = float(settings["kT_kcal_per_mol"])
@@ -233,8 +266,10 @@ def rebuild_pmf(samples_dat: Path | str, grid=None) -> tuple[np.ndarray, np.ndar
     else:
         h = float(settings["kde_bandwidth"])
         grid = np.linspace(x.min(), x.max(), 201) if grid is None else np.asarray(grid, dtype=float)
-        density = np.array([np.sum(w * np.exp(-0.5 * ((g - x) / h) ** 2)) for g in grid]) / (
-            h * np.sqrt(2 * np.pi))
+        # Round a periodic CV the kernel wraps: the images one period either side count too.
+        shifts = [0.0] if "period" not in settings else [-float(settings["period"]), 0.0, float(settings["period"])]
+        density = np.array([sum(np.sum(w * np.exp(-0.5 * ((g - x - shift) / h) ** 2)) for shift in shifts)
+                            for g in grid]) / (h * np.sqrt(2 * np.pi))
     with np.errstate(divide="ignore"):
         pmf = -kt * np.log(density)
     pmf[~np.isfinite(pmf)] = np.nan

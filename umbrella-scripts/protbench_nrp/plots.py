@@ -44,16 +44,39 @@ def pmf_figure(analysis):
     y, dy = analysis.combined.pmf_kcal_per_mol, analysis.combined.uncertainty_kcal_per_mol
     ax.fill_between(x, y - 2 * dy, y + 2 * dy, color="k", alpha=0.2, lw=0, label="±2σ")
     ax.plot(x, y, color="k", lw=1.8, label="all replicas")
-    folding = analysis.folding
-    ax.axvline(folding.boundary, color="tab:red", ls="--", lw=1,
-               label=f"fold boundary; ΔG_fold {folding.dg_kcal_per_mol:+.2f} ± "
-                     f"{folding.uncertainty_kcal_per_mol:.2f}")
+    _mark_states(ax, analysis)
+    axis = analysis.axis
+    if axis.periodic:
+        ax.set_xlim(axis.low, axis.high)
     ax.set_xlabel(analysis.cv_name)
     ax.set_ylabel("PMF (kcal/mol)")
     ax.set_title(f"{analysis.campaign.name} at {analysis.temperature_kelvin:g} K ({analysis.combined.method})")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def _mark_states(ax, analysis) -> None:
+    """The fold boundary as a line, or the two states as shaded ranges, with the difference in the legend."""
+    dg = analysis.delta_g
+    if dg is None:
+        return
+    text = f"{dg.label} {dg.dg_kcal_per_mol:+.2f} ± {dg.uncertainty_kcal_per_mol:.2f}"
+    if dg.states.folding or np.isfinite(dg.boundary):
+        name = "fold boundary" if dg.states.folding else "boundary"
+        ax.axvline(dg.boundary, color="tab:red", ls="--", lw=1, label=f"{name}; {text}")
+        return
+    axis = analysis.axis
+    x = analysis.combined.bin_centres
+    for state, colour in ((dg.states.first, "tab:blue"), (dg.states.second, "tab:orange")):
+        inside = axis.contains(x, state.low, state.high)
+        low = state.low if np.isfinite(state.low) else x.min()
+        high = state.high if np.isfinite(state.high) else x.max()
+        spans = [(low, axis.high), (axis.low, high)] if axis.periodic and low > high else [(low, high)]
+        for i, (a, b) in enumerate(spans):
+            ax.axvspan(a, b, color=colour, alpha=0.12, lw=0,
+                       label=f"{state.name} ({int(inside.sum())} points)" if i == 0 else None)
+    ax.plot([], [], " ", label=text)
 
 
 def histogram_figure(analysis):
@@ -72,6 +95,8 @@ def histogram_figure(analysis):
             counts, _ = np.histogram(w.samples, bins=fine, density=True)
             ax.stairs(counts, fine, color=colours(w.window / max(n_windows - 1, 1)))
         ax.set_ylabel(f"replica {replica}\ndensity")
+    if analysis.axis.periodic:
+        axes[-1, 0].set_xlim(analysis.axis.low, analysis.axis.high)
     axes[-1, 0].set_xlabel(analysis.cv_name)
     axes[0, 0].set_title("CV histograms per window (neighbours must overlap)")
     fig.tight_layout()
@@ -104,22 +129,33 @@ def convergence_figure(analysis):
     for i, point in enumerate(forward):
         left.plot(point.pmf.bin_centres, point.pmf.pmf_kcal_per_mol, lw=1,
                   color=colours(i / max(len(forward), 1)), label=f"first {point.fraction:.0%}")
+    if analysis.axis.periodic:
+        left.set_xlim(analysis.axis.low, analysis.axis.high)
     left.set_xlabel(analysis.cv_name)
     left.set_ylabel("PMF (kcal/mol)")
     left.set_title("PMF from the first part of production")
     left.legend(fontsize="small")
+    dg = analysis.delta_g
     for direction, marker in (("forward", "o"), ("reverse", "s")):
         points = [p for p in analysis.convergence if p.direction == direction]
-        right.errorbar([p.fraction for p in points], [p.folding.dg_kcal_per_mol for p in points],
-                       yerr=[p.folding.uncertainty_kcal_per_mol for p in points], marker=marker,
-                       capsize=3, label=f"{direction} ({'first' if direction == 'forward' else 'last'} part)")
-    folding = analysis.folding
-    right.axhspan(folding.dg_kcal_per_mol - folding.uncertainty_kcal_per_mol,
-                  folding.dg_kcal_per_mol + folding.uncertainty_kcal_per_mol, color="k", alpha=0.15,
-                  lw=0, label="all production ±σ")
+        label = f"{direction} ({'first' if direction == 'forward' else 'last'} part)"
+        if dg is None:  # no two-state difference: how far each part's PMF lies from the whole's
+            right.plot([p.fraction for p in points], [p.pmf_rmsd_kcal_per_mol for p in points], marker=marker,
+                       label=label)
+            continue
+        right.errorbar([p.fraction for p in points], [p.delta_g.dg_kcal_per_mol for p in points],
+                       yerr=[p.delta_g.uncertainty_kcal_per_mol for p in points], marker=marker,
+                       capsize=3, label=label)
     right.set_xlabel("fraction of production")
-    right.set_ylabel("ΔG_fold (kcal/mol)")
-    right.set_title("Folding free energy: forward and reverse")
+    if dg is None:
+        right.set_ylabel("PMF RMSD from all production (kcal/mol)")
+        right.set_title("PMF: forward and reverse")
+    else:
+        right.axhspan(dg.dg_kcal_per_mol - dg.uncertainty_kcal_per_mol,
+                      dg.dg_kcal_per_mol + dg.uncertainty_kcal_per_mol, color="k", alpha=0.15,
+                      lw=0, label="all production ±σ")
+        right.set_ylabel(f"{dg.label} (kcal/mol)")
+        right.set_title(f"{dg.states.title.capitalize()}: forward and reverse")
     right.legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -132,8 +168,9 @@ def comparison_figure(analyses):
     for analysis in analyses:
         pmf = analysis.combined
         x, y, dy = pmf.bin_centres, pmf.pmf_kcal_per_mol, pmf.uncertainty_kcal_per_mol
-        label = (f"{analysis.campaign.name}: ΔG_fold {analysis.folding.dg_kcal_per_mol:+.2f} ± "
-                 f"{analysis.folding.uncertainty_kcal_per_mol:.2f}")
+        dg = analysis.delta_g
+        label = analysis.campaign.name + (f": {dg.label} {dg.dg_kcal_per_mol:+.2f} ± "
+                                          f"{dg.uncertainty_kcal_per_mol:.2f}" if dg else "")
         (line,) = ax.plot(x, y, lw=1.6, label=label)
         ax.fill_between(x, y - 2 * dy, y + 2 * dy, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel(analyses[0].cv_name)

@@ -1,15 +1,20 @@
-"""PMF numerics: decorrelated windows in, a free-energy profile and the folding free energy out.
+"""PMF numerics: decorrelated windows in, a free-energy profile and a two-state free energy out.
 
-* :func:`decorrelate_window` drops the equilibration part of a window and
-  subsamples it by its statistical inefficiency.
-* :class:`PMFEstimator` combines decorrelated windows with MBAR and builds the
-  PMF with :class:`pymbar.FES` (a histogram or a Gaussian kernel density),
-  with bootstrap or analytical uncertainties, and the folding free energy
-  across a boundary of the CV from the same MBAR weights.
+* :mod:`protbench_nrp.decorrelation` drops each window's equilibration and
+  subsamples it (:func:`decorrelate_window`).
+* :class:`PMFEstimator` combines the windows with MBAR and builds the PMF with
+  :class:`pymbar.FES` (a histogram or a Gaussian kernel density), with
+  bootstrap or analytical uncertainties, and the free-energy difference of
+  two states of the CV (the folding free energy by default along Q) from the
+  same MBAR weights. :meth:`PMFEstimator.estimate_part` does the same for one
+  replica or one part of production, re-solving MBAR from the full solution
+  (:class:`protbench_nrp.mbar.Reweighter`).
+* :mod:`protbench_nrp.cvaxis` knows whether the CV is periodic: minimum-image
+  bias energies, wrapped bins and kernels, holes round the circle.
 
 Energies cross every boundary in kcal/mol and temperatures in kelvin. The
 umbrella bias of a window is ``k*(cv - centre)**2`` (no factor 1/2), exactly
-the ``CustomCVForce`` the windows ran with.
+the ``CustomCVForce`` the campaign's windows ran with.
 """
 
 from __future__ import annotations
@@ -18,31 +23,36 @@ import math
 import time
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cvfiles import AnalysisError, WindowSamples
-from .layout import window_tag
+from .cvaxis import LINE, CVAxis
+from .cvfiles import AnalysisError
+from .decorrelation import (EQUILIBRATION_SCAN_POINTS, MIN_FRAMES, DecorrelatedWindow,  # noqa: F401
+                            decorrelate_window)
+from .mbar import (Reweighter, Reweighting, StateSystem, asymptotic_covariance,  # noqa: F401
+                   difference_errors, indicator_weights, log_denominator, one_blas_thread, solve_mbar_from)
 from .science import MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K
-
-#: A window needs this many production frames left after discarding its
-#: equilibration for a statistical inefficiency to mean anything.
-MIN_FRAMES = 10
-
-#: Equilibration detection scans at most this many candidate start frames per
-#: window: scanning every frame costs O(N^2) and moves the answer by a frame.
-EQUILIBRATION_SCAN_POINTS = 200
+from .states import TwoStates, delta_g, folding_states
+from .variables import BY_NAME
 
 METHODS = ("histogram", "kde")
 
-#: Upstream proteinbenchmark evaluates its KDE PMF on a grid this fine along Q.
-KDE_GRID_SPACING = 0.002
+#: The estimator and resample count of the command and of :func:`~protbench_nrp.analysis.analyze_campaign`
+#: alike: the settings registry states them once.
+DEFAULT_METHOD = BY_NAME["PROTBENCH_PMF_METHOD"].default
+DEFAULT_BOOTSTRAPS = BY_NAME["PROTBENCH_BOOTSTRAP"].default
 
-#: Gaussian kernel width along the CV, as a fraction of the window spacing:
-#: a quarter of the spacing smooths the noise of ~200 uncorrelated samples per
-#: window while biasing a well of Q width 0.1 by a few hundredths of a kcal/mol.
-KDE_BANDWIDTH_PER_WINDOW_SPACING = 0.08
+#: The KDE's Gaussian kernel, the one rule: its standard deviation is an
+#: eighth of the median spacing of the window centres (0.0025 in Q for the
+#: seed's 31 windows over 0.4-1.0), and the PMF is given on a grid one kernel
+#: width apart. A kernel lowers a PMF by about ``h^2 (F'^2/kT - F'') / 2`` and
+#: a narrow one is noisy where samples are few: at this width the PMF's
+#: largest and RMS errors against the analytic wells of
+#: ``tests/analysis/test_folding.py``, at the histogram's bin centres, are no
+#: larger than the histogram's (two bins per window spacing).
+KDE_BANDWIDTH_PER_WINDOW_SPACING = 0.125
 
 #: sklearn evaluates the kernel density to this relative accuracy (1e-4 kT in the
 #: PMF); exact evaluation (its default, 0) is ten times slower and changes nothing.
@@ -58,120 +68,43 @@ MIN_BARRIER_KT = 2.0
 def _pymbar():
     """Import pymbar on first use: status tools import the analysis and need none of it."""
     import pymbar
-    from pymbar import timeseries
 
-    return pymbar, timeseries
-
-
-# -- one window: equilibration and decorrelation ---------------------------------------
-
-
-@dataclass(frozen=True)
-class DecorrelatedWindow:
-    """The uncorrelated samples of one window that go into MBAR.
-
-    Attributes
-    ----------
-    n_frames : int
-        Production frames read.
-    n_discarded : int
-        Leading frames dropped as equilibration.
-    statistical_inefficiency : float
-        g of the kept part: one sample in ``g`` frames is used.
-    samples : numpy.ndarray
-        The CV values used.
-    frames : numpy.ndarray of int
-        Index of each sample among the window's production frames (for
-        forward and reverse convergence and the upstream-style files).
-    production_length_ns : float
-        The production length the window was launched with.
-    """
-
-    replica: int
-    window: int
-    centre: float
-    k_kcal_per_mol: float
-    n_frames: int
-    n_discarded: int
-    statistical_inefficiency: float
-    samples: np.ndarray
-    frames: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    production_length_ns: float = math.nan
-
-    @property
-    def label(self) -> str:
-        return f"replica {self.replica} window {window_tag(self.window)}"
-
-    @property
-    def effective_samples(self) -> float:
-        """Independent samples in the kept frames: kept frames / g."""
-        return (self.n_frames - self.n_discarded) / self.statistical_inefficiency
-
-    def part(self, low_fraction: float, high_fraction: float) -> "DecorrelatedWindow":
-        """Only the samples taken within ``[low, high)`` fractions of the production frames."""
-        keep = (self.frames >= low_fraction * self.n_frames) & (self.frames < high_fraction * self.n_frames)
-        return replace(self, samples=self.samples[keep], frames=self.frames[keep])
-
-
-def decorrelate_window(sample: WindowSamples, discard_frames: int | None = None) -> DecorrelatedWindow:
-    """Drop the equilibration part of a window and keep uncorrelated frames.
-
-    Parameters
-    ----------
-    sample : WindowSamples
-    discard_frames : int, optional
-        Leading frames to drop; detected with
-        :func:`pymbar.timeseries.detect_equilibration` when omitted.
-
-    Raises
-    ------
-    AnalysisError
-        When fewer than :data:`MIN_FRAMES` frames would remain.
-    """
-    _, timeseries = _pymbar()
-    values = sample.series.values
-    n = len(values)
-    if discard_frames is not None:
-        start = int(discard_frames)
-    elif n >= MIN_FRAMES and values.std() > 0:
-        start, _, _ = timeseries.detect_equilibration(
-            values, nskip=max(1, n // EQUILIBRATION_SCAN_POINTS))
-        start = int(start)
-    else:
-        start = 0
-    kept = values[start:]
-    if len(kept) < MIN_FRAMES:
-        raise AnalysisError(
-            f"{sample.label} has {n} production frames, {len(kept)} after discarding {start} "
-            f"as equilibration; at least {MIN_FRAMES} are needed. Let it run longer or lower "
-            f"--discard-frames"
-        )
-    g = float(timeseries.statistical_inefficiency(kept)) if kept.std() > 0 else 1.0
-    indices = timeseries.subsample_correlated_data(kept, g=g) if g > 1.0 else range(len(kept))
-    indices = np.asarray(indices, dtype=int)
-    p = sample.parameters
-    return DecorrelatedWindow(sample.replica, sample.window, p.centre, p.k_kcal_per_mol, n, start,
-                              g, np.asarray(kept[indices]), start + indices,
-                              float(p.production_length_ns))
+    return pymbar
 
 
 # -- results ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class FoldingFreeEnergy:
-    """``G_folded - G_unfolded``, folded meaning the CV above ``boundary``.
+class FreeEnergyDifference:
+    """``G(states.second) - G(states.first)``: the folding free energy by default along Q.
 
     Attributes
     ----------
-    boundary_source : str
-        How the boundary was chosen, in words, for every output to repeat.
+    states : TwoStates
+        The two ranges of the CV, their names and how they were chosen.
     """
 
     dg_kcal_per_mol: float
     uncertainty_kcal_per_mol: float
-    boundary: float
-    boundary_source: str
+    states: TwoStates
+
+    @property
+    def boundary(self) -> float:
+        """The folded/unfolded boundary (NaN for states given as ranges)."""
+        return self.states.boundary
+
+    @property
+    def boundary_source(self) -> str:
+        return self.states.source
+
+    @property
+    def label(self) -> str:
+        return self.states.label
+
+
+#: The campaign's name for it.
+FoldingFreeEnergy = FreeEnergyDifference
 
 
 @dataclass(frozen=True)
@@ -207,7 +140,7 @@ class MBARSamples:
 
 @dataclass(frozen=True)
 class ExtensionEstimate:
-    """How much of the bootstrap variance of ``dG_fold`` each state's sampling explains.
+    """How much of the bootstrap variance of the free-energy difference each state's sampling explains.
 
     Attributes
     ----------
@@ -247,11 +180,14 @@ class PMF:
     coverage_edges, coverage_counts : numpy.ndarray, optional
         A coarse histogram of the samples that decides where the profile has
         holes; the PMF's own bins when omitted.
-    folding : FoldingFreeEnergy, optional
+    delta_g : FreeEnergyDifference, optional
+        Between the two states; None round a periodic CV without ``--state``.
     mbar : MBARSamples, optional
     extension : ExtensionEstimate, optional
     bandwidth : float, optional
         The KDE's kernel width along the CV.
+    axis : CVAxis
+        Whether the CV is periodic.
     """
 
     bin_edges: np.ndarray
@@ -265,10 +201,18 @@ class PMF:
     error_method: str = "analytical"
     coverage_edges: np.ndarray | None = None
     coverage_counts: np.ndarray | None = None
-    folding: FoldingFreeEnergy | None = None
+    delta_g: FreeEnergyDifference | None = None
     mbar: MBARSamples | None = None
     extension: ExtensionEstimate | None = None
     bandwidth: float | None = None
+    axis: CVAxis = LINE
+    #: The MBAR solution and samples, for :meth:`PMFEstimator.estimate_part`.
+    fit: "_Fit | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def folding(self) -> FreeEnergyDifference | None:
+        """The two-state free energy (the campaign's name for it)."""
+        return self.delta_g
 
     @property
     def bin_centres(self) -> np.ndarray:
@@ -277,17 +221,13 @@ class PMF:
     def holes(self) -> list[tuple[float, float]]:
         """CV ranges ``(low, high)`` of empty bins lying between filled ones, in order.
 
-        Empty bins at either end of the histogram are not holes: the
-        sampled range simply ends there.
+        Empty bins at either end of the histogram are not holes: the sampled
+        range simply ends there. Round a periodic CV a hole may run across
+        the seam (``low > high``); see :meth:`CVAxis.empty_runs`.
         """
         edges = self.bin_edges if self.coverage_edges is None else self.coverage_edges
         counts = self.samples_per_bin if self.coverage_counts is None else self.coverage_counts
-        filled = np.flatnonzero(counts > 0)
-        holes = []
-        for before, after in zip(filled[:-1], filled[1:]):
-            if after > before + 1:
-                holes.append((float(edges[before + 1]), float(edges[after])))
-        return holes
+        return self.axis.empty_runs(edges, counts, self.state_centres)
 
     def windows_around(self, low: float, high: float) -> list[tuple[int, float]]:
         """``(window, centre)`` of the states whose centres bracket or lie in ``[low, high]``.
@@ -295,28 +235,41 @@ class PMF:
         That is every state centred inside the range, plus the nearest one
         centred below it and the nearest one centred above it.
         """
-        centres = np.asarray(self.state_centres)
-        inside = np.flatnonzero((centres >= low) & (centres <= high))
-        below = np.flatnonzero(centres < low)
-        above = np.flatnonzero(centres > high)
-        chosen = sorted(set(inside) | set(below[-1:]) | set(above[:1]))
-        return [(self.state_windows[i], float(centres[i])) for i in chosen]
+        chosen = self.axis.around(low, high, self.state_centres)
+        return [(self.state_windows[i], float(self.state_centres[i])) for i in chosen]
 
     def poor_overlaps(self, threshold: float) -> list[tuple[int, int, float]]:
-        """Neighbouring states ``(window_a, window_b, overlap)`` whose overlap is below ``threshold``."""
+        """Neighbouring states ``(window_a, window_b, overlap)`` whose overlap is below ``threshold``.
+
+        Round a periodic CV whose windows go all round, the last state and
+        the first are neighbours too.
+        """
         poor = []
-        for i in range(len(self.state_windows) - 1):
-            value = float(min(self.overlap[i, i + 1], self.overlap[i + 1, i]))
+        for i, j in self.axis.neighbour_pairs(len(self.state_windows), self.state_centres):
+            value = float(min(self.overlap[i, j], self.overlap[j, i]))
             if value < threshold:
-                poor.append((self.state_windows[i], self.state_windows[i + 1], value))
+                poor.append((self.state_windows[i], self.state_windows[j], value))
         return poor
 
     def folded_minimum(self) -> float:
-        """CV of the lowest point of the PMF on the folded side of the boundary (NaN if none)."""
-        boundary = self.folding.boundary if self.folding else -np.inf
+        """CV of the lowest point of the PMF in the second state (folded), NaN if none."""
+        if self.delta_g is None:
+            return math.nan
+        second = self.delta_g.states.second
         x, y = self.bin_centres, self.pmf_kcal_per_mol
-        side = (x > boundary) & np.isfinite(y)
+        side = self.axis.contains(x, second.low, second.high) & np.isfinite(y)
         return float(x[side][np.argmin(y[side])]) if side.any() else math.nan
+
+
+@dataclass
+class _Fit:
+    """The combined MBAR of an estimate, kept so that parts of it can be re-solved from it."""
+
+    system: StateSystem
+    reweighter: Reweighter
+    full: Reweighting
+    #: At ``full``; computed when first needed for a part.
+    jacobian: np.ndarray | None
 
 
 # -- the estimator -------------------------------------------------------------------------
@@ -334,24 +287,34 @@ class PMFEstimator:
     bin_edges : array-like
         Histogram bin edges along the CV; for ``kde`` the cells whose centres
         are the grid the density is evaluated on.
+    method : str
+        ``histogram`` or ``kde`` (both :class:`pymbar.FES`).
     n_bootstraps : int
         0 for MBAR's analytical uncertainties (histogram only), else the
         number of bootstrap resamples (each solves MBAR again).
     seed : int
         Seeds the bootstrap.
-    method : str
-        ``histogram`` or ``kde`` (both :class:`pymbar.FES`).
     bandwidth : float, optional
         KDE kernel width along the CV; required for ``kde``.
+    states : TwoStates, optional
+        The two states of the free-energy difference.
     fold_boundary : float, optional
-        Folded means the CV above it; the barrier top of the PMF when omitted.
+        Without ``states``: the boundary of ``default_states``.
+    default_states : callable, optional
+        ``(boundary, source) -> TwoStates`` for the boundary ``fold_boundary``
+        or, when that is omitted, the barrier top of the PMF
+        (:func:`~protbench_nrp.states.folding_states` by default, the
+        campaign's folding); None: no free-energy difference without ``states``.
+    axis : CVAxis
+        Whether the CV is periodic.
     coverage_edges : array-like, optional
         Coarse bins that decide where the profile has holes.
     """
 
-    def __init__(self, temperature_kelvin: float, bin_edges, n_bootstraps: int = 0, seed: int = 0,
-                 method: str = "histogram", bandwidth: float | None = None,
-                 fold_boundary: float | None = None, coverage_edges=None):
+    def __init__(self, temperature_kelvin: float, bin_edges, *, method: str, n_bootstraps: int,
+                 seed: int = 0, bandwidth: float | None = None, states: TwoStates | None = None,
+                 fold_boundary: float | None = None, default_states=folding_states, axis: CVAxis = LINE,
+                 coverage_edges=None):
         if temperature_kelvin <= 0:
             raise AnalysisError(f"temperature {temperature_kelvin} K is not positive")
         if method not in METHODS:
@@ -370,145 +333,214 @@ class PMFEstimator:
         self.seed = seed
         self.method = method
         self.bandwidth = bandwidth
+        self.states = states
         self.fold_boundary = fold_boundary
+        self.default_states = default_states
+        self.axis = axis
         self.coverage_edges = None if coverage_edges is None else np.asarray(coverage_edges, dtype=float)
         #: Seconds spent so far, by part: "MBAR and FES" (the estimates) and "bootstrap".
         self.timings_s: dict[str, float] = defaultdict(float)
 
+    @property
+    def bin_centres(self) -> np.ndarray:
+        return 0.5 * (self.bin_edges[1:] + self.bin_edges[:-1])
+
     # -- public -----------------------------------------------------------------------------
 
-    def estimate(self, windows: list[DecorrelatedWindow], *, fold_boundary: float | None = None,
-                 boundary_source: str | None = None, n_bootstraps: int | None = None,
-                 initial_f_k=None) -> PMF:
-        """The PMF of ``windows``, zero at its lowest point, with the folding free energy.
+    def estimate(self, windows: list[DecorrelatedWindow], *, n_bootstraps: int | None = None) -> PMF:
+        """The PMF of ``windows``, zero at its lowest point, with the two-state free energy.
 
-        ``fold_boundary`` (with the words saying where it came from) overrides
-        the estimator's; ``n_bootstraps`` overrides its resample count;
-        ``initial_f_k`` (state free energies of a larger estimate over the
-        same states) starts MBAR close to its answer.
+        MBAR and the profile are :class:`pymbar.FES`'s; ``n_bootstraps``
+        overrides the estimator's resample count.
         """
-        n_bootstraps = self.n_bootstraps if n_bootstraps is None else n_bootstraps
         started = time.perf_counter()
-        system = _StateSystem(windows, self.kt_kcal_per_mol)
-        if initial_f_k is not None and len(initial_f_k) == system.n_states:
-            fes, f_k = self._fes(system.u_kn, system.n_k, initial_f_k=np.asarray(initial_f_k, dtype=float))
+        system = StateSystem(windows, self.kt_kcal_per_mol, self.axis)
+        pymbar = _pymbar()
+        # timings=False leaves FES.timings unset in pymbar 4.0.3 (AttributeError later).
+        fes = pymbar.FES(system.u_kn, system.n_k,
+                         mbar_options={"initialize": "BAR" if system.n_states > 1 else "zeros"})
+        f_k = np.asarray(fes.mbar.f_k, dtype=float)
+        reweighter = Reweighter(system, f_k)
+        # pymbar's solution is the reweighter's starting point: g = 0.
+        full = Reweighting(f_k - f_k[0], log_denominator(f_k, system.u_kn, system.n_k) - f_k[0],
+                           np.ones(len(system.x_n)), system.n_k.astype(float), np.zeros(system.n_states))
+        fit = _Fit(system, reweighter, full, reweighter.jacobian(full))
+        f_points = self._fes_profile(fes, full.log_den, system.x_n)
+        analytical = _PymbarErrors(fes) if self.method == "histogram" else None
+        return self._finish(fit, full, f_points,
+                            self.n_bootstraps if n_bootstraps is None else n_bootstraps, started,
+                            overlap=np.asarray(fes.mbar.compute_overlap()["matrix"]), pymbar_errors=analytical,
+                            keep_samples=True)
+
+    def estimate_part(self, whole: PMF, keep, *, n_bootstraps: int, replicas=None,
+                      bin_errors: bool = True) -> PMF:
+        """The PMF of the samples ``keep`` (a mask over ``whole``'s samples): one replica, a part of production.
+
+        MBAR is re-solved from ``whole``'s solution; the profile is the same
+        histogram, or the same Gaussian kernel to ~1e-3 of its density
+        (:meth:`CVAxis.kernel_density`). The two states are ``whole``'s.
+        Resamples draw whole ``replicas`` (all of ``keep``'s when omitted).
+        Without resamples the errors are MBAR's analytical ones, of the
+        free-energy difference alone unless ``bin_errors``.
+        """
+        with one_blas_thread():
+            return self._estimate_part(whole, keep, n_bootstraps, replicas, bin_errors)
+
+    def _estimate_part(self, whole: PMF, keep, n_bootstraps: int, replicas, bin_errors: bool) -> PMF:
+        started = time.perf_counter()
+        fit = whole.fit
+        rows = np.flatnonzero(keep)
+        if len(rows) < len(fit.system.x_n):
+            system = fit.system.subset(rows)
+            reweighter = fit.reweighter.subset(system, rows)
         else:
-            fes, f_k = self._fes(system.u_kn, system.n_k,
-                                 initialize="BAR" if system.n_states > 1 else "zeros")
+            system, reweighter = fit.system, fit.reweighter
+        ones = np.ones(len(rows))
+        # The whole's Jacobian, scaled to the part's size, steps close to the part's own.
+        solution = (reweighter.solve(ones, system.n_k, start=fit.full,
+                                     jacobian=fit.jacobian * (len(rows) / len(fit.system.x_n)))
+                    or reweighter.solve(ones, system.n_k, start=fit.full))
+        if solution is None:
+            raise AnalysisError("MBAR did not converge for a part of the samples")
+        part = _Fit(system, reweighter, solution, fit.jacobian if system is fit.system else None)
+        f_points = self._profile_of_weights(system.x_n, solution.log_den)
+        return self._finish(part, solution, f_points, n_bootstraps, started,
+                            states=whole.delta_g.states if whole.delta_g else None, replicas=replicas,
+                            bin_errors=bin_errors)
+
+    # -- the common part -------------------------------------------------------------------
+
+    def _finish(self, fit: _Fit, solution: Reweighting, f_points, n_bootstraps: int, started: float,
+                *, overlap=None, pymbar_errors=None, states: TwoStates | None = None, replicas=None,
+                keep_samples: bool = False, bin_errors: bool = True) -> PMF:
+        system = fit.system
+        x_n = system.x_n
         points = self.bin_centres
-        log_den = _log_denominator(f_k, system.u_kn, system.n_k)
-        f_points = self._profile(fes, log_den, system.x_n)
-        counts, _ = np.histogram(system.x_n, bins=self.bin_edges)
+        counts, _ = np.histogram(x_n, bins=self.bin_edges)
         coverage_edges = self.coverage_edges if self.coverage_edges is not None else self.bin_edges
-        coverage, _ = np.histogram(system.x_n, bins=coverage_edges)
-        blank = self._blank(points, system.x_n, coverage_edges, coverage)
+        coverage, _ = np.histogram(x_n, bins=coverage_edges)
+        blank = self._blank(points, x_n, coverage_edges, coverage)
         reference = int(np.argmin(np.where(blank, np.inf, f_points)))
         f_points = f_points - f_points[reference]
-
-        if fold_boundary is None:
-            fold_boundary = self.fold_boundary
-        if fold_boundary is not None:
-            boundary, source = float(fold_boundary), boundary_source or "given with --fold-boundary"
-        else:
-            boundary, source = barrier_top(points, np.where(blank, np.nan, f_points * self.kt_kcal_per_mol),
-                                           self.kt_kcal_per_mol, system.centres)
-        dg = _folding(log_den, system.x_n, boundary)
-
+        if states is None:
+            states = self._states(points, np.where(blank, np.nan, f_points * self.kt_kcal_per_mol), system)
+        masks = states.masks(system.x_n, self.axis) if states else None
+        dg = delta_g(solution.log_den, masks[0], masks[1]) if states else math.nan
+        if overlap is None:
+            w = fit.reweighter.weights(solution)
+            overlap = solution.n_k[None, :] * (w.T @ w)
         self.timings_s["MBAR and FES"] += time.perf_counter() - started
+
         started = time.perf_counter()
-        draws, dg_draws, state_means, picks, f_k_draws = self._bootstrap(
-            system, f_k, reference, boundary, n_bootstraps)
+        with one_blas_thread():
+            draws, dg_draws, state_means, picks, f_k_draws = self._bootstrap(
+                fit, solution, masks, reference, n_bootstraps, replicas)
         self.timings_s["bootstrap"] += time.perf_counter() - started
         started = time.perf_counter()
         if n_bootstraps:
             with warnings.catch_warnings():  # a grid point no resample reached: NaN, said below
                 warnings.simplefilter("ignore", RuntimeWarning)
                 df_points = np.nanstd(draws, axis=0)
+                df_k = np.nanstd(f_k_draws, axis=0)
             df_points[reference] = 0.0
             finite = np.isfinite(dg_draws)
             ddg = float(np.std(dg_draws[finite])) if finite.sum() > 1 else math.nan
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                df_k = np.nanstd(f_k_draws, axis=0)
+            several = len(system.replicas if replicas is None else replicas) > 1
             error_method = f"bootstrap ({n_bootstraps} resamples of the uncorrelated samples" + (
-                ", whole replicas as blocks)" if len(system.replicas) > 1 else ")")
+                ", whole replicas as blocks)" if several else ")")
             extension = _explain_variance(dg_draws, state_means)
+        elif pymbar_errors is not None:
+            df_points, ddg, df_k = pymbar_errors.errors(points, f_points, reference, system, masks)
+            error_method = "analytical (MBAR's asymptotic covariance)"
+            extension = None
         else:
-            df_points = np.full(len(points), np.nan)
-            if self.method == "histogram":
-                # The reference is the lowest point, so "from-lowest" is the difference to it.
-                # (pymbar fails on a point in an empty bin: ask for the filled ones only.)
-                filled = np.isfinite(f_points)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    df_points[filled] = fes.get_fes(points[filled], reference_point="from-lowest",
-                                                    uncertainty_method="analytical")["df_i"]
-            ddg = self._analytical_dg_error(fes.mbar, system, boundary)
-            df_k = np.asarray(fes.mbar.compute_free_energy_differences()["dDelta_f"][0])
+            df_points, ddg, df_k = self._analytical_errors(fit, solution, points,
+                                                           f_points if bin_errors else None, reference, masks)
             error_method = "analytical (MBAR's asymptotic covariance)"
             extension = None
 
         pmf = np.where(blank, np.nan, f_points * self.kt_kcal_per_mol)
         error = np.where(blank, np.nan, np.asarray(df_points, dtype=float) * self.kt_kcal_per_mol)
-        folding = FoldingFreeEnergy(dg * self.kt_kcal_per_mol, ddg * self.kt_kcal_per_mol, boundary, source)
-        overlap = np.asarray(fes.mbar.compute_overlap()["matrix"])
-        samples = MBARSamples(system.x_n, system.replica_n, system.window_n, system.frame_n, log_den,
-                              f_k - f_k[0], np.asarray(df_k, dtype=float), system.n_k, picks)
+        difference = (FreeEnergyDifference(dg * self.kt_kcal_per_mol, ddg * self.kt_kcal_per_mol, states)
+                      if states else None)
+        samples = None
+        if keep_samples:
+            samples = MBARSamples(system.x_n, system.replica_n, system.window_n, system.frame_n, solution.log_den,
+                                  solution.f_k, np.asarray(df_k, dtype=float), system.n_k, picks)
         self.timings_s["MBAR and FES"] += time.perf_counter() - started
         return PMF(self.bin_edges.copy(), pmf, error, counts, tuple(float(c) for c in system.centres),
-                   system.state_windows, overlap, self.method, error_method,
-                   coverage_edges.copy(), coverage, folding, samples, extension,
-                   self.bandwidth if self.method == "kde" else None)
+                   system.state_windows, np.asarray(overlap), self.method, error_method,
+                   coverage_edges.copy(), coverage, difference, samples, extension,
+                   self.bandwidth if self.method == "kde" else None, self.axis, fit)
 
-    def folding_only(self, windows: list[DecorrelatedWindow], boundary: float) -> FoldingFreeEnergy:
-        """``dG_fold`` with MBAR's analytical error alone: cheap, for convergence curves."""
-        system = _StateSystem(windows, self.kt_kcal_per_mol)
-        pymbar, _ = _pymbar()
-        mbar = pymbar.MBAR(system.u_kn, system.n_k, initialize="BAR" if system.n_states > 1 else "zeros")
-        dg = _folding(_log_denominator(mbar.f_k, system.u_kn, system.n_k), system.x_n, boundary)
-        ddg = self._analytical_dg_error(mbar, system, boundary)
-        return FoldingFreeEnergy(dg * self.kt_kcal_per_mol, ddg * self.kt_kcal_per_mol, boundary,
-                                 "the boundary of the whole analysis")
+    def _states(self, points, pmf_kcal_per_mol, system: StateSystem) -> TwoStates | None:
+        """The estimator's states, else the default states at the given or barrier-top boundary."""
+        if self.states is not None:
+            return self.states
+        if self.default_states is None:
+            return None
+        if self.fold_boundary is not None:
+            return self.default_states(float(self.fold_boundary), "given with --fold-boundary")
+        return self.default_states(*barrier_top(points, pmf_kcal_per_mol, self.kt_kcal_per_mol, system.centres))
 
-    @property
-    def bin_centres(self) -> np.ndarray:
-        return 0.5 * (self.bin_edges[1:] + self.bin_edges[:-1])
+    # -- profiles ---------------------------------------------------------------------------
 
-    # -- pieces -----------------------------------------------------------------------------
+    def _fes_profile(self, fes, log_den, x_n) -> np.ndarray:
+        """Dimensionless PMF at the grid points (any offset) by :class:`pymbar.FES`, inf in empty bins.
 
-    def _fes(self, u_kn, n_k, *, initialize="zeros", initial_f_k=None):
-        """A fitted :class:`pymbar.FES` of the unbiased state, and MBAR's ``f_k``."""
-        pymbar, _ = _pymbar()
-        options = {"initialize": initialize}
-        if initial_f_k is not None:
-            options["initial_f_k"] = initial_f_k
-        # timings=False leaves FES.timings unset in pymbar 4.0.3 (AttributeError later).
-        fes = pymbar.FES(u_kn, n_k, mbar_options=options)
-        return fes, fes.mbar.f_k
-
-    def _profile(self, fes, log_den, x_n) -> np.ndarray:
-        """Dimensionless PMF at the grid points (any offset), inf where a histogram bin is empty."""
+        Round a periodic CV the KDE is sklearn's, as FES fits it, of the
+        samples and their images one period across the seam: a kernel that
+        wraps round. (FES knows no period; its histogram needs none, since
+        the bins cover one period exactly.)
+        """
+        values = np.full(len(self.bin_centres), np.inf)
         u_n = np.zeros(len(x_n))
         if self.method == "histogram":
-            fes.generate_fes(u_n, x_n, fes_type="histogram",
-                             histogram_parameters={"bin_edges": self.bin_edges})
-        else:
+            fes.generate_fes(u_n, x_n, fes_type="histogram", histogram_parameters={"bin_edges": self.bin_edges})
+            # pymbar's histogram FES fails on a point in an empty bin: ask for the filled ones only.
+            asked = np.histogram(x_n, bins=self.bin_edges)[0] > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values[asked] = fes.get_fes(self.bin_centres[asked], reference_point="from-lowest")["f_i"]
+        elif not self.axis.periodic:
             fes.generate_fes(u_n, x_n, fes_type="kde",
                              kde_parameters={"bandwidth": self.bandwidth, "kernel": "gaussian",
                                              "rtol": KDE_RELATIVE_TOLERANCE})
-        # pymbar's histogram FES fails on a point in an empty bin: ask for the filled ones only.
-        values = np.full(len(self.bin_centres), np.inf)
-        if self.method == "histogram":
-            asked = np.histogram(x_n, bins=self.bin_edges)[0] > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.asarray(fes.get_fes(self.bin_centres, reference_point="from-lowest")["f_i"], dtype=float)
         else:
-            asked = np.ones(len(values), dtype=bool)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values[asked] = fes.get_fes(self.bin_centres[asked], reference_point="from-lowest")["f_i"]
+            from sklearn.neighbors import KernelDensity
+
+            w = np.exp(-(log_den - log_den.min()))
+            images, index = self.axis.images(x_n, 8 * self.bandwidth)
+            kde = KernelDensity(bandwidth=self.bandwidth, kernel="gaussian", rtol=KDE_RELATIVE_TOLERANCE)
+            kde.fit(np.concatenate([x_n, images])[:, None], sample_weight=np.concatenate([w, w[index]]))
+            values = -kde.score_samples(self.bin_centres[:, None])
+        values = np.asarray(values, dtype=float)
         values[~np.isfinite(values)] = np.inf
         return values
 
+    def _profile_of_weights(self, x_n, log_den, counts=None) -> np.ndarray:
+        """Dimensionless PMF at the grid points (any offset) of samples weighing ``counts * exp(-log_den)``.
+
+        The histogram is FES's histogram exactly; the KDE is the same Gaussian
+        kernel to ~1e-3 of its density (:meth:`CVAxis.kernel_density`), which
+        is what a bootstrap's spread, and a part's difference, need.
+        """
+        w = np.exp(-(log_den - log_den.min()))
+        if counts is not None:
+            w = w * counts
+        if self.method == "histogram":
+            density, _ = np.histogram(x_n, bins=self.bin_edges, weights=w)
+        else:
+            density = self.axis.kernel_density(x_n, w, self.bin_centres, self.bandwidth)
+        with np.errstate(divide="ignore"):
+            return -np.log(density)
+
     def _blank(self, points, x_n, coverage_edges, coverage) -> np.ndarray:
         """Grid points outside the sampled range or inside a coverage hole."""
-        blank = (points < x_n.min()) | (points > x_n.max())
+        blank = np.zeros(len(points), dtype=bool)
+        if not self.axis.periodic:
+            blank |= (points < x_n.min()) | (points > x_n.max())
         cell = np.clip(np.digitize(points, coverage_edges) - 1, 0, len(coverage) - 1)
         blank |= coverage[cell] == 0
         if self.method == "histogram":
@@ -516,32 +548,47 @@ class PMFEstimator:
             blank |= counts == 0
         return blank
 
-    def _bootstrap(self, system, f_k, reference, boundary, n_bootstraps):
-        """Per resample: the profile, ``dG_fold``, each state's mean CV, the indices drawn, ``f_k``.
+    # -- errors -----------------------------------------------------------------------------
+
+    def _bootstrap(self, fit: _Fit, solution: Reweighting, masks, reference, n_bootstraps, replicas):
+        """Per resample: the profile, the free-energy difference, each state's mean CV, the indices drawn, ``f_k``.
 
         pymbar 4.0.3's own ``FES.generate_fes(n_bootstraps=...)`` cannot be
         used: it re-solves MBAR once per state inside each resample, draws
         from the unseeded global RNG, and refits every bootstrap KDE with the
-        original sample's weights. So each resample is solved here by Newton
-        steps from the full solution (:func:`solve_mbar_from`), and its profile
-        is the same histogram or Gaussian KDE that FES builds, of the
-        resample's weights (:meth:`_profile_of_weights`).
+        original sample's weights (``pymbar/fes.py``). So each resample is the
+        counts of the samples it drew, solved from the sample's solution by
+        :meth:`Reweighter.solve` with the sample's Jacobian (Newton steps,
+        then :func:`solve_mbar_from`, should that fail), and its profile is
+        the same histogram or Gaussian KDE as the sample's, of the resample's
+        weights (:meth:`_profile_of_weights`).
         """
         if not n_bootstraps:
             return None, np.array([]), None, [], None
+        system = fit.system
         rng = np.random.default_rng(self.seed)
+        n = len(system.x_n)
+        chosen = system.replicas if replicas is None else list(replicas)
+        start = solution
+        jacobian = fit.jacobian if fit.jacobian is not None else fit.reweighter.jacobian(start)
+        displacement = system.axis.difference(system.x_n, system.centres[system.state_n])
         draws, dg_draws, means, picks, f_ks = [], [], [], [], []
         for _ in range(n_bootstraps):
-            pick = system.resample(rng)
+            pick = system.resample(rng, chosen)
+            counts = np.bincount(pick, minlength=n).astype(float)
             n_k = np.bincount(system.state_n[pick], minlength=system.n_states)
-            u_boot = system.u_kn[:, pick]
-            f_boot = solve_mbar_from(u_boot, n_k, f_k)
-            log_den = _log_denominator(f_boot, u_boot, n_k)
-            x_boot = system.x_n[pick]
-            f_points = self._profile_of_weights(x_boot, log_den)
+            solution = fit.reweighter.solve(counts, n_k, start=start, jacobian=jacobian)
+            if solution is None:
+                solution = fit.reweighter.solve(counts, n_k, start=start)
+            if solution is None:
+                f_boot = solve_mbar_from(system.u_kn[:, pick], n_k, start.f_k)
+                log_den = log_denominator(f_boot, system.u_kn, n_k)
+            else:
+                f_boot, log_den = solution.f_k, solution.log_den
+            f_points = self._profile_of_weights(system.x_n, log_den, counts)
             draws.append(f_points - f_points[reference])
-            dg_draws.append(_folding(log_den, x_boot, boundary))
-            sums = np.bincount(system.state_n[pick], weights=x_boot, minlength=system.n_states)
+            dg_draws.append(delta_g(log_den, masks[0], masks[1], counts) if masks else math.nan)
+            sums = np.bincount(system.state_n, weights=counts * displacement, minlength=system.n_states)
             with np.errstate(invalid="ignore", divide="ignore"):
                 means.append(np.where(n_k > 0, sums / np.maximum(n_k, 1), np.nan))
             picks.append(pick)
@@ -550,165 +597,63 @@ class PMFEstimator:
         draws[~np.isfinite(draws)] = np.nan  # a bin no resample reached says nothing
         return draws, np.array(dg_draws) * 1.0, np.array(means), picks, np.array(f_ks)
 
-    def _profile_of_weights(self, x_n, log_den) -> np.ndarray:
-        """Dimensionless PMF at the grid points (any offset) of samples weighing ``exp(-log_den)``.
+    def _analytical_errors(self, fit: _Fit, solution: Reweighting, points, f_points, reference, masks):
+        """MBAR's asymptotic errors of each histogram bin against ``reference``, of ``dG`` and of ``f_k``.
 
-        The histogram is FES's histogram exactly. The KDE is FES's Gaussian KDE
-        evaluated by binning the weighted samples on a grid a tenth of the
-        bandwidth apart and convolving with the kernel: the same density to
-        ~1e-3 of itself, a hundred times faster than sklearn's tree, and the
-        bootstrap only needs the spread between resamples.
+        The covariance is :func:`~protbench_nrp.mbar.asymptotic_covariance`
+        of the states and of indicator states of each filled bin and each of
+        the two ranges; for a KDE, or without ``f_points``, the profile gets none (NaN).
         """
-        w = np.exp(-(log_den - log_den.min()))
-        points = self.bin_centres
-        if self.method == "histogram":
-            density, _ = np.histogram(x_n, bins=self.bin_edges, weights=w)
-        else:
-            h = self.bandwidth
-            step = h / 10
-            low = min(points[0], x_n.min()) - 6 * h
-            n_cells = int(math.ceil((max(points[-1], x_n.max()) + 6 * h - low) / step)) + 1
-            cells = np.bincount(((x_n - low) / step + 0.5).astype(int), weights=w, minlength=n_cells)
-            offsets = np.arange(-60, 61) * step
-            kernel = np.exp(-0.5 * (offsets / h) ** 2)
-            smooth = np.convolve(cells, kernel, mode="same")
-            density = np.interp(points, low + step * np.arange(len(smooth)), smooth)
-        with np.errstate(divide="ignore"):
-            return -np.log(density)
-
-    def _analytical_dg_error(self, mbar, system, boundary) -> float:
-        # Two indicator states, folded and unfolded: their MBAR free-energy
-        # difference is dG_fold, with MBAR's covariance.
-        folded = system.x_n > boundary
-        if folded.all() or not folded.any():
-            return math.nan
-        u_ln = np.full((2, len(system.x_n)), np.inf)
-        u_ln[0, folded] = 0.0
-        u_ln[1, ~folded] = 0.0
-        result = mbar.compute_perturbed_free_energies(u_ln)
-        return float(result["dDelta_f"][1, 0])
+        w = fit.reweighter.weights(solution)
+        x, log_den = fit.system.x_n, solution.log_den
+        members, bins = [], []
+        if self.method == "histogram" and f_points is not None:
+            index = np.clip(np.digitize(x, self.bin_edges) - 1, 0, len(points) - 1)
+            bins = [b for b in range(len(points)) if np.isfinite(f_points[b]) and np.any(index == b)]
+            members += [index == b for b in bins]
+        if masks:
+            members += [masks[0], masks[1]]
+        k = w.shape[1]
+        columns = indicator_weights(log_den, np.column_stack(members)) if members else np.zeros((len(x), 0))
+        theta = asymptotic_covariance(np.hstack([w, columns]), np.concatenate([solution.n_k, np.zeros(len(members))]))
+        df_points = np.full(len(points), np.nan)
+        if bins and reference in bins:
+            at = {b: k + i for i, b in enumerate(bins)}
+            df_points[bins] = difference_errors(theta, [(at[reference], at[b]) for b in bins])
+        ddg = float(difference_errors(theta, [(k + len(bins), k + len(bins) + 1)])[0]) if masks else math.nan
+        df_k = difference_errors(theta, [(0, i) for i in range(k)])
+        return df_points, ddg, df_k
 
 
-class _StateSystem:
-    """Windows pooled into MBAR states, samples in state order, and the reduced bias energies."""
+class _PymbarErrors:
+    """pymbar's own analytical errors of the combined estimate: the histogram FES and perturbed free energies."""
 
-    def __init__(self, windows: list[DecorrelatedWindow], kt_kcal_per_mol: float):
-        windows = [w for w in windows if len(w.samples)]
-        if not windows:
-            raise AnalysisError("no samples to analyse in the chosen part of production")
-        states: dict[tuple[float, float], list[DecorrelatedWindow]] = {}
-        for w in windows:
-            states.setdefault((w.centre, w.k_kcal_per_mol), []).append(w)
-        keys = sorted(states)
-        # Samples in state order: BAR initialisation pairs neighbouring states by position.
-        ordered = [(s, w) for s, key in enumerate(keys) for w in states[key]]
-        self.x_n = np.concatenate([w.samples for _, w in ordered])
-        self.state_n = np.concatenate([np.full(len(w.samples), s) for s, w in ordered])
-        self.replica_n = np.concatenate([np.full(len(w.samples), w.replica) for _, w in ordered])
-        self.window_n = np.concatenate([np.full(len(w.samples), w.window) for _, w in ordered])
-        self.frame_n = np.concatenate([
-            w.frames if len(w.frames) == len(w.samples) else np.arange(len(w.samples)) for _, w in ordered])
-        self.n_states = len(keys)
-        self.n_k = np.bincount(self.state_n, minlength=self.n_states)
-        self.centres = np.array([key[0] for key in keys])
-        forces = np.array([key[1] for key in keys])
-        self.state_windows = tuple(states[key][0].window for key in keys)
-        self.u_kn = forces[:, None] * (self.x_n[None, :] - self.centres[:, None]) ** 2 / kt_kcal_per_mol
-        # Sample positions of each (replica, state) block, for the resampling.
-        self.replicas = sorted({w.replica for w in windows})
-        starts = np.concatenate([[0], np.cumsum([len(w.samples) for _, w in ordered])])
-        self.blocks: dict[int, list[np.ndarray]] = {r: [] for r in self.replicas}
-        for (_, w), start, end in zip(ordered, starts[:-1], starts[1:]):
-            self.blocks[w.replica].append(np.arange(start, end))
+    def __init__(self, fes):
+        self.fes = fes
 
-    def resample(self, rng: np.random.Generator) -> np.ndarray:
-        """Sample indices of one bootstrap resample, in state order.
-
-        With several replicas, whole replicas are drawn with replacement
-        first (a replica's windows share the steered-MD start that may bias
-        them all alike), then every window's uncorrelated samples within each.
-        """
-        if len(self.replicas) > 1:
-            chosen = rng.choice(self.replicas, size=len(self.replicas), replace=True)
-        else:
-            chosen = self.replicas
-        parts = [block[rng.integers(0, len(block), len(block))]
-                 for replica in chosen for block in self.blocks[int(replica)]]
-        pick = np.concatenate(parts)
-        return pick[np.argsort(self.state_n[pick], kind="stable")]
-
-
-def _log_denominator(f_k, u_kn, n_k) -> np.ndarray:
-    """``ln sum_k N_k exp(f_k - u_kn)`` per sample: minus the log of its unbiased MBAR weight."""
-    used = n_k > 0
-    a = f_k[used, None] - u_kn[used] + np.log(n_k[used])[:, None]
-    top = a.max(axis=0)
-    return top + np.log(np.exp(a - top).sum(axis=0))
-
-
-def solve_mbar_from(u_kn, n_k, f_start, tol: float = 1e-10, max_steps: int = 50) -> np.ndarray:
-    """MBAR's ``f_k`` (relative to the first state) by Newton steps from a nearby solution.
-
-    A bootstrap resample's solution lies close to the full sample's, where
-    Newton's method converges in a few steps; pymbar's general solvers
-    (scipy root finding, without JAX) take ten times longer to get there.
-    Falls back to :class:`pymbar.MBAR` when the steps do not converge.
-    States without samples get their free energy from the others' samples.
-    """
-    used = np.flatnonzero(n_k > 0)
-    u = u_kn[used]
-    log_n = np.log(n_k[used])[:, None]
-    f = np.asarray(f_start, dtype=float)[used].copy()
-    f -= f[0]
-    converged = False
-    for _ in range(max_steps):
-        a = f[:, None] - u + log_n
-        a -= a.max(axis=0)
-        e = np.exp(a)
-        w = e / e.sum(axis=0)  # w_kn = N_k exp(f_k - u_kn) / sum_j N_j exp(f_j - u_jn)
-        residual = w.sum(axis=1) - n_k[used]
-        jacobian = np.diag(w.sum(axis=1)) - w @ w.T
-        try:
-            step = np.linalg.solve(jacobian[1:, 1:], -residual[1:])
-        except np.linalg.LinAlgError:
-            break
-        if not np.all(np.isfinite(step)):
-            break
-        f[1:] += step
-        if np.max(np.abs(step)) < tol:
-            converged = True
-            break
-    if not converged:
-        pymbar, _ = _pymbar()
-        return np.asarray(pymbar.MBAR(u_kn, n_k, initial_f_k=f_start).f_k, dtype=float)
-    if len(used) == len(n_k):
-        return f
-    log_den = _log_denominator(_place(len(n_k), used, f), u_kn, n_k)
-    a = -u_kn - log_den[None, :]
-    top = a.max(axis=1)
-    full = -(top + np.log(np.exp(a - top[:, None]).sum(axis=1)))
-    return full - full[used[0]]
-
-
-def _place(size: int, where, values) -> np.ndarray:
-    out = np.zeros(size)
-    out[where] = values
-    return out
-
-
-def _folding(log_den, x_n, boundary) -> float:
-    """Dimensionless ``G_folded - G_unfolded`` from the samples' unbiased weights."""
-    folded = x_n > boundary
-    if folded.all() or not folded.any():
-        return math.nan
-    w = np.exp(-(log_den - log_den.min()))
-    return float(np.log(w[~folded].sum()) - np.log(w[folded].sum()))
+    def errors(self, points, f_points, reference, system: StateSystem, masks):
+        df_points = np.full(len(points), np.nan)
+        # The reference is the lowest point, so "from-lowest" is the difference to it.
+        # (pymbar fails on a point in an empty bin: ask for the filled ones only.)
+        filled = np.isfinite(f_points)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df_points[filled] = self.fes.get_fes(points[filled], reference_point="from-lowest",
+                                                 uncertainty_method="analytical")["df_i"]
+        ddg = math.nan
+        if masks and masks[0].any() and masks[1].any():
+            # Two indicator states: their MBAR free-energy difference is dG, with MBAR's covariance.
+            u_ln = np.full((2, len(system.x_n)), np.inf)
+            u_ln[0, masks[0]] = 0.0
+            u_ln[1, masks[1]] = 0.0
+            ddg = float(self.fes.mbar.compute_perturbed_free_energies(u_ln)["dDelta_f"][1, 0])
+        df_k = np.asarray(self.fes.mbar.compute_free_energy_differences()["dDelta_f"][0])
+        return df_points, ddg, df_k
 
 
 def _explain_variance(dg_draws, state_means) -> ExtensionEstimate | None:
-    """Attribute the bootstrap variance of ``dG_fold`` to the states' sampling.
+    """Attribute the bootstrap variance of the free-energy difference to the states' sampling.
 
-    A linear fit of each resample's ``dG_fold`` on each state's resampled
+    A linear fit of each resample's difference on each state's resampled
     mean CV: every window's resampling is independent of the others', so a
     state's share is its slope squared times the variance of its mean, and
     that share falls as one over the state's sample count.
@@ -774,37 +719,3 @@ def barrier_top(points, pmf_kcal_per_mol, kt_kcal_per_mol, centres) -> tuple[flo
     middle = 0.5 * (float(np.min(centres)) + float(np.max(centres)))
     return middle, ("the middle of the windows' range: the PMF shows no barrier between two "
                     "minima; choose one with --fold-boundary")
-
-
-def default_bin_edges(windows: list[DecorrelatedWindow], n_bins: int | None = None,
-                      bin_width: float | None = None) -> np.ndarray:
-    """Bins spanning every sample: ``bin_width`` wide, ``n_bins`` of them, or two per window spacing."""
-    values = np.concatenate([w.samples for w in windows])
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        raise AnalysisError(
-            f"every sample of every window has the CV value {low}: there is no profile to "
-            f"compute. Check that the windows' CV files hold the reaction coordinate"
-        )
-    if bin_width is not None:
-        if not bin_width > 0:
-            raise AnalysisError(f"--bin-width {bin_width} must be positive")
-        n_bins = max(2, int(math.ceil((high - low) / bin_width)))
-        if n_bins > 20000:
-            raise AnalysisError(f"--bin-width {bin_width} makes {n_bins} bins over {low:.3g}-{high:.3g}; "
-                                f"use a wider one")
-        middle = 0.5 * (low + high)
-        return middle + bin_width * (np.arange(n_bins + 1) - n_bins / 2)
-    if n_bins is None:
-        n_bins = int(np.clip(math.ceil(2 * (high - low) / window_spacing(windows, high - low)), 10, 400))
-    if n_bins < 2:
-        raise AnalysisError(f"--bins {n_bins} is too few: use at least 2")
-    # Widen by a hair so the extreme samples fall inside the outer bins.
-    pad = 1e-9 * (high - low)
-    return np.linspace(low - pad, high + pad, n_bins + 1)
-
-
-def window_spacing(windows: list[DecorrelatedWindow], sampled_range: float) -> float:
-    """Median spacing of the window centres (a twentieth of the sampled range for one window)."""
-    centres = np.unique([w.centre for w in windows])
-    return float(np.median(np.diff(centres))) if len(centres) > 1 else sampled_range / 20

@@ -56,56 +56,80 @@ def _page(title: str, sections: list[str]) -> str:
 
 
 def folding_rows(analysis) -> list[dict]:
-    """The folding free energies, ``all`` then ``replica_R`` for each replica: this page's table and
-    :mod:`outputs`' ``{S}-folding.csv`` alike."""
+    """The two-state free energies, ``all`` then ``replica_R`` for each replica: this page's table and
+    :mod:`outputs`' ``{S}-folding.csv`` (``{S}-delta-g.csv`` for states given as ranges) alike.
+
+    Empty when there is none (a periodic CV without ``--state``).
+    """
+    if analysis.delta_g is None:
+        return []
     rows = [("all", analysis.combined)]
     if len(analysis.per_replica) > 1:
         rows += [(f"replica_{r}", p) for r, p in sorted(analysis.per_replica.items())]
-    return [{"scope": name, "dg_fold_kcal_per_mol": p.folding.dg_kcal_per_mol,
-             "uncertainty_kcal_per_mol": p.folding.uncertainty_kcal_per_mol,
-             "boundary": p.folding.boundary, "boundary_source": p.folding.boundary_source,
+    return [{"scope": name, "dg_fold_kcal_per_mol": p.delta_g.dg_kcal_per_mol,
+             "dg_kcal_per_mol": p.delta_g.dg_kcal_per_mol,
+             "uncertainty_kcal_per_mol": p.delta_g.uncertainty_kcal_per_mol,
+             "boundary": p.delta_g.boundary, "boundary_source": p.delta_g.boundary_source,
+             "first_state": p.delta_g.states.first.text, "second_state": p.delta_g.states.second.text,
              "folded_minimum": p.folded_minimum()} for name, p in rows]
 
 
 def folding_section(analysis) -> str:
-    folding = analysis.folding
-    rows = [[r["scope"], _number(r["dg_fold_kcal_per_mol"], signed=True),
-             _number(r["uncertainty_kcal_per_mol"]), f"{r['boundary']:.3g}", _number(r["folded_minimum"], 3)]
-            for r in folding_rows(analysis)]
-    text = (f'<p class="headline">ΔG<sub>fold</sub> = G<sub>folded</sub> − G<sub>unfolded</sub> = '
-            f'<b>{_number(folding.dg_kcal_per_mol, signed=True)} ± '
-            f'{_number(folding.uncertainty_kcal_per_mol)} kcal/mol</b> at '
-            f'{analysis.temperature_kelvin:g} K (folded: {html.escape(analysis.cv_name)} &gt; '
-            f'{folding.boundary:.3g}, {html.escape(folding.boundary_source)}). Errors: '
+    dg = analysis.delta_g
+    if dg is None:
+        return ("<h2>Free-energy difference</h2><p>None: round a periodic CV, name the two states with "
+                "<code>--state A=LO:HI --state B=LO:HI</code>.</p>")
+    states, cv = dg.states, html.escape(analysis.cv_name)
+    symbol = "ΔG<sub>fold</sub>" if states.folding else (
+        f"ΔG({html.escape(states.second.name)} − {html.escape(states.first.name)})")
+    formula = (f"G<sub>{html.escape(states.second.name)}</sub> − G<sub>{html.escape(states.first.name)}</sub>")
+    where = (f"folded: {cv} &gt; {dg.boundary:.3g}, {html.escape(dg.boundary_source)}" if states.folding else
+             f"{html.escape(states.describe(analysis.cv_name))}; {html.escape(dg.boundary_source)}")
+    text = (f'<p class="headline">{symbol} = {formula} = '
+            f'<b>{_number(dg.dg_kcal_per_mol, signed=True)} ± '
+            f'{_number(dg.uncertainty_kcal_per_mol)} kcal/mol</b> at '
+            f'{analysis.temperature_kelvin:g} K ({where}). Errors: '
             f'{html.escape(analysis.combined.error_method)}; PMF by {analysis.combined.method}.</p>')
-    table = _table("folding", ["scope", "ΔG_fold (kcal/mol)", "σ (kcal/mol)", "boundary",
-                               "folded minimum"], rows)
+    if states.folding:
+        rows = [[r["scope"], _number(r["dg_fold_kcal_per_mol"], signed=True), _number(r["uncertainty_kcal_per_mol"]),
+                 f"{r['boundary']:.3g}", _number(r["folded_minimum"], 3)] for r in folding_rows(analysis)]
+        table = _table("folding", ["scope", "ΔG_fold (kcal/mol)", "σ (kcal/mol)", "boundary",
+                                   "folded minimum"], rows)
+    else:
+        rows = [[r["scope"], _number(r["dg_kcal_per_mol"], signed=True), _number(r["uncertainty_kcal_per_mol"])]
+                for r in folding_rows(analysis)]
+        table = _table("folding", ["scope", f"{dg.label} (kcal/mol)", "σ (kcal/mol)"], rows)
     hysteresis = (f'<p class="warning" id="hysteresis">{html.escape(analysis.hysteresis)}</p>'
                   if analysis.hysteresis else
                   '<p id="hysteresis">The replicas agree within their bootstrap errors (no hysteresis '
                   'detected).</p>' if len(analysis.per_replica) > 1 else "")
-    return "<h2>Folding free energy</h2>" + text + table + hysteresis
+    title = "Folding free energy" if states.folding else "Free-energy difference"
+    return f"<h2>{title}</h2>" + text + table + hysteresis
 
 
 def convergence_section(analysis, figures) -> str:
-    rows = [[p.direction, f"{p.fraction:.0%}", str(p.samples), _number(p.folding.dg_kcal_per_mol, signed=True),
-             _number(p.folding.uncertainty_kcal_per_mol), _number(p.pmf_rmsd_kcal_per_mol)]
+    label = analysis.delta_g.label if analysis.delta_g else "ΔG"
+    rows = [[p.direction, f"{p.fraction:.0%}", str(p.samples),
+             _number(p.delta_g.dg_kcal_per_mol if p.delta_g else None, signed=True),
+             _number(p.delta_g.uncertainty_kcal_per_mol if p.delta_g else None), _number(p.pmf_rmsd_kcal_per_mol)]
             for p in analysis.convergence]
     parts = ["<h2>Convergence</h2>",
              "<p>Forward: the first part of every window's production; reverse: the last part. "
              "A converged estimate stops drifting as the part grows, and forward and reverse meet "
              "within their errors (analytical here). PMF RMSD: against the PMF of all production.</p>"]
     if "convergence" in figures:
-        parts.append(_image(figures["convergence"], "convergence of the PMF and dG_fold"))
-    parts.append(_table("convergence", ["direction", "part", "samples", "ΔG_fold (kcal/mol)",
+        parts.append(_image(figures["convergence"], f"convergence of the PMF and {label}"))
+    parts.append(_table("convergence", ["direction", "part", "samples", f"{label} (kcal/mol)",
                                         "σ (kcal/mol)", "PMF RMSD (kcal/mol)"], rows, (0,)))
     windows = sorted(analysis.windows, key=lambda w: (w.replica, w.window))
     rows = [[str(w.replica), window_tag(w.window), f"{w.centre:.3g}", str(w.n_frames), str(w.n_discarded),
-             f"{w.statistical_inefficiency:.1f}", f"{w.effective_samples:.0f}"] for w in windows]
+             f"{w.statistical_inefficiency:.1f}", f"{w.effective_samples:.0f}"] + ([w.source] if w.source else [])
+            for w in windows]
     parts.append("<p>Per window: frames discarded as equilibration, statistical inefficiency g "
                  "and effective samples (kept frames / g).</p>")
     parts.append(_table("windows", ["replica", "window", "centre", "frames", "discarded", "g",
-                                    "effective samples"], rows, ()))
+                                    "effective samples"] + (["source"] if windows and windows[0].source else []),
+                        rows, (7,)))
     return "".join(parts)
 
 
@@ -116,9 +140,10 @@ def next_steps_section(analysis) -> str:
 
 def campaign_report(analysis, figures: dict[str, Path]) -> str:
     """The HTML page of one campaign."""
+    source = (f"{analysis.metadata_path} (CV {analysis.axis.describe()})" if analysis.metadata_path else
+              f"replicas {', '.join(map(str, sorted(analysis.per_replica)))}")
     sections = [
-        f"<p>{html.escape(str(len(analysis.windows)))} windows from replicas "
-        f"{html.escape(', '.join(map(str, sorted(analysis.per_replica))))}, "
+        f"<p>{html.escape(str(len(analysis.windows)))} windows from {html.escape(source)}, "
         f"{sum(len(w.samples) for w in analysis.windows)} uncorrelated samples.</p>",
         _image(figures["pmf"], "PMF"),
         folding_section(analysis),
@@ -136,10 +161,11 @@ def campaign_report(analysis, figures: dict[str, Path]) -> str:
 
 def comparison_report(analyses, figure: Path, rows: list[dict]) -> str:
     """The HTML page of several campaigns side by side, then each one's folding table."""
-    table = _table("comparison", ["campaign", "ΔG_fold (kcal/mol)", "σ (kcal/mol)", "boundary",
+    label = "ΔG_fold" if "dg_fold_kcal_per_mol" in rows[0] else f"ΔG({rows[0]['states']})"
+    table = _table("comparison", ["campaign", f"{label} (kcal/mol)", "σ (kcal/mol)", "boundary",
                                   "folded minimum", "T (K)"],
-                   [[r["campaign"], _number(r["dg_fold_kcal_per_mol"], signed=True),
-                     _number(r["uncertainty_kcal_per_mol"]), f"{r['boundary']:.3g}",
+                   [[r["campaign"], _number(r.get("dg_fold_kcal_per_mol", r.get("dg_kcal_per_mol")), signed=True),
+                     _number(r["uncertainty_kcal_per_mol"]), _number(r["boundary"], 3),
                      _number(r["folded_minimum"], 3), f"{r['temperature_kelvin']:g}"] for r in rows])
     sections = [_image(figure, "PMFs side by side"), "<h2>Folding free energies</h2>", table]
     for analysis in analyses:
