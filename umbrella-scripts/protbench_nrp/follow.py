@@ -402,6 +402,11 @@ def summary_line(jobs: list[JobSpec], rows: dict[str, Row]) -> str:
 
 # -- the entry point -----------------------------------------------------------------------
 
+def select_campaign(config: CampaignConfig, commit: str) -> list[JobSpec]:
+    """The selection's Jobs and every earlier stage's they need: what a follower takes on."""
+    return campaign_jobs(build_jobs(config, commit), config)
+
+
 def follow(config: CampaignConfig, settings: LaunchSettings, follow_settings: FollowSettings) -> int:
     """Every check of a launch, then passes until the campaign is finished or stuck.
 
@@ -413,8 +418,7 @@ def follow(config: CampaignConfig, settings: LaunchSettings, follow_settings: Fo
     LaunchRefused, TemplateError, GitCheckError
         When a check fails; nothing has been written or submitted then.
     """
-    ready = launcher.prepare(config, settings, select=lambda c, commit: campaign_jobs(build_jobs(c, commit), c),
-                             verb="Following")
+    ready = launcher.prepare(config, settings, select=select_campaign, verb="Following")
     store = launcher.results_reader(ready.config, settings)
     backend = ClusterBackend(ready.kubectl, campaign_selector(ready.config))
     click.echo(f"Following {len(ready.jobs)} Jobs of {ready.config.campaign.name} at commit {ready.commit[:12]} "
