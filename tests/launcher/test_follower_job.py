@@ -25,7 +25,8 @@ from tests.launcher.conftest import LauncherRepo, documents
 def printed(tmp_path_factory, launcher_template):
     repo = LauncherRepo(tmp_path_factory.mktemp("follower"), template=launcher_template)
     try:
-        result = repo.run("--follow", "--print-follower-job", "--windows", "0,3", "--poll", "60")
+        result = repo.run("--follow", "--print-follower-job", "--windows", "0,3", "--poll", "60",
+                          "--max-gpu-hours", "250")
         calls = repo.kubectl_calls()
     finally:
         repo.registry.stop()
@@ -97,7 +98,7 @@ def test_the_job_is_cpu_only_and_runs_the_follower_on_the_pushed_commit(printed)
     assert "@sha256:" in follower["image"]  # IMAGE pinned, as a launch pins it
     script = follower["args"][0]
     assert ("exec python run-umbrella-windows.py --follow --stage window --windows 0,3 --poll 60 "
-            "--max-attempts 4") in script
+            "--max-attempts 4 --max-gpu-hours 250") in script
     assert "sleep infinity" not in script and ".sha256" in script
     # the rclone secret mounted as the campaign's pods mount it, the results on the claim
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -165,5 +166,5 @@ def test_a_broken_follower_manifest_is_refused_by_the_same_checks(printed, kind,
 
 def test_print_follower_job_goes_with_follow_only(launcher_repo):
     result = launcher_repo.run("--print-follower-job")
-    assert result.returncode == 2 and "--print-follower-job go with --follow" in result.stderr, result.stderr
+    assert result.returncode == 2 and "and --print-follower-job go with --follow" in result.stderr, result.stderr
     assert launcher_repo.kubectl_calls() == []

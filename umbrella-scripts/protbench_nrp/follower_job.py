@@ -196,17 +196,20 @@ def check_follower_manifests(manifests: list[dict]) -> None:
         raise FollowerJobError("the follower's manifests are not fit for the cluster:\n  - " + "\n  - ".join(findings))
 
 
-def follower_options(config: CampaignConfig, poll_s: float, max_attempts: int) -> list[str]:
-    """The ``--follow`` options the pod runs with: this selection, poll and cap, spelled out."""
+def follower_options(config: CampaignConfig, follow_settings) -> list[str]:
+    """The ``--follow`` options the pod runs with: this selection, poll, cap and budget, spelled out."""
     options = ["--stage", config.stage]
     if config.replicas is not None:
         options += ["--replicas", ",".join(str(r) for r in config.replicas)]
     if config.windows is not None:
         options += ["--windows", ",".join(str(w) for w in config.windows)]
-    return options + ["--poll", f"{poll_s:g}", "--max-attempts", str(max_attempts)]
+    options += ["--poll", f"{follow_settings.poll_s:g}", "--max-attempts", str(follow_settings.max_attempts)]
+    if follow_settings.max_gpu_hours is not None:
+        options += ["--max-gpu-hours", f"{follow_settings.max_gpu_hours:g}"]
+    return options
 
 
-def print_follower_job(config: CampaignConfig, settings, poll_s: float, max_attempts: int) -> int:
+def print_follower_job(config: CampaignConfig, settings, follow_settings) -> int:
     """Every check ``--follow`` makes, then the follower's manifests, checked, on stdout.
 
     The follower Job is built from what those checks resolve (the pushed
@@ -226,7 +229,7 @@ def print_follower_job(config: CampaignConfig, settings, poll_s: float, max_atte
         raise FollowerJobError(f"{Path(settings.template_path).name} has no init container 'init-git'; the "
                                f"follower Job clones the repository with it: restore it from the repository")
     manifests = follower_manifests(ready.config, ready.commit, init_git, settings.repo_dir,
-                                   follower_options(ready.config, poll_s, max_attempts))
+                                   follower_options(ready.config, follow_settings))
     check_follower_manifests(manifests)
     click.echo(yaml_stream(manifests), nl=False)
     click.echo(f"# apply in the campaign's namespace: ./run-umbrella-windows.py --follow --print-follower-job "
