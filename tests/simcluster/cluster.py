@@ -30,7 +30,10 @@ ever made for a Job name (relaunches included):
 * ``exit``: a container exits at once with a chosen status;
 * ``preempt``: once the main container runs (and, if given, once a file of
   the pod's results exists and holds a text), the pod gets ``DisruptionTarget``
-  and SIGTERM, and has its grace period to checkpoint and upload;
+  and SIGTERM, and has its grace period to checkpoint and upload. A file
+  trigger freezes the pod's processes the moment it fires (the stand-in
+  kubelet, ``podrun.py``, watches it) until the controller lands the fault, so
+  a late controller pass on a loaded machine cannot let the pod run past it;
 * ``lose``: likewise, but its processes are SIGKILLed (no upload) and the pod
   stays ``Terminating`` for good, its deletion requested ``stuck_for_s`` ago.
 """
@@ -257,8 +260,11 @@ class SimCluster:
                        for c in pod_spec["containers"]]
         exit_faults = {f["container"]: f["status"] for f in state["faults"].get(name, [])
                        if f["pod"] == number and f["kind"] == "exit"}
+        # a timed fault's trigger freezes the pod where it fires until the fault lands (podrun.py)
+        hold_when = [{"file": f["when_file"], "text": f.get("when_text", "")} for f in state["faults"].get(name, [])
+                     if f["pod"] == number and f["kind"] in ("preempt", "lose") and f.get("when_file")]
         plan = {"containers": containers, "grace_s": float(pod_spec.get("terminationGracePeriodSeconds", 30)),
-                "exit_faults": exit_faults}
+                "exit_faults": exit_faults, "hold_when": hold_when}
         (directory / "plan.json").write_text(json.dumps(plan))
         with open(directory / "runner.log", "w") as log:
             process = subprocess.Popen([sys.executable, str(PODRUN), str(directory)], stdout=log,

@@ -143,6 +143,8 @@ def test_follow_takes_an_empty_bucket_to_the_report(campaign):
     (("--poll", "0"), "--poll 0 must be a number of seconds above 0"),
     (("--poll", "-5"), "--poll -5 must be a number of seconds above 0"),
     (("--max-attempts", "0"), "--max-attempts 0 must be at least 1"),
+    (("--max-gpu-hours", "0"), "--max-gpu-hours 0 must be a number of GPU-hours above 0"),
+    (("--max-gpu-hours", "-2"), "--max-gpu-hours -2 must be a number of GPU-hours above 0"),
     (("--stage", "setup", "--windows", "1"), "--windows names no Job of stage setup"),
     (("--stage", "steered", "--windows", "1"), "--windows names no Job of stage steered"),
 ])

@@ -50,6 +50,12 @@ def faulty(tmp_path_factory, template, s3):  # noqa: F811
     root = tmp_path_factory.mktemp("faults")
     made = Campaigner(root, template, s3, f"follow-faults-{os.getpid()}", n_windows=4)
     cluster = made.cluster
+    # The preemption must land during production (0 < stopped frame < N_FRAMES), some 40 frames
+    # (~2 s of CPU) before its end. The controller polls every 0.2 s, and on a loaded machine a pass
+    # can come later than that; so the trigger freezes the pod (SIGSTOP, by the stand-in kubelet
+    # that watches for it every 20 ms) the moment segment 1 appears, and the pod runs again only
+    # with its SIGTERM. Where it stops no longer depends on when the controller gets to it, and the
+    # campaign takes no longer (a larger margin, a longer production, would cost every run).
     segment_1 = str(CAMPAIGN.window_files(1, 0).production_segment(1))
     cluster.add_fault(name("window", 1, 0), 1, "preempt", when_file=segment_1)
     cluster.add_fault(name("window", 1, 0), 2, "lose", when_file=segment_1, stuck_for_s=3600)

@@ -94,9 +94,16 @@ def parse_selection(text: str, option: str = "selection") -> tuple[int, ...] | N
               help="With --follow: seconds between looks at the cluster and the results [default: 120].")
 @click.option("--max-attempts", type=int, default=None, envvar="PROTBENCH_FOLLOW_MAX_ATTEMPTS",
               help="With --follow: launches a Job gets, its first included, before it is given up [default: 4].")
+@click.option("--max-gpu-hours", type=float, default=None, envvar="PROTBENCH_FOLLOW_MAX_GPU_HOURS", metavar="H",
+              help="With --follow: submit nothing that would take the campaign's recorded GPU-hours past H "
+                   "(see docs/following.md for the estimate) [default: no budget].")
+@click.option("--print-follower-job", is_flag=True,
+              help="With --follow: run its checks, then print, instead of following, the manifests that run the "
+                   "follower as a CPU-only Job in the namespace (pipe them to kubectl apply -f -).")
 @click.pass_obj
 def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_parallel, demo, status,
-        status_source, no_kubectl, relaunch, extend, production_length_ns, follow_run, poll_s, max_attempts):
+        status_source, no_kubectl, relaunch, extend, production_length_ns, follow_run, poll_s, max_attempts,
+        max_gpu_hours, print_follower_job):
     """Launch one Kubernetes Job per selected replica and window (see README.md)."""
     config, settings = obj
     local_status = status and (local_run or demo)  # a campaign of this machine: no cluster to ask
@@ -108,8 +115,9 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
     if follow_run and (dry_run or local_run or status or relaunch or extend or demo):
         raise click.UsageError("--follow runs the campaign on the cluster by itself: not with --dry-run, "
                                "--local, --status, --relaunch, --extend or --demo")
-    if not follow_run and (poll_s is not None or max_attempts is not None):
-        raise click.UsageError("--poll and --max-attempts go with --follow")
+    if not follow_run and (poll_s is not None or max_attempts is not None or max_gpu_hours is not None
+                           or print_follower_job):
+        raise click.UsageError("--poll, --max-attempts, --max-gpu-hours and --print-follower-job go with --follow")
     if demo and not (dry_run or local_run or status):
         # The demo's lengths are minutes of CPU time: never a cluster campaign.
         raise click.UsageError("--demo runs on this machine: add --local (or --dry-run, --status)")
@@ -151,10 +159,15 @@ def cli(obj, dry_run, stage, replicas, windows, skip_preflight, local_run, max_p
 
             follow_settings = follow.FollowSettings(
                 follow.DEFAULT_POLL_S if poll_s is None else poll_s,
-                follow.DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts)
+                follow.DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts, max_gpu_hours)
             follow.check_follow_options(config, follow_settings, {"replicas": replicas is not None,
                                                                   "windows": windows is not None})
-            code = follow.follow(config, settings, follow_settings)
+            if print_follower_job:
+                from .follower_job import print_follower_job as print_job
+
+                code = print_job(config, settings, follow_settings)
+            else:
+                code = follow.follow(config, settings, follow_settings)
         else:
             from .launcher import launch  # the Kubernetes side: only a launch or a dry run loads it
 

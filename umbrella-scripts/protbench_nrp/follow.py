@@ -52,6 +52,7 @@ import click
 
 from . import launcher
 from .backends import Backend, ClusterBackend, Submitted
+from .budget import GpuBudget
 from .cluster import JobInfo, JobPhase, KubectlError, campaign_selector
 from .files import write_new_file
 from .jobs import (EXIT_OK, EXIT_STOPPED, CampaignConfig, ConfigError, JobSpec, LaunchSettings, build_jobs,
@@ -69,16 +70,20 @@ DEFAULT_POLL_S = 120.0
 #: Attempts a Job gets (its first launch included) unless ``--max-attempts`` says otherwise.
 DEFAULT_MAX_ATTEMPTS = 4
 
+#: Starts the note of a Job the GPU-hour budget holds back.
+BUDGET_NOTE = "over the GPU-hour budget"
+
 #: What a row of a pass can say of a Job; the summary counts them per stage in this order.
 ROW_STATES = ("finished", "running", "pending", "waiting", "failed", "blocked")
 
 
 @dataclass(frozen=True)
 class FollowSettings:
-    """``--poll`` and ``--max-attempts``."""
+    """``--poll``, ``--max-attempts`` and ``--max-gpu-hours`` (``None``: no budget)."""
 
     poll_s: float = DEFAULT_POLL_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_gpu_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ def check_follow_options(config: CampaignConfig, settings: FollowSettings, given
                                   f"(default {DEFAULT_POLL_S:g}); give e.g. --poll 120"),
         (not settings.max_attempts >= 1, f"--max-attempts {settings.max_attempts} must be at least 1 (default "
                                          f"{DEFAULT_MAX_ATTEMPTS}: the first launch and 3 relaunches)"),
+        (settings.max_gpu_hours is not None and not settings.max_gpu_hours > 0,
+         f"--max-gpu-hours {settings.max_gpu_hours or 0:g} must be a number of GPU-hours above 0; give e.g. "
+         f"--max-gpu-hours 500, or leave it out for no budget"),
         (given.get("replicas", False) and "replica" not in identity,
          f"--replicas names no Job of stage {config.stage} (it has none); drop --replicas, or follow "
          f"--stage steered or window"),
@@ -181,6 +189,9 @@ class Follower:
         # memo, not state, so a pass asks the results only about Jobs not yet seen finished.
         self.finished: set[str] = set()
         self.reported: set[tuple[str, str]] = set()
+        self.budget = (GpuBudget(settings.max_gpu_hours, store, self.campaign, jobs)
+                       if settings.max_gpu_hours is not None else None)
+        self.active: set[str] = set()
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> int:
@@ -230,6 +241,9 @@ class Follower:
         rows: dict[str, Row] = {}
         acted = False
         listings: dict[PurePosixPath, dict[str, int]] = {}
+        self.active = {name for name, info in states.items() if info.phase in (JobPhase.RUNNING, JobPhase.PENDING)}
+        if self.budget is not None:
+            self.budget.new_pass()
         try:
             for job in self.jobs:
                 row, did = self.judge(job, states.get(job.name), rows, listings)
@@ -262,7 +276,10 @@ class Follower:
             missing = self.missing_inputs(job, rows, listings)
             if missing:
                 return Row("waiting", f"needs {missing}"), False
-            return self.submit(job, "its inputs are in the results"), True
+            held, why = self.within_budget(job)
+            if held is not None:
+                return held, False
+            return self.submit(job, f"its inputs are in the results{why}"), True
         if phase is JobPhase.FAILED_FATAL:
             self.report_once(job, "failed", f"{info.failure}; a FailJob failure is never relaunched by "
                                             f"--follow: fix the cause, --relaunch it, and --follow again")
@@ -279,7 +296,21 @@ class Follower:
             self.report_once(job, "gave-up", f"{reason}; it has had {attempts} attempts, the cap "
                                              f"(--max-attempts {self.settings.max_attempts})")
             return Row("failed", f"{attempts} attempts; {reason}"), False
-        return self.relaunch(job, info, phase, reason, attempts), True
+        held, why = self.within_budget(job)
+        if held is not None:
+            return held, False
+        return self.relaunch(job, info, phase, reason + why, attempts), True
+
+    def within_budget(self, job: JobSpec) -> tuple[Row | None, str]:
+        """``(None, the budget's numbers)`` when ``--max-gpu-hours`` lets ``job`` go (or there is no
+        budget), else the Row that holds it back; the journal says each hold once, with its numbers."""
+        if self.budget is None:
+            return None, ""
+        decision = self.budget.decide(job, self.finished, self.active)
+        if decision.allowed:
+            return None, f"; budget: {decision.reason}"
+        self.report_once(job, "budget", f"not submitted: {decision.reason}")
+        return Row("waiting", f"{BUDGET_NOTE}: {decision.reason}"), ""
 
     def attempts(self, job: JobSpec) -> int:
         """Launches of ``job`` so far, from its provenance: the current file and the archived attempts."""
@@ -357,6 +388,10 @@ class Follower:
 
     # -- the end -----------------------------------------------------------------------
     def stop(self, rows: dict[str, Row]) -> int:
+        held = sum(row.note.startswith(BUDGET_NOTE) for row in rows.values())
+        if held:
+            self.echo(f"--follow stops: the GPU-hour budget (--max-gpu-hours {self.settings.max_gpu_hours:g}) "
+                      f"is spent: {held} Jobs not submitted. Raise it and --follow again to go on.", err=True)
         self.echo(f"--follow stops: nothing more can progress. {summary_line(self.jobs, rows)}", err=True)
         for job in self.jobs:
             row = rows[job.name]
@@ -364,8 +399,9 @@ class Follower:
                 self.echo(f"  {row.state:<8} {job.id.describe()} ({job.name}): {row.note}", err=True)
         failed = sum(row.state == "failed" for row in rows.values())
         blocked = sum(row.state in ("blocked", "waiting") for row in rows.values())
+        budget = f" ({held} held back by --max-gpu-hours {self.settings.max_gpu_hours:g})" if held else ""
         self.journal.record("stop", self.campaign.name, f"nothing more can progress: {failed} failed, "
-                                                        f"{blocked} blocked or waiting")
+                                                        f"{blocked} blocked or waiting{budget}")
         self.journal.upload()
         return EXIT_STOPPED
 
@@ -402,6 +438,11 @@ def summary_line(jobs: list[JobSpec], rows: dict[str, Row]) -> str:
 
 # -- the entry point -----------------------------------------------------------------------
 
+def select_campaign(config: CampaignConfig, commit: str) -> list[JobSpec]:
+    """The selection's Jobs and every earlier stage's they need: what a follower takes on."""
+    return campaign_jobs(build_jobs(config, commit), config)
+
+
 def follow(config: CampaignConfig, settings: LaunchSettings, follow_settings: FollowSettings) -> int:
     """Every check of a launch, then passes until the campaign is finished or stuck.
 
@@ -413,8 +454,7 @@ def follow(config: CampaignConfig, settings: LaunchSettings, follow_settings: Fo
     LaunchRefused, TemplateError, GitCheckError
         When a check fails; nothing has been written or submitted then.
     """
-    ready = launcher.prepare(config, settings, select=lambda c, commit: campaign_jobs(build_jobs(c, commit), c),
-                             verb="Following")
+    ready = launcher.prepare(config, settings, select=select_campaign, verb="Following")
     store = launcher.results_reader(ready.config, settings)
     backend = ClusterBackend(ready.kubectl, campaign_selector(ready.config))
     click.echo(f"Following {len(ready.jobs)} Jobs of {ready.config.campaign.name} at commit {ready.commit[:12]} "

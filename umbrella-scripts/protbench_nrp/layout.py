@@ -598,7 +598,17 @@ def job_name(initials: str, target: str, ff: str, stage: "str | JobId" = "window
     hash of the full identity is added, so no two Jobs collide.
     """
     job = JobId.of(stage, replica, window)
-    tail = _STAGE_PATHS[job.stage].name_tail(job)
+    return _campaign_object_name(initials, target, ff, _STAGE_PATHS[job.stage].name_tail(job),
+                                 (job.stage, job.replica, job.window))
+
+
+def follower_name(initials: str, target: str, ff: str) -> str:
+    """Name of the follower's Job, ServiceAccount, Role, RoleBinding and claim in the namespace
+    (``--print-follower-job``): ``pb-{initials}-{target}-{ff}-follow``, shortened as :func:`job_name`."""
+    return _campaign_object_name(initials, target, ff, ["follow"], ("follow", None, None))
+
+
+def _campaign_object_name(initials: str, target: str, ff: str, tail: list[str], identity: tuple) -> str:
     head = ["pb", _dns_fragment(initials)]
     middle = [_dns_fragment(target), _dns_fragment(ff)]
     plain = "-".join(p for p in head + middle + tail if p)
@@ -609,7 +619,7 @@ def job_name(initials: str, target: str, ff: str, stage: "str | JobId" = "window
                 and all(_dns_fragment(t) == t.replace(".", "") for t in (target, ff)))
     if lossless and len(plain) <= _DNS_LABEL_MAX and _DNS_LABEL.match(plain):
         return plain
-    digest = _short_hash(initials, target, ff, job.stage, job.replica, job.window)
+    digest = _short_hash(initials, target, ff, *identity)
     fixed = "-".join(p for p in head + tail if p)
     room = _DNS_LABEL_MAX - len(fixed) - len(digest) - 2
     squeezed = "-".join(p for p in middle if p)[: max(room, 0)].strip("-")
