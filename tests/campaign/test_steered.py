@@ -14,6 +14,7 @@ import openmm.unit as unit
 import pytest
 
 from protbench_nrp.contacts import NativeContacts
+from protbench_nrp.engine import state_xml_step
 from protbench_nrp.layout import Campaign
 from protbench_nrp.records import Progress
 from protbench_nrp.science import window_centre
@@ -96,11 +97,17 @@ def _wait_for_pull(root, process, min_step=1000, timeout=120):
                          ids=["sigterm", "sigkill"])
 def test_interrupted_pull_resumes(villin_setup, tmp_path, signum, code):
     root = _results(villin_setup, tmp_path)
-    # checkpoints every 0.3 s of wall-clock time, so a SIGKILL finds one to resume from; the stop
-    # comes near step 1,000 of SHORT's 5,000, after the first centre and well before the last
+    # checkpoints every 0.3 s of wall-clock time, so a SIGKILL finds one to resume from (the stop
+    # waits for it: a fast machine passes step 1,000 sooner); the stop comes after step 1,000 of
+    # SHORT's 5,000, after the first centre and well before the last
     slow = dict(PROTBENCH_CHECKPOINT_MINUTES="0.005")
     process = _start(root, **slow)
     _wait_for_pull(root, process)
+    checkpoint = root / CAMPAIGN.steered_files(1).pull_portable
+    deadline = time.monotonic() + 120
+    while not state_xml_step(checkpoint):
+        assert time.monotonic() < deadline and process.poll() is None, "no pull checkpoint was written"
+        time.sleep(0.02)
     process.send_signal(signum)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == code, output
