@@ -269,7 +269,9 @@ def test_wall_clock_checkpoints_bound_what_a_hard_kill_loses(villin_results, win
                     CHECKPOINT_MINUTES="0.002")
     process = start_window(root, **settings)
     wait_for_step(root / files.progress, "production", 1000, process)
-    process.send_signal(signal.SIGKILL)
+    # and for a wall-clock checkpoint of production (a fast machine gets to step 1000 sooner)
+    _stop_when(root / files.progress, process,
+               lambda _record: (state_xml_step(root / files.portable_checkpoint) or 0) > 0)
     process.wait(timeout=60)
     process.stdout.close()
     step = state_xml_step(root / files.portable_checkpoint)
