@@ -19,6 +19,12 @@ from protbench_nrp.layout import Campaign  # noqa: E402
 
 VILLIN_FF = "amber14-vacuum"
 
+#: What every test that runs a stage script sets, so that its trajectory is the same on every
+#: run: the seed of the random forces and velocities (PROTBENCH_SEED), and one CPU thread,
+#: because OpenMM's CPU platform draws its random forces per thread and sums forces in an
+#: order that varies between runs when it has several (two runs of one seed then part ways).
+REPRODUCIBLE_ENV = {"PROTBENCH_SEED": "20240531", "OPENMM_CPU_THREADS": "1"}
+
 
 @dataclass(frozen=True)
 class CampaignInputs:

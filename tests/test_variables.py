@@ -131,6 +131,8 @@ REFUSALS = {
                           "unknown precision 'quad'; set PROTBENCH_PRECISION to one of single, mixed, double"),
     "zero pull timestep": ("steered", {"PROTBENCH_PULL_TIMESTEP": "0"},
                            "PROTBENCH_PULL_TIMESTEP = 0.0 fs must be a positive number"),
+    "seed beyond OpenMM's": ("window", {"PROTBENCH_SEED": "2147483648"},
+                             "2147483648 is not in the range 0<=x<=2147483647"),
 }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SCRIPTS_DIR
+from tests.conftest import REPO_ROOT, REPRODUCIBLE_ENV, SCRIPTS_DIR
 
 VILLIN = ("villin", "amber14-vacuum")
 
@@ -30,7 +30,8 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None,
 
 
 def villin_env(**overrides: str) -> dict[str, str]:
-    settings = dict(PROTBENCH_TARGET=VILLIN[0], PROTBENCH_FF=VILLIN[1], PROTBENCH_PLATFORM="CPU")
+    settings = dict(PROTBENCH_TARGET=VILLIN[0], PROTBENCH_FF=VILLIN[1], PROTBENCH_PLATFORM="CPU",
+                    **REPRODUCIBLE_ENV)
     return script_env(**{**settings, **overrides})
 
 

@@ -14,6 +14,7 @@ import openmm.unit as unit
 import pytest
 
 from protbench_nrp.contacts import NativeContacts
+from protbench_nrp.engine import state_xml_step
 from protbench_nrp.layout import Campaign
 from protbench_nrp.records import Progress
 from protbench_nrp.science import window_centre
@@ -24,10 +25,15 @@ CAMPAIGN = Campaign(*VILLIN)
 N_WINDOWS = 4
 CV_END = 0.7
 
-#: A short pull: 1 ps of equilibration, Q0 from 1.0 to 0.6 over 20 ps.
+#: A short pull: 1 ps of equilibration, Q0 from 1.0 to 0.6 over 20 ps, 34 times the speed of
+#: the default pull. Q is compared with the centres every 10 steps, as by default: a window's
+#: structure is saved at the first check past its centre, so it lies as far past the centre as Q
+#: moves between two checks. Checked every 50 steps, Q sometimes fell 0.03-0.08 in one interval
+#: (the strain of Q lagging 0.03-0.09 behind Q0 let go at once) and window 1 was saved at 0.82;
+#: every 10 steps, the saved windows lay within 0.006 of their centres over five seeds.
 SHORT = dict(PROTBENCH_REPLICA="1", PROTBENCH_N_WINDOWS=str(N_WINDOWS), PROTBENCH_CV_START="1.0",
              PROTBENCH_CV_END=str(CV_END), PROTBENCH_STEERED_K="5000", PROTBENCH_PULL_LENGTH="0.02",
-             PROTBENCH_PULL_FRAME="0.2", PROTBENCH_EQUIL_LENGTH="0.001",
+             PROTBENCH_PULL_FRAME="0.04", PROTBENCH_EQUIL_LENGTH="0.001",
              PROTBENCH_EQUIL_TIMESTEP="2", PROTBENCH_EQUIL_FRAME="0.2", PROTBENCH_PULL_TIMESTEP="4")
 
 
@@ -91,11 +97,17 @@ def _wait_for_pull(root, process, min_step=1000, timeout=120):
                          ids=["sigterm", "sigkill"])
 def test_interrupted_pull_resumes(villin_setup, tmp_path, signum, code):
     root = _results(villin_setup, tmp_path)
-    # checkpoints every 0.3 s of wall-clock time, so a SIGKILL finds one to resume from; the stop
-    # comes near step 1,000 of SHORT's 5,000, after the first centre and well before the last
+    # checkpoints every 0.3 s of wall-clock time, so a SIGKILL finds one to resume from (the stop
+    # waits for it: a fast machine passes step 1,000 sooner); the stop comes after step 1,000 of
+    # SHORT's 5,000, after the first centre and well before the last
     slow = dict(PROTBENCH_CHECKPOINT_MINUTES="0.005")
     process = _start(root, **slow)
     _wait_for_pull(root, process)
+    checkpoint = root / CAMPAIGN.steered_files(1).pull_portable
+    deadline = time.monotonic() + 120
+    while not state_xml_step(checkpoint):
+        assert time.monotonic() < deadline and process.poll() is None, "no pull checkpoint was written"
+        time.sleep(0.02)
     process.send_signal(signum)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == code, output
@@ -154,9 +166,10 @@ def test_missing_setup_is_named(tmp_path):
         (dict(PROTBENCH_CV_END="1.0"), "PROTBENCH_CV_END"),
         (dict(PROTBENCH_TARGET="no-such-protein"), "PROTBENCH_TARGET"),
         (dict(PROTBENCH_PLATFORM="Metal"), "PROTBENCH_PLATFORM"),
+        (dict(PROTBENCH_SEED="-1"), "PROTBENCH_SEED"),
     ],
     ids=["one-window", "negative-k", "frame-does-not-divide", "no-distance", "unknown-target",
-         "unknown-platform"],
+         "unknown-platform", "negative-seed"],
 )
 def test_bad_settings_are_refused_before_anything_is_written(villin_setup, tmp_path, bad, expected):
     root = _results(villin_setup, tmp_path)

@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 
 from protbench_nrp.contacts import add_umbrella_bias
+from tests.conftest import REPRODUCIBLE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "umbrella-scripts" / "run-umbrella-window.py"
 
 TOY_TEMPERATURE_KELVIN = 300.0
+#: Seed of the toy's random forces and first velocities: its trajectory is the same every run.
+TOY_SEED = 20240531
 
 
 # -- a one-particle system with an umbrella on its x coordinate ------------------------
@@ -60,6 +63,7 @@ class ToyStage:
     system: object = toy_system
     start_nm: tuple = (0.5, 0.0, 0.0)
     stage_options: dict = field(default_factory=dict)
+    seed: int = TOY_SEED
 
     def segment(self, k: int) -> Path:
         return self.directory / f"toy-segment-{k:04d}.dcd"
@@ -97,7 +101,7 @@ class ToyStage:
         from protbench_nrp.engine import ResumableStage, create_context, langevin_integrator
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        context = create_context(self.system(), langevin_integrator(TOY_TEMPERATURE_KELVIN, 2.0),
+        context = create_context(self.system(), langevin_integrator(TOY_TEMPERATURE_KELVIN, 2.0, seed=self.seed),
                                  self.platform, "double")
         return ResumableStage(context, self.schedule, self.files, self.reporters(context),
                               controllers=self.controllers, log=self.lines.append,
@@ -106,7 +110,7 @@ class ToyStage:
     def fallback(self):
         from protbench_nrp.engine import InitialOrigin
 
-        return InitialOrigin([list(self.start_nm)], temperature_kelvin=TOY_TEMPERATURE_KELVIN)
+        return InitialOrigin([list(self.start_nm)], temperature_kelvin=TOY_TEMPERATURE_KELVIN, seed=self.seed)
 
     def resume_and_run(self, stop=None):
         stage = self.build()
@@ -160,6 +164,7 @@ FAST_WINDOW_ENV = {
 def window_env(**overrides) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTBENCH_")}
     env.update(FAST_WINDOW_ENV)
+    env.update(REPRODUCIBLE_ENV)
     for key, value in overrides.items():
         name = key if key.startswith("PROTBENCH_") else f"PROTBENCH_{key.upper()}"
         if value is None:

@@ -97,6 +97,18 @@ def test_a_stage_that_blows_up_from_every_state_exits_65_with_its_outputs_finite
     assert stage.resume([toy.fallback()]).step == good
 
 
+def test_a_seeded_stage_recovers_from_blow_ups_the_same_way_every_time(tmp_path):
+    runs = []
+    for name in ("first", "second"):
+        toy = wall_toy(tmp_path / name, progress=False)
+        stage = toy.build()
+        stage.resume([toy.fallback()])
+        with pytest.raises(BlownUpError) as error:
+            stage.run()
+        runs.append(([line for line in toy.lines if line.startswith("recovery ")], error.value.good_step))
+    assert runs[0][0] and runs[0] == runs[1]  # the same new velocities, from the same steps
+
+
 def test_no_recovery_is_tried_with_max_blowups_zero(tmp_path):
     toy = wall_toy(tmp_path, max_blowups=0, progress=False)
     stage = toy.build()

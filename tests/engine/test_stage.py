@@ -218,6 +218,24 @@ def test_sigterm_stops_at_the_next_frame_with_outputs_and_checkpoint_in_step(tmp
     _assert_exact(toy)
 
 
+def test_a_seed_repeats_a_trajectory_and_each_stream_of_a_campaign_is_its_own(tmp_path):
+    from protbench_nrp.engine import MAX_SEED, derive_seed
+
+    runs = []
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        toy = ToyStage(tmp_path / name, _schedule(), seed=seed)
+        toy.resume_and_run()
+        runs.append(_trajectory(toy)[1])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0][0], runs[2][0])
+    assert derive_seed(0, "villin", 1) == 0  # no seed: OpenMM draws new random numbers
+    assert derive_seed(7, "villin", 1) == derive_seed(7, "villin", 1) != derive_seed(8, "villin", 1)
+    streams = {derive_seed(7, "villin", "amber14-vacuum", replica, "window", window, phase)
+               for replica in (1, 2, 3) for window in range(31)
+               for phase in ("equilibration", "production", "velocities")}
+    assert len(streams) == 3 * 31 * 3 and all(1 <= seed < MAX_SEED for seed in streams)
+
+
 def test_sigint_exit_code():
     with StopSignals() as stop:
         assert stop.exit_code == 0

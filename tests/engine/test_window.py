@@ -126,47 +126,97 @@ def test_a_signal_stops_the_window_at_a_frame_with_a_checkpoint_that_matches(
         assert_window_exact(root, files, 40, 50, 10)
 
 
+#: The chaos test's run: 400 equilibration steps (8 frames), then 120 production frames of 40
+#: steps (4,800 steps) in segments of 5; wall-clock checkpoints every 0.18 s fall mid-segment.
+CHAOS = dict(EQUIL_LENGTH="0.0004", PRODUCTION_LENGTH="0.0192", FRAME="0.16", CHECKPOINT="0.8",
+             SAVE_STATE="3.2", CHECKPOINT_MINUTES="0.003")
+CHAOS_STEPS, CHAOS_FRAME_STEPS = 4800, 40
+#: Each kill in production is drawn at most this many steps past where the run resumed, so
+#: dozens of frames (each a progress record to see) separate the last kill from the end.
+CHAOS_REACH_STEPS = 480
+#: What each start of the chaos test does, in order. Kills wait for what the run wrote, never
+#: for the clock, so they land where planned however slowly the machine starts the script.
+CHAOS_PLAN = ("start-up", "equilibration", "production", "sigterm", "start-up", "production",
+              "production", "production", "production", "production")
+
+
+def _this_runs_record(progress, process):
+    """The progress record ``process`` itself wrote (not an earlier process), or ``None``."""
+    try:
+        record = Progress.read(progress)
+    except (OSError, ValueError):
+        return None
+    return record if record.updated_unix > process.started_unix else None
+
+
+def _stop_when(progress, process, reached, signum=signal.SIGKILL, timeout: float = 240) -> str:
+    """Send ``signum`` once ``process`` reports a record for which ``reached(record)``.
+
+    Returns the phase of the last record the process wrote before the signal:
+    where the signal landed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"exited early ({process.returncode}): {process.stdout.read()}"
+        record = _this_runs_record(progress, process)
+        if record is not None and reached(record):
+            process.send_signal(signum)
+            return record.phase
+        time.sleep(0.01)
+    raise AssertionError(f"the window did not get there within {timeout} s")
+
+
 def test_chaos_kills_and_restarts_leave_exactly_the_frames_of_an_uninterrupted_run(
         villin_results, window_files):
     root, files = villin_results.root, window_files
-    # 120 frames of 40 steps in segments of 5; wall-clock checkpoints every 0.18 s fall mid-segment
-    settings = dict(PRODUCTION_LENGTH="0.0192", FRAME="0.16", CHECKPOINT="0.8", SAVE_STATE="3.2",
-                    CHECKPOINT_MINUTES="0.003")
+    progress = root / files.progress
     rng = random.Random(20240531)
-    kills, kept = 0, {}
-    terms = 0
-    production_kills = 0  # kills that landed while this process was running production
-    for attempt in range(40):
-        process = start_window(root, **settings)
-        if attempt == 3:  # one polite stop in the middle of it all
-            wait_for_step(root / files.progress, "production", 1, process)
-            time.sleep(rng.uniform(0.0, 0.3))
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=60) == 143
-            terms += 1
-        else:
-            time.sleep(rng.uniform(0.05, 1.1))  # from interpreter start-up to deep in production
-            if process.poll() is not None:
-                assert process.returncode == 0, process.stdout.read()
-                break
-            in_production = _producing(root / files.progress, process)
+    kept, landed = {}, []
+    for action in CHAOS_PLAN:
+        resumed_at = state_xml_step(root / files.portable_checkpoint) or 0  # where this start resumes
+        assert resumed_at + CHAOS_REACH_STEPS <= CHAOS_STEPS - 20 * CHAOS_FRAME_STEPS
+        process = start_window(root, **CHAOS)
+        if action == "start-up":  # before the script has written anything
             process.send_signal(signal.SIGKILL)
-            process.wait(timeout=60)
-            kills += 1
-            production_kills += in_production
+            landed.append(action)
+        elif action == "equilibration":  # past its first frame; production, had we not looked in time
+            landed.append(_stop_when(progress, process, lambda r: r.phase != "equilibration" or r.step >= 50))
+        elif action == "sigterm":  # a polite stop in production
+            landed.append(_stop_when(progress, process, lambda r: r.phase == "production",
+                                     signal.SIGTERM))
+            assert process.wait(timeout=60) == 143
+        else:  # a frame drawn over the stretch of production ahead
+            step = rng.randrange(resumed_at + CHAOS_FRAME_STEPS, resumed_at + CHAOS_REACH_STEPS + 1,
+                                 CHAOS_FRAME_STEPS)
+            landed.append(_stop_when(progress, process,
+                                     lambda r, step=step: r.phase == "production" and r.step >= step))
+        process.wait(timeout=60)
         process.stdout.close()
         # whatever the kill tore, every frame up to the portable checkpoint must survive as it is
         step = state_xml_step(root / files.portable_checkpoint) or 0
         cv_steps, cv = read_cv_file(root / files.cv_timeseries) if (root / files.cv_timeseries).exists() else ([], [])
         kept.update({int(s): float(v) for s, v in zip(cv_steps, cv) if s <= step})
-        if production_kills >= 6 and terms:
-            break
-    assert production_kills >= 5 and terms == 1, (kills, production_kills)
-    final = run_window(root, **settings)
+    production_kills = sum(1 for action, phase in zip(CHAOS_PLAN, landed)
+                           if action == "production" and phase == "production")
+    assert production_kills == CHAOS_PLAN.count("production") and landed[3] == "production", landed
+    assert 0 < max(kept) < CHAOS_STEPS  # production was under way, and unfinished, before the last run
+    final = run_window(root, **CHAOS)
     assert final.returncode == 0, final.stderr
-    _, cv = assert_window_exact(root, files, 120, 40, 5)
-    cv_by_step = dict(zip(range(40, 4801, 40), cv))
-    assert kept and all(cv_by_step[s] == pytest.approx(v, abs=1e-9) for s, v in kept.items())
+    _, cv = assert_window_exact(root, files, 120, CHAOS_FRAME_STEPS, 5)
+    cv_by_step = dict(zip(range(CHAOS_FRAME_STEPS, CHAOS_STEPS + 1, CHAOS_FRAME_STEPS), cv))
+    assert all(cv_by_step[s] == pytest.approx(v, abs=1e-9) for s, v in kept.items())
+
+
+def test_a_seeded_window_repeats_its_trajectory_exactly_and_another_seed_does_not(
+        villin_results, villin_inputs, window_files, tmp_path):
+    roots = [villin_results.root, villin_inputs.copy_to(tmp_path / "again").root,
+             villin_inputs.copy_to(tmp_path / "other").root]
+    for root, seed in zip(roots, ("7", "7", "8")):
+        result = run_window(root, SEED=seed)
+        assert result.returncode == 0, result.stderr
+    same, again, other = (read_production_frames(root, window_files).positions_nm for root in roots)
+    np.testing.assert_array_equal(same, again)  # velocities and random forces alike
+    assert not np.array_equal(same[0], other[0])
 
 
 def test_equilibration_and_production_use_the_seeds_friction_and_barostat(villin_results):
@@ -194,15 +244,6 @@ def test_equilibration_and_production_use_the_seeds_friction_and_barostat(villin
     assert [box.getForce(i).getFrequency() for i in range(1, box.getNumForces())] == [25]
 
 
-def _producing(progress, process) -> bool:
-    """Whether ``process`` itself has reported a production frame (not an earlier process)."""
-    try:
-        record = Progress.read(progress)
-    except (OSError, ValueError):
-        return False
-    return record.phase == "production" and record.updated_unix > process.started_unix
-
-
 def test_a_checkpoint_from_another_platform_resumes_from_the_portable_state(villin_results, window_files):
     root, files = villin_results.root, window_files
     length = dict(PRODUCTION_LENGTH="0.004", CHECKPOINT="1.0")  # 20 frames
@@ -228,7 +269,9 @@ def test_wall_clock_checkpoints_bound_what_a_hard_kill_loses(villin_results, win
                     CHECKPOINT_MINUTES="0.002")
     process = start_window(root, **settings)
     wait_for_step(root / files.progress, "production", 1000, process)
-    process.send_signal(signal.SIGKILL)
+    # and for a wall-clock checkpoint of production (a fast machine gets to step 1000 sooner)
+    _stop_when(root / files.progress, process,
+               lambda _record: (state_xml_step(root / files.portable_checkpoint) or 0) > 0)
     process.wait(timeout=60)
     process.stdout.close()
     step = state_xml_step(root / files.portable_checkpoint)
@@ -357,6 +400,8 @@ def test_a_system_without_the_umbrella_force_is_refused(villin_results, window_f
     (dict(PLATFORM="CUDA"), "platform CUDA is not available on this machine"),
     (dict(PRESSURE="1"), "PROTBENCH_PRESSURE=0"),
     (dict(TARGET="toy"), "target 'toy' is unknown"),
+    (dict(SEED="-1"), "PROTBENCH_SEED"),
+    (dict(SEED="2147483648"), "PROTBENCH_SEED"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(villin_results, overrides, message):
     root = villin_results.root

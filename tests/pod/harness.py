@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, VILLIN_FF, CampaignInputs
+from tests.conftest import REPO_ROOT, REPRODUCIBLE_ENV, VILLIN_FF, CampaignInputs
 from tests.pod.s3server import Bucket
 
 VENV_BIN = Path(sys.executable).parent
@@ -40,9 +40,11 @@ def parse_quantity(text: str) -> float:
             return float(str(text)[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
     return float(text)
 
-#: Environment of the real window script in tests: seconds of MD on the CPU.
-#: 10 frames of 50 steps, a checkpoint (and DCD segment) every 5 frames.
+#: Environment of the real window script in tests: seconds of MD on the CPU, the same
+#: trajectory every run (REPRODUCIBLE_ENV). 10 frames of 50 steps, a checkpoint (and DCD
+#: segment) every 5 frames.
 TINY_WINDOW = {
+    **REPRODUCIBLE_ENV,
     "PROTBENCH_PLATFORM": "CPU",
     "PROTBENCH_EQUIL_LENGTH": "0.0001",
     "PROTBENCH_EQUIL_FRAME": "0.05",

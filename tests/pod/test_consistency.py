@@ -14,10 +14,17 @@ trajectory, state data and CV files hold, and pod B resumes from that
 checkpoint (no fallback) and ends with every frame exactly once. (With
 ``restartPolicy: Never`` a retry is always a new pod; steps 2 and 3 keep the
 volume only to place the kills inside an upload.)
+
+Where a test needs the bucket to hold a checkpoint the window has not passed
+yet, it pauses the window script (SIGSTOP, as a stalled node would) until the
+periodic upload has carried that checkpoint, rather than racing the script:
+what happens is decided by what was written, on any machine.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import time
 from pathlib import Path
@@ -79,15 +86,83 @@ def _wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _run_then_stop(pod, files, more_segments: int, log: Path):
+def _run_then_stop(pod, files, more_segments: int, log: Path, upload=SLOW_UPLOAD):
     """Start the main container, let the window write ``more_segments`` segments, SIGTERM it."""
     start = _segments(pod, files)
-    main = pod.start("main", log=log, **SETTINGS, **SLOW_UPLOAD)
+    main = pod.start("main", log=log, **SETTINGS, **upload)
     _wait_for(lambda: _segments(pod, files) >= start + more_segments or main.process.poll() is not None,
               what="production segments")
     main.signal(signal.SIGTERM)
     _wait_for(lambda: "script exited with status 143" in main.output(), what="the checkpoint")
     return main
+
+
+def _script_pid(main, script: str = "run-umbrella-window.py") -> int:
+    """The window script run-job.sh started: its child whose command line names ``script``."""
+    def find():
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == main.process.pid and script.encode() in command:
+                return int(entry.name)
+        return None
+
+    _wait_for(lambda: find() is not None or main.process.poll() is not None, what=f"{script} to start")
+    assert main.process.poll() is None, main.output()
+    return find()
+
+
+def _checkpoint_step(path: Path) -> int:
+    """Step of the production's portable checkpoint at ``path``; 0 when there is none yet."""
+    from protbench_nrp.engine import state_xml_step
+
+    return state_xml_step(path) or 0
+
+
+def _bucket_checkpoint_step(bucket, files, where: Path) -> int:
+    """Step of the portable checkpoint the bucket holds; 0 when it holds none."""
+    key = f"results/{files.portable_checkpoint}"
+    if key not in bucket.version_counts(key):
+        return 0
+    where.write_bytes(bucket.read(key))
+    return _checkpoint_step(where)
+
+
+def _paused_until_uploaded(pod, main, bucket, files, where: Path) -> tuple[int, int]:
+    """Pause the window script after its first production checkpoint until a sync uploaded it.
+
+    Returns ``(script pid, the checkpoint's step)``; the caller sends SIGCONT.
+    """
+    local = pod.results / files.portable_checkpoint
+    script = _script_pid(main)
+    first = _schedule().checkpoint_frames * _schedule().frame_steps
+    _wait_for(lambda: _checkpoint_step(local) >= first or main.process.poll() is not None,
+              what="the first production checkpoint")
+    os.kill(script, signal.SIGSTOP)
+    step = _checkpoint_step(local)
+    assert main.process.poll() is None and step >= first, main.output()
+    _wait_for(lambda: _bucket_checkpoint_step(bucket, files, where) == step,
+              what=f"a periodic upload of the checkpoint at step {step}")
+    return script, step
+
+
+def _upload_running(pod) -> bool:
+    """Whether copy-out.sh holds the pod's upload lock now (taking it for an instant if free)."""
+    lock = pod.results / ".protbench-pod" / "upload.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def _keys(bucket, files, pattern: str) -> dict[str, int]:
@@ -102,8 +177,8 @@ def test_killed_uploads_leave_a_bucket_that_resumes_exactly(make_pod, bucket, vi
     pod = make_pod(window=WINDOW, name="pod-a")
     assert pod.run("init-rclone").returncode == 0
 
-    # 1. a complete upload after SIGTERM
-    main = _run_then_stop(pod, files, 2, tmp_path / "a1.log")
+    # 1. a complete upload after SIGTERM (at full speed: no kill has to land inside it)
+    main = _run_then_stop(pod, files, 2, tmp_path / "a1.log", upload={})
     assert main.wait(timeout=120) == 143, main.output()
     claimed, held = _bucket_frames(bucket, files, tmp_path / "after-1")
     assert claimed is not None and 0 < claimed <= held
@@ -162,22 +237,24 @@ def _assert_every_frame_once(root: Path, files, schedule) -> None:
 
 @pytest.mark.slow
 def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, villin_inputs, tmp_path):
-    # No preStop, no SIGTERM: everything of the pod dies at once while uploads run back to back.
+    # No preStop, no SIGTERM: everything of the pod dies at once while an upload runs.
     seed_inputs(bucket, villin_inputs)
     files = villin_inputs.campaign.window_files(1, WINDOW)
     pod = make_pod(window=WINDOW, name="lost")
     assert pod.run("init-rclone").returncode == 0
-    portable = f"results/{files.portable_checkpoint}"
-    # 150 frames: the node is lost near frame 40 (3 periodic uploads), well before the end
-    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.03"}
+    # 40 frames; the node is lost soon after the second checkpoint (frame 10), well before the end
+    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.008"}
     main = pod.start("main", log=tmp_path / "lost.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"})
-    _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 3 or main.process.poll() is not None,
-              what="periodic uploads of production checkpoints")
+    script, uploaded = _paused_until_uploaded(pod, main, bucket, files, tmp_path / "bucket-checkpoint.xml")
+    os.kill(script, signal.SIGCONT)
+    local = pod.results / files.portable_checkpoint
+    _wait_for(lambda: (_checkpoint_step(local) > uploaded and _upload_running(pod))
+              or main.process.poll() is not None, what="a newer checkpoint while an upload runs")
     assert main.process.poll() is None, main.output()
     main.kill_group()
 
     claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", longer)
-    assert claimed is not None and claimed <= held
+    assert claimed is not None and uploaded // _schedule().frame_steps <= claimed <= held
 
     fresh = make_pod(window=WINDOW, name="after")
     assert fresh.run("init-rclone").returncode == 0
@@ -198,21 +275,28 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
 
     seed_inputs(bucket, villin_inputs)
     files = villin_inputs.campaign.window_files(1, WINDOW)
-    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.04"}
+    # 40 frames. The bucket goes once it holds the first checkpoint, while the script is paused
+    # there: it never gets the end, however fast this machine simulates or uploads.
+    longer = {**SETTINGS, "PROTBENCH_PRODUCTION_LENGTH": "0.008"}
     pod = make_pod(window=WINDOW, name="uploads-fail")
     assert pod.run("init-rclone").returncode == 0
-    portable = f"results/{files.portable_checkpoint}"
     main = pod.start("main", log=tmp_path / "a.log", **{**longer, "PROTBENCH_SYNC_MINUTES": "0.002"},
                      PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1", RCLONE_RETRIES="1",
                      RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
-    _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 2 or main.process.poll() is not None,
-              what="periodic uploads of production checkpoints")
+    script, uploaded = _paused_until_uploaded(pod, main, bucket, files, tmp_path / "bucket-checkpoint.xml")
+    refused = "copy-out(sync): ERROR: uploading to"
+    before = main.output().count(refused)
     s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")  # the bucket goes
+    # an upload with the new config failed: syncs run one at a time, so none still in flight
+    # can reach the bucket (and the paused script has written nothing newer meanwhile)
+    _wait_for(lambda: main.output().count(refused) > before, what="a periodic upload to fail")
+    os.kill(script, signal.SIGCONT)
     assert main.wait(timeout=300) == 75, main.output()
     assert "exiting 75 so the Job starts a new pod" in main.output()
     claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", longer)
     schedule = _schedule(longer)
-    assert claimed is not None and claimed < schedule.total_frames  # the bucket lacks the end
+    assert claimed == uploaded // schedule.frame_steps < schedule.total_frames  # the bucket lacks the end
+    assert held >= claimed
 
     fresh = make_pod(window=WINDOW, name="next")
     assert fresh.run("init-rclone").returncode == 0

@@ -17,7 +17,9 @@ by :class:`ResumableStage`, which turns every interruption into a short pause:
 * a blow-up (a non-finite energy or position, or OpenMM's "Particle
   coordinate is NaN") is caught before any reporter sees the frame: the stage
   goes back to its newest good starting point, cuts every output back to it,
-  draws new velocities from a new seed and carries on; after ``max_blowups``
+  draws new velocities from a new seed (derived from the integrator's own seed
+  when it has one, so a seeded run recovers the same way every time) and
+  carries on; after ``max_blowups``
   such attempts that fail to get past the same point it raises
   :class:`BlownUpError`, which scripts turn into exit status
   :data:`EXIT_BLOWN_UP`.
@@ -33,6 +35,7 @@ Units are explicit at every boundary: ``_fs``, ``_ps``, ``_ns``, ``_kelvin``,
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import re
@@ -49,7 +52,7 @@ from .errors import ProtbenchError
 from .exits import EXIT_BLOWN_UP
 from .files import TEMP_SUFFIX, atomic_write
 from .reporters import Frame, FrameReporter, ProgressRecorder, ResumeMismatchError
-from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, MAX_BLOWUPS, PLATFORMS
+from .science import BAROSTAT_FREQUENCY, FRICTION_PER_PS, MAX_BLOWUPS, MAX_SEED, PLATFORMS
 
 PRECISIONS = ("single", "mixed", "double")
 
@@ -171,22 +174,43 @@ def select_platform(name: str, precision: str = "mixed", deterministic_forces: b
     return platform, properties
 
 
+def derive_seed(seed: int, *labels) -> int:
+    """A seed in ``1 .. MAX_SEED - 1`` for the stream named by ``labels``; 0 when ``seed`` is 0.
+
+    One ``PROTBENCH_SEED`` is set for a whole campaign, so each replica,
+    window and phase draws its own stream from it: the same seed in every
+    Context would give every window of a replica the same random forces, and
+    two replicas the same trajectory. A hash, so the result does not depend
+    on Python's hash randomisation or on the platform.
+    """
+    if not seed:
+        return 0
+    text = ":".join(str(part) for part in (int(seed),) + labels)
+    return 1 + int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % (MAX_SEED - 1)
+
+
 def langevin_integrator(temperature_kelvin: float, timestep_fs: float,
-                        friction_per_ps: float = FRICTION_PER_PS):
-    """A ``LangevinMiddleIntegrator`` at ``temperature_kelvin`` with a ``timestep_fs`` step."""
+                        friction_per_ps: float = FRICTION_PER_PS, seed: int = 0):
+    """A ``LangevinMiddleIntegrator`` at ``temperature_kelvin`` with a ``timestep_fs`` step.
+
+    ``seed`` seeds its random forces (0: OpenMM picks a new one per Context).
+    """
     import openmm
     import openmm.unit as unit
 
-    return openmm.LangevinMiddleIntegrator(temperature_kelvin * unit.kelvin,
-                                           friction_per_ps / unit.picosecond,
-                                           timestep_fs * unit.femtosecond)
+    integrator = openmm.LangevinMiddleIntegrator(temperature_kelvin * unit.kelvin,
+                                                 friction_per_ps / unit.picosecond,
+                                                 timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(int(seed))
+    return integrator
 
 
 def set_barostat(system, temperature_kelvin: float, pressure_atm: float,
-                 frequency: int = BAROSTAT_FREQUENCY) -> None:
+                 frequency: int = BAROSTAT_FREQUENCY, seed: int = 0) -> None:
     """Make ``system`` carry exactly one Monte Carlo barostat at ``pressure_atm``, or none for 0.
 
-    The barostat attempts a volume move every ``frequency`` steps.
+    The barostat attempts a volume move every ``frequency`` steps, drawing
+    its moves from ``seed`` (0: OpenMM picks a new one per Context).
 
     Any barostat already in the System is removed first, so the pressure of
     the run is the one configured, whatever the setup stage left in the XML.
@@ -214,9 +238,10 @@ def set_barostat(system, temperature_kelvin: float, pressure_atm: float,
         raise EngineError(f"a pressure of {pressure_atm} atm needs a periodic system, but this "
                           f"System is not periodic (vacuum or implicit solvent); set "
                           f"PROTBENCH_PRESSURE=0")
-    system.addForce(openmm.MonteCarloBarostat(pressure_atm * unit.atmosphere,
-                                              temperature_kelvin * unit.kelvin,
-                                              int(frequency)))
+    barostat = openmm.MonteCarloBarostat(pressure_atm * unit.atmosphere,
+                                         temperature_kelvin * unit.kelvin, int(frequency))
+    barostat.setRandomNumberSeed(int(seed))
+    system.addForce(barostat)
 
 
 def create_context(system, integrator, platform_name: str = "CUDA", precision: str = "mixed",
@@ -475,14 +500,17 @@ class InitialOrigin(Origin):
         Applied only when the System is periodic.
     temperature_kelvin : float, optional
         Draw Maxwell-Boltzmann velocities; otherwise velocities are zero.
+    seed : int, optional
+        Seed of those velocities; 0 (the default) draws a new one each time.
     """
 
     def __init__(self, positions_nm, box_vectors_nm=None, temperature_kelvin: float | None = None,
-                 description: str = "initial structure"):
+                 description: str = "initial structure", seed: int = 0):
         self.positions_nm = np.asarray(positions_nm, dtype=float)
         self.box_vectors_nm = None if box_vectors_nm is None else np.asarray(box_vectors_nm, float)
         self.temperature_kelvin = temperature_kelvin
         self.description = description
+        self.seed = int(seed)
 
     def load(self, context) -> None:
         import openmm.unit as unit
@@ -491,7 +519,9 @@ class InitialOrigin(Origin):
             context.setPeriodicBoxVectors(*(v * unit.nanometer for v in self.box_vectors_nm))
         context.setPositions(self.positions_nm * unit.nanometer)
         if self.temperature_kelvin is not None:
-            context.setVelocitiesToTemperature(self.temperature_kelvin * unit.kelvin)
+            # OpenMM takes a seed of 0 literally, so "random" means passing none.
+            seeded = (self.seed,) if self.seed else ()
+            context.setVelocitiesToTemperature(self.temperature_kelvin * unit.kelvin, *seeded)
         else:
             context.setVelocities(np.zeros_like(self.positions_nm) * unit.nanometer / unit.picosecond)
         context.setStepCount(0)
@@ -667,6 +697,8 @@ class ResumableStage:
         self.log = log or _print_line
         self.name, self.max_blowups, self.advice = name, int(max_blowups), advice
         self.recoveries = 0
+        # Read before any recovery reseeds the integrator: every recovery derives from it.
+        self._seed = int(context.getIntegrator().getRandomNumberSeed())
         self._resumed: Resumed | None = None
         self._fallbacks: list[Origin] = []
         needs = set().union(*(r.needs for r in self.reporters)) if self.reporters else set()
@@ -843,11 +875,16 @@ class ResumableStage:
         return resumed.step
 
     def _start_over(self, good_step: int) -> None:
-        """New velocities from a new seed, so the next attempt takes another path."""
+        """New velocities from a new seed, so the next attempt takes another path.
+
+        A seeded integrator gives the n-th recovery a seed derived from its own
+        and n, so a seeded run recovers the same way every time.
+        """
         import openmm.unit as unit
 
         integrator = self.context.getIntegrator()
-        seed = random.SystemRandom().randrange(1, 2**31 - 1)
+        seed = (derive_seed(self._seed, "recovery", self.recoveries) if self._seed
+                else random.SystemRandom().randrange(1, MAX_SEED))
         # Takes effect in the next Context; this one keeps the checkpoint's random stream,
         # which the new velocities send down another path (reseeding it would mean
         # reinitializing the Context: recompiling every GPU kernel).
@@ -1023,6 +1060,7 @@ def read_production_frames(results_root: Path | str, files):
 
 
 __all__ = [
+    "MAX_SEED", "derive_seed",
     "EXIT_BLOWN_UP", "MAX_BLOWUPS", "BlownUpError", "non_finite", "EngineError", "ResumeError",
     "ResumeMismatchError", "check_platform_name", "check_deterministic_forces",
     "DETERMINISTIC_FORCES_PROPERTY", "select_platform", "langevin_integrator",

@@ -43,6 +43,8 @@ PULL_FRAME_PS = 0.01
 CHECKPOINT_MINUTES = 15.0
 #: Recovery attempts from one good state after a blow-up before a stage gives up (exit 65).
 MAX_BLOWUPS = 3
+#: Largest seed OpenMM accepts (a C int); a seed of 0 asks for new random numbers each run.
+MAX_SEED = 2**31 - 1
 PLATFORM = "CUDA"
 PRECISION = "mixed"
 PLATFORMS = ("CUDA", "OpenCL", "CPU", "Reference")

@@ -17,7 +17,8 @@ from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar, Iterator
 
 from . import science
-from .engine import EngineError, Schedule, check_deterministic_forces, check_platform_name, select_platform
+from .engine import (MAX_SEED, EngineError, Schedule, check_deterministic_forces, check_platform_name,
+                     derive_seed, select_platform)
 
 #: False while the launcher checks a Job's settings: its machine need not have the pod's platform.
 _CHECK_AVAILABILITY = contextvars.ContextVar("check_platform_availability", default=True)
@@ -66,6 +67,8 @@ class StageSettings:
     precision: str = science.PRECISION
     deterministic_forces: bool = False
     max_blowups: int = science.MAX_BLOWUPS
+    #: Seed of every random number of the stage (0: new random ones each run); see :meth:`seed_for`.
+    seed: int = 0
 
     #: Raised, with the variable to change in its message, for a setting that cannot work.
     input_error: ClassVar[type[EngineError]] = EngineError
@@ -149,6 +152,22 @@ class StageSettings:
         if isinstance(value, bool) or int(value) != value or value < 0:
             raise self.input_error(f"max_blowups {value} must be a whole number >= 0 (recovery "
                                    f"attempts after a blow-up); set PROTBENCH_MAX_BLOWUPS")
+
+    def check_seed(self) -> None:
+        """Raise :attr:`input_error` unless ``seed`` is a whole number in ``0 .. MAX_SEED``."""
+        value = self.seed
+        if isinstance(value, bool) or int(value) != value or not 0 <= value <= MAX_SEED:
+            raise self.input_error(f"seed {value} must be a whole number from 0 to {MAX_SEED} "
+                                   f"(0 = a new random seed each run); set PROTBENCH_SEED")
+
+    def seed_for(self, *phase) -> int:
+        """The seed of one phase of this replica (0 when ``seed`` is 0: random).
+
+        Each stage names its phase (``"steered", "pull"``; ``"window", 3,
+        "production"``); target, force field and replica are added here, so
+        no two streams of a campaign are the same.
+        """
+        return derive_seed(self.seed, self.target, self.ff, self.replica, *phase)
 
     def check_platform(self) -> None:
         """Raise :attr:`input_error` for an unknown platform or precision, one this machine lacks, or

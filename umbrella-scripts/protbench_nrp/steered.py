@@ -106,6 +106,7 @@ class SteeredSettings(StageSettings):
         self.equilibration_schedule()
         self.pull_schedule()
         self.check_blowups()
+        self.check_seed()
         self.check_platform()
 
     def pull_schedule(self) -> Schedule:
@@ -318,13 +319,20 @@ class SteeredMD:
         for path in (files.pull("chk"), files.pull_portable, files.pull("out"), files.cv_timeseries):
             self.path(path).unlink(missing_ok=True)
 
-    def _context(self, system, timestep_fs: float, friction_per_ps: float, barostat_frequency: int):
-        """A Context of ``system`` with its barostat (if any) every ``barostat_frequency`` steps."""
+    def _context(self, system, timestep_fs: float, friction_per_ps: float, barostat_frequency: int,
+                 phase: str):
+        """A Context of ``system`` with its barostat (if any) every ``barostat_frequency`` steps.
+
+        Its integrator and barostat draw from the seeds of ``phase`` (see
+        :meth:`~protbench_nrp.settings.StageSettings.seed_for`).
+        """
         settings = self.settings
         if settings.pressure_atm > 0:
             system = copy.deepcopy(system)
-            set_barostat(system, settings.temperature_kelvin, settings.pressure_atm, barostat_frequency)
-        integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps)
+            set_barostat(system, settings.temperature_kelvin, settings.pressure_atm, barostat_frequency,
+                         settings.seed_for("steered", phase, "barostat"))
+        integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps,
+                                         settings.seed_for("steered", phase))
         return create_context(system, integrator, settings.platform, settings.precision,
                               settings.deterministic_forces)
 
@@ -339,7 +347,7 @@ class SteeredMD:
         settings, files = self.settings, self.files
         schedule = settings.equilibration_schedule()
         context = self._context(system, settings.equil_timestep_fs, settings.equil_friction_per_ps,
-                                settings.equil_barostat_frequency)
+                                settings.equil_barostat_frequency, "equilibration")
         stage = ResumableStage(
             context, schedule,
             CheckpointFiles(self.path(files.equilibration("chk")),
@@ -355,7 +363,8 @@ class SteeredMD:
         box = setup.topology.getPeriodicBoxVectors()
         stage.resume([InitialOrigin(setup.positions_nm, None if box is None else
                                     np.array([v.value_in_unit(_nm()) for v in box]),
-                                    settings.temperature_kelvin, "minimized structure")])
+                                    settings.temperature_kelvin, "minimized structure",
+                                    settings.seed_for("steered", "velocities"))])
         context.setParameter("k", 0.0)  # the native state equilibrates unbiased
         outcome = stage.run(stop)
         if outcome.finished:
@@ -372,7 +381,7 @@ class SteeredMD:
         settings, files = self.settings, self.files
         schedule = settings.pull_schedule()
         context = self._context(system, settings.pull_timestep_fs, settings.friction_per_ps,
-                                settings.barostat_frequency)
+                                settings.barostat_frequency, "pull")
         index, _ = find_umbrella_force(system)
         cv_force = context.getSystem().getForce(index)
         windows = WindowStructureReporter(self.window_pdb, settings.centres(), cv_force, topology,

@@ -248,6 +248,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PROTBENCH_MAX_BLOWUPS", click.IntRange(min=0), "", science.MAX_BLOWUPS, _MD,
              "Attempts to recover from a blow-up at the same point before giving up.",
              "a whole number >= 0", flag="--max-blowups", field="max_blowups"),
+    Variable("PROTBENCH_SEED", click.IntRange(min=0, max=science.MAX_SEED), "", 0, _MD,
+             "Seed of the random forces, initial velocities, blow-up recoveries and barostat; each replica, "
+             "window and phase draws its own stream from it; 0 = new random seeds each run.",
+             f"a whole number from 0 to {science.MAX_SEED}", flag="--seed", field="seed"),
     Variable("PROTBENCH_PLATFORM", str, "", science.PLATFORM, JOB_STAGES, "CUDA, OpenCL, CPU or Reference.",
              "one of CUDA, OpenCL, CPU, Reference (any case), present on the node", flag="--platform",
              field="platform"),
@@ -359,14 +363,14 @@ SCRIPT_VARIABLES: dict[str, tuple[str, ...]] = {
                 "PROTBENCH_PRESSURE", "PROTBENCH_EQUIL_LENGTH", "PROTBENCH_EQUIL_TIMESTEP",
                 "PROTBENCH_EQUIL_FRAME", "PROTBENCH_PULL_TIMESTEP", "PROTBENCH_CHECKPOINT_MINUTES",
                 "PROTBENCH_PLATFORM", "PROTBENCH_PRECISION", "PROTBENCH_DETERMINISTIC_FORCES",
-                "PROTBENCH_MAX_BLOWUPS"),
+                "PROTBENCH_MAX_BLOWUPS", "PROTBENCH_SEED"),
     "window": ("PROTBENCH_TARGET", "PROTBENCH_FF", "PROTBENCH_REPLICA", "PROTBENCH_WINDOW",
                "PROTBENCH_N_WINDOWS", "PROTBENCH_CV_START", "PROTBENCH_CV_END", "PROTBENCH_UMBRELLA_K",
                "PROTBENCH_TEMPERATURE", "PROTBENCH_PRESSURE", "PROTBENCH_EQUIL_LENGTH",
                "PROTBENCH_EQUIL_TIMESTEP", "PROTBENCH_EQUIL_FRAME", "PROTBENCH_PRODUCTION_LENGTH",
                "PROTBENCH_TIMESTEP", "PROTBENCH_FRAME", "PROTBENCH_CHECKPOINT", "PROTBENCH_SAVE_STATE",
                "PROTBENCH_CHECKPOINT_MINUTES", "PROTBENCH_PLATFORM", "PROTBENCH_PRECISION",
-               "PROTBENCH_DETERMINISTIC_FORCES", "PROTBENCH_MAX_BLOWUPS"),
+               "PROTBENCH_DETERMINISTIC_FORCES", "PROTBENCH_MAX_BLOWUPS", "PROTBENCH_SEED"),
 }
 
 #: The script of each stage, as its messages name it.

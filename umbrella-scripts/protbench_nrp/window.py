@@ -99,6 +99,7 @@ class WindowSettings(StageSettings):
         self.equilibration_schedule()
         self.production_schedule()
         self.check_blowups()
+        self.check_seed()
         self.check_platform()
 
     def production_schedule(self) -> Schedule:
@@ -319,23 +320,26 @@ class UmbrellaWindow:
         return True
 
     def new_context(self, inputs: WindowInputs, timestep_fs: float, friction_per_ps: float | None = None,
-                    barostat_frequency: int | None = None):
+                    barostat_frequency: int | None = None, phase: str = "production"):
         """A Context of the window's System on its platform; returns ``(context, integrator)``.
 
         The System gets a barostat every ``barostat_frequency`` steps (when
         the pressure is not 0) in this Context only. Friction and barostat
-        interval default to production's.
+        interval default to production's; integrator and barostat draw from
+        the seeds of this window's ``phase``.
         """
         settings = self.settings
         friction_per_ps = settings.friction_per_ps if friction_per_ps is None else friction_per_ps
         barostat_frequency = (settings.barostat_frequency if barostat_frequency is None
                               else barostat_frequency)
-        integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps)
+        integrator = langevin_integrator(settings.temperature_kelvin, timestep_fs, friction_per_ps,
+                                         settings.seed_for("window", settings.window, phase))
         system = inputs.system
         if settings.pressure_atm > 0:
             system = copy.deepcopy(system)
             set_barostat(system, settings.temperature_kelvin, settings.pressure_atm,
-                         barostat_frequency)
+                         barostat_frequency,
+                         settings.seed_for("window", settings.window, phase, "barostat"))
         context = create_context(system, integrator, settings.platform, settings.precision,
                                  settings.deterministic_forces)
         return context, integrator
@@ -360,7 +364,8 @@ class UmbrellaWindow:
                             lambda _context: self._equilibration_reporters(inputs, schedule),
                             "PROTBENCH_EQUIL_TIMESTEP", settings.equil_timestep_fs)
         fallbacks = [InitialOrigin(inputs.positions_nm, inputs.box_vectors_nm,
-                                   settings.temperature_kelvin, "window structure")]
+                                   settings.temperature_kelvin, "window structure",
+                                   settings.seed_for("window", settings.window, "velocities"))]
         return stage, fallbacks
 
     def production_stage(self, inputs: WindowInputs):
@@ -391,7 +396,7 @@ class UmbrellaWindow:
         The reporters get the Context because production reads Q through the
         umbrella force of the Context's System, which exists only once it does.
         """
-        context, _ = self.new_context(inputs, *dynamics)
+        context, _ = self.new_context(inputs, *dynamics, phase=phase)
         settings = self.settings
         return ResumableStage(
             context, schedule, checkpoint, reporters(context), self._progress_recorder(phase),
