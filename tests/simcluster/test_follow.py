@@ -23,6 +23,7 @@ import pytest
 from protbench_nrp.layout import Campaign, JobId, job_name
 from protbench_nrp.records import Progress
 
+from tests.conftest import REPRODUCIBLE_ENV
 from tests.launcher.conftest import LAUNCHER, LauncherRepo, LauncherTemplate
 from tests.pod.s3server import Bucket, MotoServer
 from tests.simcluster.cluster import SimCluster
@@ -39,6 +40,8 @@ SHORT_ENV = {
     "PROTBENCH_PULL_TIMESTEP": "4", "PROTBENCH_EQUIL_LENGTH": "0.001", "PROTBENCH_EQUIL_TIMESTEP": "2",
     "PROTBENCH_EQUIL_FRAME": "0.2", "PROTBENCH_PRODUCTION_LENGTH": "0.01", "PROTBENCH_FRAME": "0.2",
     "PROTBENCH_CHECKPOINT": "2", "PROTBENCH_SAVE_STATE": "4",
+    # A fixed trajectory: the analysis's verdict on these short windows must not vary by chance.
+    "PROTBENCH_SEED": REPRODUCIBLE_ENV["PROTBENCH_SEED"],
 }
 
 
