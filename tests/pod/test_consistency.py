@@ -191,10 +191,9 @@ def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, v
 
 @pytest.mark.slow
 def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod(make_pod, bucket, villin_inputs,
-                                                                                 tmp_path, s3):
+                                                                                 tmp_path, s3, closed_port):
     # restartPolicy Never: the retry of a pod that exited 75 is a new pod with an empty volume.
     from protbench_nrp.records import Progress
-    from tests.pod.s3server import free_port
 
     seed_inputs(bucket, villin_inputs)
     files = villin_inputs.campaign.window_files(1, WINDOW)
@@ -207,7 +206,7 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
                      RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
     _wait_for(lambda: bucket.version_counts().get(portable, 0) >= 2 or main.process.poll() is not None,
               what="periodic uploads of production checkpoints")
-    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")  # the bucket goes
+    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{closed_port}")  # the bucket goes
     assert main.wait(timeout=300) == 75, main.output()
     assert "exiting 75 so the Job starts a new pod" in main.output()
     claimed, held = _bucket_frames(bucket, files, tmp_path / "bucket", longer)
