@@ -1,12 +1,16 @@
-"""Shared fixtures: a real villin campaign's inputs, built once per test session."""
+"""Shared fixtures: villin inputs built once per test session; ports and Ctrl-C as the tests need them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -165,3 +169,58 @@ def _git_identity(monkeypatch):
                        ("GIT_COMMITTER_NAME", "proteinbenchmark-nrp tests"),
                        ("GIT_COMMITTER_EMAIL", "tests@example.invalid")):
         monkeypatch.setenv(var, os.environ.get(var, value))
+
+
+# -- ports ------------------------------------------------------------------------------------
+#
+# Every port a test uses is the OS's choice, taken by the process that uses it: a server binds
+# port 0 and says which port it got (tests/registry.py, tests/pod/s3server.py). Nothing asks
+# for "a free port" to use later: until it is bound, another xdist worker's server, or any
+# outgoing connection (its source port comes from the same range), may take it.
+
+@contextlib.contextmanager
+def holding_closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections, and no other process can take while held.
+
+    The socket is bound (to a port the OS picks) and never listens: a connection to it is
+    refused at once, as to an endpoint that is down, and for as long as it is held the OS
+    gives the port to no other socket, a server's or a connection's.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing answers, for the whole test (see :func:`holding_closed_port`)."""
+    with holding_closed_port() as port:
+        yield port
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def sigint_as_in_a_terminal() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here, and is at its default in every process started meanwhile.
+
+    That is how a terminal's foreground job meets Ctrl-C. A suite started in the background of a
+    non-interactive shell (``make test &``, a script that runs it beside a load) inherits SIGINT
+    *ignored*, and an ignored signal stays ignored across fork and exec: a launcher started by a
+    test never gets its KeyboardInterrupt, bash cannot even trap the signal (run-job.sh), and
+    every Ctrl-C test fails however the timing goes. A signal with a handler is reset to its
+    default at exec, so with Python's handler installed here the test's children start as a
+    terminal's would.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def terminal_sigint() -> Iterator[None]:
+    """For tests of Ctrl-C: see :func:`sigint_as_in_a_terminal`."""
+    with sigint_as_in_a_terminal():
+        yield

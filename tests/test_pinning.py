@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 
@@ -70,22 +69,16 @@ def test_an_image_given_by_digest_needs_no_registry():
     assert pinned.pinned_reference == f"127.0.0.1:1/{NAME}@{digest}"
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("setup, image, expected", [
     ("unknown tag", "{host}/" + NAME + ":nope", "the registry has no tag 'nope'"),
     ("private", "{host}/" + NAME + ":latest", "refused an anonymous pull token"),
     ("unreachable", "127.0.0.1:{closed}/" + NAME + ":latest", "cannot reach the registry 127.0.0.1:"),
 ], ids=["unknown tag", "private image", "unreachable registry"])
-def test_refusals_name_the_image_and_the_fix(registry, setup, image, expected):
+def test_refusals_name_the_image_and_the_fix(registry, setup, image, expected, closed_port):
     registry.push(NAME, "latest")
     if setup == "private":
         registry.private.add(NAME)
-    image = image.format(host=registry.host, closed=_closed_port())
+    image = image.format(host=registry.host, closed=closed_port)
     with pytest.raises(PinningError) as error:
         resolve_image(image, timeout_s=5)
     assert expected in str(error.value)

@@ -15,7 +15,7 @@ import pytest
 
 from protbench_nrp.s3 import S3Access, S3AccessError, bucket_client, s3_access
 from protbench_nrp.store import BucketStore, LocalStore, StoreError
-from tests.pod.s3server import Bucket, MotoServer, free_port
+from tests.pod.s3server import Bucket, MotoServer
 
 #: A small results tree: files at two depths, an empty file, and a directory
 #: whose contents a listing of its parent must not show.
@@ -150,8 +150,8 @@ def test_a_local_directory_or_undecodable_file_is_an_error_naming_it(tmp_path):
     lambda store: store.list("villin-ff/replica-1/villin-ff-window-00.pdb"),
     lambda store: store.sizes("villin-ff/replica-1/villin-ff-window-00.pdb"),
 ], ids=["read_text", "exists", "list", "sizes"])
-def test_an_unreachable_endpoint_is_an_error_naming_the_place_and_the_fix(server, ask):
-    endpoint = f"http://127.0.0.1:{free_port()}"
+def test_an_unreachable_endpoint_is_an_error_naming_the_place_and_the_fix(server, ask, closed_port):
+    endpoint = f"http://127.0.0.1:{closed_port}"
     store = BucketStore(access(server, endpoint=endpoint).client(), "some-bucket")
     with pytest.raises(StoreError) as caught:
         ask(store)

@@ -100,7 +100,7 @@ def test_a_failed_apply_keeps_every_earlier_failure_record(launcher_repo):
     assert launcher_repo.result_files() == sorted(kept + [path])
 
 
-def test_ctrl_c_during_an_apply_reports_what_was_submitted(launcher_repo):
+def test_ctrl_c_during_an_apply_reports_what_was_submitted(launcher_repo, terminal_sigint):
     result = launcher_repo.run("--replicas", "1", "--windows", "0-4", interrupt_at=3)
     assert result.returncode == 3, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
@@ -116,7 +116,7 @@ def test_ctrl_c_during_an_apply_reports_what_was_submitted(launcher_repo):
 
 
 def test_ctrl_c_between_writing_and_applying_a_manifest_reports_and_keeps_no_applied_looking_file(
-        launcher_repo, monkeypatch, tmp_path, capsys):
+        launcher_repo, monkeypatch, tmp_path, capsys, terminal_sigint):
     import signal
 
     from protbench_nrp import launcher

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from .conftest import IMAGE_NAME, all_containers, assert_refused_untouched, documents, env_of
@@ -51,12 +49,6 @@ def test_a_tag_pushed_again_pins_later_launches_to_the_new_digest_and_leaves_ear
     assert _main(second)["image"].endswith(new_digest)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("change, needles", [
     ("registry down", ("cannot reach the registry 127.0.0.1:", "IMAGE", "--dry-run")),
     ("unknown tag", ("the registry has no tag 'v9'", "Rebuild Docker image")),
@@ -65,9 +57,9 @@ def _closed_port() -> int:
     ("unknown ref", ("PROTEINBENCHMARK_REF 'no-such-branch' is no branch or tag of",)),
     ("no repository", ("PROTEINBENCHMARK_REPO is empty",)),
 ])
-def test_what_cannot_be_pinned_refuses_the_launch_and_applies_nothing(launcher_repo, change, needles):
+def test_what_cannot_be_pinned_refuses_the_launch_and_applies_nothing(launcher_repo, change, needles, closed_port):
     if change == "registry down":
-        launcher_repo.set_constants(IMAGE=f"127.0.0.1:{_closed_port()}/{IMAGE_NAME}:latest")
+        launcher_repo.set_constants(IMAGE=f"127.0.0.1:{closed_port}/{IMAGE_NAME}:latest")
     elif change == "unknown tag":
         launcher_repo.set_constants(IMAGE=launcher_repo.image.replace(":latest", ":v9"))
     elif change == "private image":

@@ -1,24 +1,25 @@
 """A real S3 server on loopback for the pod tests and the upload benchmark.
 
-:class:`MotoServer` runs ``moto_server`` (moto's stand-alone server mode) on a
-free port of 127.0.0.1 with signature checking switched on, so a wrong secret
-key is refused exactly as a real endpoint refuses it. rclone and boto3 both
-talk to it over HTTP.
+:class:`MotoServer` runs moto's server (what ``moto_server`` runs) in a process
+of its own, on a port of 127.0.0.1 that the OS chose when the server bound it,
+with signature checking switched on, so a wrong secret key is refused exactly
+as a real endpoint refuses it. rclone and boto3 both talk to it over HTTP.
 
 :class:`Bucket` seeds and inspects one versioned bucket: every upload leaves a
 version, so the bytes a pod sent are the sizes of all versions of its keys,
 measured by the server rather than reported by the scripts.
+
+Run as a script, this file is that server process: it binds port 0, prints the
+port it got, and serves until SIGTERM.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
+import selectors
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,25 +29,23 @@ _UNAUTHENTICATED_SETUP_CALLS = 3
 _REGION = "us-east-1"
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _serve() -> None:
+    """The server process: moto's application on 127.0.0.1, port 0; prints the port, serves until SIGTERM."""
+    import signal
 
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float) -> None:
-    # A bare TCP connect: an HTTP probe would use up one of the unauthenticated calls.
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto_server exited with status {process.returncode} before answering")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"moto_server did not answer on port {port} within {timeout_s} s")
+    # As moto_server does (moto/server.py), but bound to a port of the OS's choice: one chosen
+    # beforehand could be taken by the time the server binds it.
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True,
+                         request_handler=MotoRequestHandler)
+    port = server.server_address[1]
+    os.environ["MOTO_PORT"] = str(port)  # moto_server's setting for services that name their own URL
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(port, flush=True)  # the socket listens already: connections wait in its backlog
+    os.dup2(2, 1)  # anything printed later goes to the log; nobody reads the pipe any more
+    server.serve_forever()
 
 
 class MotoServer:
@@ -66,25 +65,33 @@ class MotoServer:
         self.access_key_id = ""
         self.secret_access_key = ""
 
-    def start(self, timeout_s: float = 60.0) -> "MotoServer":
-        # The venv's own server first: another moto on PATH (pyenv's, say) may check signatures differently.
-        beside = Path(sys.executable).parent / "moto_server"
-        binary = str(beside) if beside.exists() else shutil.which("moto_server")
-        if binary is None:
-            raise RuntimeError("moto_server is not on PATH; run the tests with .venv/bin on PATH (make test)")
-        port = free_port()
+    def start(self, timeout_s: float = 120.0) -> "MotoServer":
+        # This interpreter's moto: another on PATH (pyenv's, say) may check signatures differently.
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_UNAUTHENTICATED_SETUP_CALLS)}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)],
-                                            stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.endpoint = f"http://127.0.0.1:{port}"
+            self.process = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, stderr=log,
+                                            env=env)
         try:
-            _wait_for_port(port, self.process, timeout_s)
+            self.endpoint = f"http://127.0.0.1:{self._port(timeout_s)}"
             self._create_user()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _port(self, timeout_s: float) -> int:
+        """The port the server process bound, as it printed it once listening."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout_s)
+        line = self.process.stdout.readline() if ready else b""
+        self.process.stdout.close()
+        if not line.strip().isdigit():
+            state = ("it is still starting" if self.process.poll() is None
+                     else f"it exited with status {self.process.returncode}")
+            raise RuntimeError(f"moto's server gave no port within {timeout_s:g} s ({state}); see {self.log_path}"
+                               f" (is moto installed in {sys.executable}? make venv installs it)")
+        return int(line)
 
     def _create_user(self) -> None:
         import boto3
@@ -123,7 +130,9 @@ class MotoServer:
         """Write an rclone config whose ``[remote]`` reaches this server (as NRP's secret does)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
+        # Written whole, then renamed into place: tests swap the endpoint while a pod's rclone may be reading.
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(
             f"[{remote}]\n"
             "type = s3\n"
             "provider = Other\n"
@@ -133,6 +142,7 @@ class MotoServer:
             f"region = {_REGION}\n"
             "force_path_style = true\n"
         )
+        os.replace(partial, path)
         return path
 
 
@@ -207,3 +217,7 @@ class Bucket:
             target = Path(destination) / key[len("results/"):]
             target.parent.mkdir(parents=True, exist_ok=True)
             self.client.download_file(self.name, key, str(target))
+
+
+if __name__ == "__main__":
+    _serve()

@@ -268,10 +268,9 @@ def test_a_node_lost_during_periodic_uploads_costs_only_time(make_pod, bucket, v
 
 @pytest.mark.slow
 def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod(make_pod, bucket, villin_inputs,
-                                                                                 tmp_path, s3):
+                                                                                 tmp_path, s3, closed_port):
     # restartPolicy Never: the retry of a pod that exited 75 is a new pod with an empty volume.
     from protbench_nrp.records import Progress
-    from tests.pod.s3server import free_port
 
     seed_inputs(bucket, villin_inputs)
     files = villin_inputs.campaign.window_files(1, WINDOW)
@@ -286,7 +285,7 @@ def test_a_finished_window_whose_final_upload_failed_is_finished_by_the_next_pod
     script, uploaded = _paused_until_uploaded(pod, main, bucket, files, tmp_path / "bucket-checkpoint.xml")
     refused = "copy-out(sync): ERROR: uploading to"
     before = main.output().count(refused)
-    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")  # the bucket goes
+    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{closed_port}")  # the bucket goes
     # an upload with the new config failed: syncs run one at a time, so none still in flight
     # can reach the bucket (and the paused script has written nothing newer meanwhile)
     _wait_for(lambda: main.output().count(refused) > before, what="a periodic upload to fail")

@@ -14,7 +14,6 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.pod.harness import (POD_SCRIPTS, POD_UID, REMOTE, VENV_BIN, as_pod_user, fs_group_volume,
                                requires_root, seed_inputs)
-from tests.pod.s3server import free_port
 
 def _copied(pod, relative: str) -> Path:
     return pod.results / relative
@@ -177,8 +176,8 @@ def test_missing_bucket_fails_init_with_a_clear_message(make_pod):
     assert "check BUCKET" in result.stderr
 
 
-def test_unreachable_endpoint_is_retried_in_place_then_exits_75(make_pod):
-    pod = make_pod(endpoint=f"http://127.0.0.1:{free_port()}")
+def test_unreachable_endpoint_is_retried_in_place_then_exits_75(make_pod, closed_port):
+    pod = make_pod(endpoint=f"http://127.0.0.1:{closed_port}")
 
     started = time.monotonic()
     # one attempt per listing (rclone's SDK would back off seconds between 3): the tries are the script's
@@ -196,9 +195,9 @@ def test_unreachable_endpoint_is_retried_in_place_then_exits_75(make_pod):
     assert time.monotonic() - started < 60
 
 
-def test_an_endpoint_that_comes_back_during_the_retries_is_used(make_pod, bucket, villin_inputs, s3):
+def test_an_endpoint_that_comes_back_during_the_retries_is_used(make_pod, bucket, villin_inputs, s3, closed_port):
     seed_inputs(bucket, villin_inputs)
-    pod = make_pod(endpoint=f"http://127.0.0.1:{free_port()}")
+    pod = make_pod(endpoint=f"http://127.0.0.1:{closed_port}")
     log = pod.home / "init.log"
     container = pod.start("init-rclone", log=log, PROTBENCH_TRANSFER_TRIES="5",
                           PROTBENCH_TRANSFER_RETRY_SECONDS="1", RCLONE_LOW_LEVEL_RETRIES="1")

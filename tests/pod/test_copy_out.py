@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.pod.harness import POD_SCRIPTS, REMOTE, seed_inputs
-from tests.pod.s3server import free_port
 
 OUT = "villin-amber14-vacuum-production.out"
 CHK = "villin-amber14-vacuum-production.chk"
@@ -132,14 +131,18 @@ def test_a_sync_skips_while_another_upload_runs_and_the_final_one_waits(make_pod
         assert "another upload is running; skipping this one" in skipped.stdout
         assert bucket.version_counts() == before
         script = pod.repo / POD_SCRIPTS / "copy-out.sh"
-        final = subprocess.Popen(["bash", str(script), "final"], env=pod.env("main"),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
-        assert final.poll() is None, "the final upload did not wait for the lock"
-        assert bucket.version_counts() == before
-    out, err = final.communicate(timeout=60)
-    assert final.returncode == 0, err
-    assert "uploaded 2 states file(s)" in out
+        log = pod.home / "final.log"
+        with open(log, "w") as handle:
+            final = subprocess.Popen(["bash", str(script), "final"], env=pod.env("main"), stdout=handle,
+                                     stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120  # a ceiling for a loaded machine; the wait ends at the line
+        while "another upload is running; waiting for it to finish" not in log.read_text():
+            assert final.poll() is None, f"the final upload did not wait for the lock:\n{log.read_text()}"
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert final.poll() is None and bucket.version_counts() == before  # waiting, nothing sent
+    assert final.wait(timeout=120) == 0, log.read_text()
+    assert "uploaded 2 states file(s)" in log.read_text()
     assert bucket.version_counts() != before
 
 
@@ -147,12 +150,12 @@ def test_a_sync_skips_while_another_upload_runs_and_the_final_one_waits(make_pod
 FEW_RCLONE_RETRIES = dict(RCLONE_RETRIES="1", RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
 
 
-def test_failed_upload_is_reported_and_retried_by_the_next(make_pod, bucket, earlier_window, s3):
+def test_failed_upload_is_reported_and_retried_by_the_next(make_pod, bucket, earlier_window, s3, closed_port):
     pod = make_pod(window=3)
     assert pod.run("init-rclone").returncode == 0
     _simulate_more_frames(pod.results / earlier_window)
     good = pod.rclone_config.read_text()
-    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
+    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{closed_port}")
     before = bucket.version_counts()
 
     failed = pod.copy_out("sync", **FEW_RCLONE_RETRIES)
@@ -248,11 +251,11 @@ def test_rejected_credentials_fail_the_upload_with_67_without_retrying(make_pod,
     assert "not-the-secret-key" not in failed.stdout + failed.stderr
 
 
-def test_final_upload_retries_in_place_and_gives_up_with_75(make_pod, bucket, earlier_window, s3):
+def test_final_upload_retries_in_place_and_gives_up_with_75(make_pod, bucket, earlier_window, s3, closed_port):
     pod = make_pod(window=3)
     assert pod.run("init-rclone").returncode == 0
     _simulate_more_frames(pod.results / earlier_window)
-    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
+    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{closed_port}")
     before = bucket.version_counts()
 
     failed = pod.copy_out("final", PROTBENCH_TRANSFER_TRIES="3", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1",
@@ -267,11 +270,11 @@ def test_final_upload_retries_in_place_and_gives_up_with_75(make_pod, bucket, ea
 
 
 def test_final_upload_succeeds_when_the_bucket_comes_back_during_its_retries(make_pod, bucket, earlier_window,
-                                                                            s3):
+                                                                            s3, closed_port):
     pod = make_pod(window=3)
     assert pod.run("init-rclone").returncode == 0
     _simulate_more_frames(pod.results / earlier_window)
-    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
+    s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{closed_port}")
     log = pod.home / "final.log"
     script = pod.repo / POD_SCRIPTS / "copy-out.sh"
     with open(log, "w") as handle:

@@ -20,7 +20,6 @@ import pytest
 from protbench_nrp import exits
 from tests.conftest import REPO_ROOT
 from tests.pod.harness import POD_SCRIPTS, REMOTE, TINY_WINDOW, make_fake_repo, render_job, seed_inputs
-from tests.pod.s3server import free_port
 
 FAST_RETRIES = dict(PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1",
                     RCLONE_RETRIES="1", RCLONE_LOW_LEVEL_RETRIES="1", RCLONE_CONTIMEOUT="2s")
@@ -118,7 +117,7 @@ def _origin(root: Path) -> str:
 
 def init_git(ctx, code):
     commit = _origin(ctx.tmp / "origin")
-    url = {exits.EXIT_TRANSIENT: f"http://127.0.0.1:{free_port()}/repo.git"}.get(code, str(ctx.tmp / "origin"))
+    url = {exits.EXIT_TRANSIENT: f"http://127.0.0.1:{ctx.closed_port}/repo.git"}.get(code, str(ctx.tmp / "origin"))
     pod = ctx.make_pod()
     wanted = "1" * 40 if code == exits.EXIT_BAD_INPUT else commit
     return pod.run("init-git", PROTBENCH_REPO_DIR=str(ctx.tmp / "checkout"), PROTBENCH_REPO_URL=url,
@@ -132,7 +131,7 @@ def copy_in(ctx, code):
         ctx.bucket.put_tree(ctx.villin_inputs.root, str(ctx.villin_inputs.campaign.setup_dir))
     kwargs = {"bucket_name": "no-such-bucket"} if code == exits.EXIT_BUCKET_UNUSABLE else {}
     if code == exits.EXIT_TRANSIENT:
-        kwargs["endpoint"] = f"http://127.0.0.1:{free_port()}"
+        kwargs["endpoint"] = f"http://127.0.0.1:{ctx.closed_port}"
     pod = ctx.make_pod(**kwargs)
     extra = {"PROTBENCH_REQUIRED_FILES": "../outside/"} if code == exits.EXIT_BAD_INPUT else {}
     return pod.run("init-rclone", **FAST_RETRIES, **extra).returncode
@@ -150,7 +149,7 @@ def _break_bucket(ctx, pod, code):
     if code == exits.EXIT_BUCKET_UNUSABLE:
         pod.rclone_config.write_text(pod.rclone_config.read_text().replace(ctx.s3.secret_access_key, "revoked"))
     else:
-        ctx.s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
+        ctx.s3.rclone_config(pod.rclone_config, REMOTE, endpoint=f"http://127.0.0.1:{ctx.closed_port}")
 
 
 def run_job(ctx, code):
@@ -267,6 +266,7 @@ class Context:
 
 @pytest.mark.parametrize("script, code", CASES, ids=[f"{s.split()[0].rstrip(',')}-{c}" for s, c in CASES])
 def test_each_script_exits_with_the_status_the_table_names(script, code, make_pod, bucket, s3, villin_inputs,
-                                                           tmp_path, rendered_policy):
-    ctx = Context(make_pod=make_pod, bucket=bucket, s3=s3, villin_inputs=villin_inputs, tmp=tmp_path)
+                                                           tmp_path, rendered_policy, closed_port):
+    ctx = Context(make_pod=make_pod, bucket=bucket, s3=s3, villin_inputs=villin_inputs, tmp=tmp_path,
+                  closed_port=closed_port)
     assert DRIVERS[script](ctx, code) == code

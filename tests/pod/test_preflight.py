@@ -8,7 +8,6 @@ import pytest
 
 from protbench_nrp.preflight import MissingInput, PreflightError, preflight
 from tests.pod.harness import REMOTE, campaign_config, seed_inputs
-from tests.pod.s3server import free_port
 
 STEERED = "umbrella-scripts/run-steered-md.py"
 SETUP = "umbrella-scripts/setup-umbrella-system.py"
@@ -108,8 +107,8 @@ def test_setup_needs_nothing_but_a_bucket(bucket, environ):
     _check(bucket.name, environ, stage="setup")
 
 
-def test_unreachable_endpoint_is_a_clear_error_in_seconds(bucket, s3, tmp_path):
-    config = s3.rclone_config(tmp_path / "rclone.conf", REMOTE, endpoint=f"http://127.0.0.1:{free_port()}")
+def test_unreachable_endpoint_is_a_clear_error_in_seconds(bucket, s3, tmp_path, closed_port):
+    config = s3.rclone_config(tmp_path / "rclone.conf", REMOTE, endpoint=f"http://127.0.0.1:{closed_port}")
     started = time.monotonic()
     with pytest.raises(PreflightError) as caught:
         _check(bucket.name, {"RCLONE_CONFIG": str(config)})

@@ -62,7 +62,7 @@ def _window_file(pod, name: str):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_is_forwarded_then_the_checkpoint_is_uploaded(fake_pod, bucket, signum):
+def test_signal_is_forwarded_then_the_checkpoint_is_uploaded(fake_pod, bucket, signum, terminal_sigint):
     pod = fake_pod()
     main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="100000"))
     _wait_for(lambda: _window_file(pod, FAKE_OUT).exists(), what="the script to start")
@@ -158,11 +158,10 @@ def test_final_upload_of_a_finished_script_refused_by_the_bucket_exits_67(fake_p
     assert "revoked-secret" not in log
 
 
-def test_failed_final_upload_of_a_finished_script_is_retried_in_place_then_exits_75(fake_pod, bucket, s3):
-    from tests.pod.s3server import free_port
-
+def test_failed_final_upload_of_a_finished_script_is_retried_in_place_then_exits_75(fake_pod, bucket, s3,
+                                                                                    closed_port):
     pod = fake_pod()
-    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{free_port()}")
+    s3.rclone_config(pod.rclone_config, "podtest", endpoint=f"http://127.0.0.1:{closed_port}")
 
     main = pod.start("main", **_fake_env(pod, FAKE_FRAMES="2", FAKE_FRAME_SECONDS="0.01",
                                           PROTBENCH_TRANSFER_TRIES="2", PROTBENCH_TRANSFER_RETRY_SECONDS="0.1",
@@ -313,15 +312,14 @@ def test_a_stop_during_the_proteinbenchmark_install_ends_in_the_upload(fake_pod,
     pod = fake_pod()
     key = _leftover_output(pod)
     extra = {**_fake_env(pod), **_fake_bin(pod, tmp_path, python=FAKE_PYTHON),
-             "PROTBENCH_PROTEINBENCHMARK_REF": "main", "FAKE_PIP_SECONDS": "120"}
+             "PROTBENCH_PROTEINBENCHMARK_REF": "main", "FAKE_PIP_SECONDS": "3600"}
     main = pod.start("main", **extra)
     _wait_for(lambda: (tmp_path / "fake-started").exists(), what="pip")
 
-    started = time.monotonic()
     main.signal(signal.SIGTERM)
 
-    assert main.wait(timeout=60) == 143
-    assert time.monotonic() - started < 30  # pip was stopped, not waited for
+    # pip was stopped, not waited for: the hour it takes is far beyond this ceiling for a loaded machine
+    assert main.wait(timeout=300) == 143
     log = main.output()
     assert "stopped before the script started" in log
     assert "pip could not install" not in log

@@ -26,7 +26,8 @@ from tests.conftest import REPO_ROOT, VILLIN_FF
 from tests.pod.harness import NODE_NAME, make_fake_repo, seed_inputs
 
 #: Writes the progress record every "frame" of 100 steps, a checkpoint every 5 frames;
-#: resumes from the checkpoint; on SIGTERM writes a checkpoint and exits 143.
+#: resumes from the checkpoint; on SIGTERM writes a checkpoint and exits 143. With
+#: FAKE_PAUSE_AT_STEP it holds at that step until stopped, so a test stops it there.
 PROGRESS_SCRIPT = """#!/usr/bin/env bash
 set -u
 dir="$2/$FAKE_OUTPUT_DIR"
@@ -49,6 +50,9 @@ while [ "$step" -lt "$total" ] && [ -z "$stop" ]; do
     step=$((step + 100)); frame=$((frame + 1))
     write_progress production
     if [ $((frame % 5)) -eq 0 ]; then echo "$step" >"$dir/fake.chk"; fi
+    if [ "$step" -eq "${FAKE_PAUSE_AT_STEP:--1}" ]; then
+        while [ -z "$stop" ]; do sleep 0.05; done
+    fi
 done
 if [ -n "$stop" ]; then echo "$step" >"$dir/fake.chk"; exit 143; fi
 write_progress finished
@@ -135,18 +139,20 @@ def test_a_finished_pod_leaves_a_complete_run_record_in_the_bucket(record_pod, b
 
 def test_a_stopped_pod_and_its_replacement_leave_two_records_showing_the_work_done_again(record_pod, bucket, s3):
     first = record_pod("first")
-    main = first.start("main", **_env(first, FAKE_FRAME_SECONDS="0.1", FAKE_TOTAL_STEPS="100000"))
+    # Stopped past the first checkpoint (frame 5), before the second: held at step 700 until the
+    # test, seeing that step written, stops it; no race with the frames on a loaded machine.
+    main = first.start("main", **_env(first, FAKE_FRAME_SECONDS="0.1", FAKE_TOTAL_STEPS="100000",
+                                      FAKE_PAUSE_AT_STEP="700"))
     progress = first.results / first.output_files[0] / Campaign("villin", VILLIN_FF).window_files(1, 3).progress.name
-    deadline = time.monotonic() + 60
-    # Past the first checkpoint (frame 5): any later step does as well, so a look that misses a
-    # frame (a loaded machine) costs nothing; stopping within one window of frames would race.
-    while not (progress.exists() and json.loads(progress.read_text())["step"] >= 700):
-        assert time.monotonic() < deadline and main.process.poll() is None, main.output()
+    deadline = time.monotonic() + 120  # a ceiling for a loaded machine; the wait ends at step 700
+    while not (progress.exists() and json.loads(progress.read_text())["step"] == 700):
+        assert main.process.poll() is None and time.monotonic() < deadline, main.output()
         time.sleep(0.02)
     main.signal(signal.SIGTERM)
     assert main.wait(timeout=60) == 143
 
     stopped = _record(bucket, first)
+    assert stopped["last_step"] == {"phase": "production", "step": 700}
     assert stopped["exit_status"] == 143
     assert stopped["exit_meaning"].startswith("stopped by SIGTERM with a checkpoint written")
     # The stand-in checkpoints on SIGTERM; its replacement starts where the bucket's checkpoint is.

@@ -223,7 +223,8 @@ main() {
     if [[ $reason == sync ]]; then
         flock -n 9 || { log "another upload is running; skipping this one"; exit 0; }
         tries=1
-    else
+    elif ! flock -n 9; then
+        log "another upload is running; waiting for it to finish"
         flock 9
     fi
     total_files=0

@@ -137,6 +137,7 @@ class LocalJob:
     process: subprocess.Popen | None = field(default=None, repr=False)
     started: float = 0.0
     code: int | None = None
+    sent: int | None = None  # the signal the runner last passed on to it
 
     @property
     def name(self) -> str:
@@ -214,20 +215,31 @@ class LocalRunner:
         self.launcher_command = launcher_command
         self.threads = max(1, (os.cpu_count() or 1) // max_parallel)
         self.signalled: int | None = None
+        self._received: list[int] = []  # every SIGINT/SIGTERM, in order, as the handler noted it
         self._by_name = {job.name: job for job in jobs}
 
     # -- signals ---------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
+        # Only noted here; the loop passes it on (_pass_on_signals). A handler runs between any two
+        # bytecodes of the loop: inside _start, after a Job's process exists but before it counts
+        # as running, it would miss that Job, which then runs to its end; inside a print, its own
+        # print to the same stream would raise.
+        self._received.append(signum)
+
+    def _pass_on_signals(self) -> None:
+        """Pass what was received on to the running Jobs: the first signal as SIGTERM, a second as SIGKILL."""
+        if not self._received:
+            return
         running = [job for job in self.jobs if job.state == "running"]
         if self.signalled is None:
-            self.signalled = signum
-            self.display.event(f"received {signal.Signals(signum).name}: asking {len(running)} "
+            self.signalled = self._received[0]
+            self.display.event(f"received {signal.Signals(self.signalled).name}: asking {len(running)} "
                                f"running Job(s) to checkpoint and stop (again to kill them)")
-            for job in running:
-                _send(job.process, signal.SIGTERM)
-        else:
-            for job in running:
-                _send(job.process, signal.SIGKILL)
+        wanted = signal.SIGTERM if len(self._received) == 1 else signal.SIGKILL
+        for job in running:
+            if job.sent != wanted:
+                _send(job.process, wanted)
+                job.sent = wanted
 
     # -- scheduling ------------------------------------------------------------------
     def run(self) -> int:
@@ -236,14 +248,16 @@ class LocalRunner:
         try:
             with self.display:
                 while True:
+                    self._pass_on_signals()
                     self._reap()
-                    if self.signalled is None:
+                    if not self._received:
                         self._start_ready()
                     running = [job for job in self.jobs if job.state == "running"]
-                    if not running and (self.signalled is not None or not self._startable()):
+                    if not running and (self._received or not self._startable()):
                         break
                     self.display.refresh(running)
                     time.sleep(POLL_S)
+                self._pass_on_signals()  # one that came as the last Job ended still sets the exit status
         except BaseException:
             # The Jobs run in sessions of their own: nobody else stops them if the runner dies.
             self._stop_running()
