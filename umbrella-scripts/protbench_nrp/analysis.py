@@ -398,9 +398,10 @@ def _convergence(estimator: PMFEstimator, combined: PMF, fractions, warnings: li
     Each part is re-solved from the combined MBAR (:meth:`PMFEstimator.estimate_part`);
     its PMF is compared with the PMF of all production built the same way. A part whose
     samples fall in fewer than two umbrella states has no overlap to compute (MBAR needs
-    two): it is skipped, and ``warnings`` says which.
+    two): it is skipped, and ``warnings`` says which; so does it for a part MBAR cannot
+    estimate (windows that do not overlap at all, say).
     """
-    points, skipped = [], []
+    points, skipped, failed = [], [], []
     system = combined.fit.system
     full = None
     for direction in ("forward", "reverse"):
@@ -413,7 +414,8 @@ def _convergence(estimator: PMFEstimator, combined: PMF, fractions, warnings: li
                 continue
             try:
                 pmf = estimator.estimate_part(combined, keep, n_bootstraps=0, bin_errors=False)
-            except AnalysisError:
+            except AnalysisError as error:
+                failed.append(f"{direction} {fraction:g} ({error})")
                 continue
             if full is None:
                 full = estimator.estimate_part(combined, np.ones(len(system.x_n), dtype=bool), n_bootstraps=0,
@@ -427,6 +429,9 @@ def _convergence(estimator: PMFEstimator, combined: PMF, fractions, warnings: li
     if skipped:
         warnings.append(f"convergence: the parts {', '.join(skipped)} of production were skipped: their "
                         f"samples fall in fewer than two windows, too few for MBAR. Run the windows longer")
+    if failed:
+        warnings.append(f"convergence: the parts {'; '.join(failed)} of production could not be estimated. "
+                        f"Run the windows longer, or add windows where they do not overlap")
     return points
 
 
