@@ -62,15 +62,7 @@ def sample_window(pmf, centre: float, k_kcal_per_mol: float, temperature_kelvin:
     x = np.linspace(*grid)
     beta = 1.0 / (MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin)
     log_p = -beta * (pmf(x) + k_kcal_per_mol * (x - centre) ** 2)
-    p = np.exp(log_p - log_p.max())
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(x))])
-    cdf /= cdf[-1]
-    # z[t] = c z[t-1] + sqrt(1 - c^2) e[t] with z[0] = e[0]: stationary N(0, 1).
-    noise = rng.standard_normal(n_frames)
-    scale = np.sqrt(1.0 - correlation ** 2)
-    noise[0] /= scale
-    z = lfilter([scale], [1.0, -correlation], noise)
-    return np.interp(ndtr(z), cdf, x)
+    return _correlated_draws(x, log_p, n_frames, correlation, rng)
 
 
 def write_cv_file(path: Path, values, steps_per_frame: int = 25, torn_tail: str = "") -> None:
@@ -181,14 +173,7 @@ def sample_periodic_window(pmf: Torsion, centre: float, spring_kcal_per_mol: flo
     x = np.linspace(centre - period / 2, centre + period / 2, 40001)
     beta = 1.0 / (MOLAR_GAS_CONSTANT_KCAL_PER_MOL_K * temperature_kelvin)
     log_p = -beta * (pmf(x) + 0.5 * spring_kcal_per_mol * (x - centre) ** 2)
-    p = np.exp(log_p - log_p.max())
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(x))])
-    cdf /= cdf[-1]
-    noise = rng.standard_normal(n_frames)
-    scale = np.sqrt(1.0 - correlation ** 2)
-    noise[0] /= scale
-    z = lfilter([scale], [1.0, -correlation], noise)
-    return wrap(np.interp(ndtr(z), cdf, x), period, -period / 2 if low is None else low)
+    return wrap(_correlated_draws(x, log_p, n_frames, correlation, rng), period, -period / 2 if low is None else low)
 
 
 def exact_state_free_energy(pmf, first: tuple[float, float], second: tuple[float, float],
@@ -263,3 +248,17 @@ def write_engine_windows(directory: Path, pmf: Torsion, centres, spring_kcal_per
     metadata = directory / metadata_name
     metadata.write_text("\n".join(lines) + "\n")
     return metadata
+
+
+def _correlated_draws(x: np.ndarray, log_p: np.ndarray, n_frames: int, correlation: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``n_frames`` exact draws from the density ``exp(log_p)`` on the grid ``x``, AR(1)-correlated."""
+    p = np.exp(log_p - log_p.max())
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(x))])
+    cdf /= cdf[-1]
+    # z[t] = c z[t-1] + sqrt(1 - c^2) e[t] with z[0] = e[0]: stationary N(0, 1).
+    noise = rng.standard_normal(n_frames)
+    scale = np.sqrt(1.0 - correlation ** 2)
+    noise[0] /= scale
+    z = lfilter([scale], [1.0, -correlation], noise)
+    return np.interp(ndtr(z), cdf, x)
