@@ -20,7 +20,7 @@ def test_syncing_after_every_checkpoint_sends_at_most_a_quarter_more(make_pod, b
     syncs = run_window_syncing_at_checkpoints(pod, files, REALISTIC_WINDOW, tmp_path / "window.log")
     volume = measure(bucket, files, syncs)
 
-    assert syncs >= 4  # five checkpoints; the last may come as the script exits
+    assert syncs == 6  # one upload right after the checkpoint that starts production and each of its five
     # the bucket ends with exactly the pod's outputs
     local = {p.name: p.stat().st_size for p in (pod.results / files.directory).iterdir() if p.is_file()}
     latest = bucket.latest(f"results/{files.directory}/")

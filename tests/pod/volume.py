@@ -1,15 +1,16 @@
 """How many bytes a window's pod sends to the bucket over its life, measured by the server.
 
 Shared by ``tests/pod/test_upload_volume.py`` and ``benchmarks/bench_upload_volume.py``.
-The real window script runs; after each production checkpoint it is paused
-(SIGSTOP), the pod's upload runs (``copy-out.sh sync``), and it continues
-(SIGCONT): the most frequent sync a pod could do. The bucket is versioned, so
-every upload leaves a version and the bytes sent are the sizes of all
-versions under the window's directory.
+The real window script runs; right after each production checkpoint it stops
+itself (SIGSTOP, from the hook :data:`PAUSE_HOOK` adds), the pod's upload runs
+(``copy-out.sh sync``), and it continues (SIGCONT): the most frequent sync a
+pod could do. The bucket is versioned, so every upload leaves a version and
+the bytes sent are the sizes of all versions under the window's directory.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -57,45 +58,72 @@ class UploadVolume:
         return self.uploaded_bytes / self.final_bytes
 
 
-def _signature(path: Path):
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    return info.st_ino, info.st_mtime_ns, info.st_size
+#: ``sitecustomize`` of the window's Python: after the portable checkpoint, written last at
+#: every checkpoint, is renamed into place, the process stops itself until the upload is done.
+#: Stopped by a watcher instead, it would run on for as long as the watcher took to notice (ms,
+#: or more on a loaded machine) and start the next trajectory segment, which an upload would
+#: then send half-written.
+PAUSE_HOOK = """\
+import os, signal
+
+_marker = os.path.realpath(os.environ["PROTBENCH_TEST_PAUSE_AFTER"])
+_replace = os.replace
+
+
+def _replace_then_pause(src, dst, *args, **kwargs):
+    _replace(src, dst, *args, **kwargs)
+    if os.path.realpath(dst) == _marker:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+os.replace = _replace_then_pause
+"""
 
 
 def run_window_syncing_at_checkpoints(pod, files, settings: dict, log: Path, poll_s: float = 0.002,
-                                      before_sync: Callable[[], None] | None = None) -> int:
+                                      before_sync: Callable[[], None] | None = None,
+                                      timeout_s: float = 600.0) -> int:
     """Run the pod's window script to the end with an upload after every checkpoint.
 
     Returns the number of periodic uploads; the final upload follows, as in run-job.sh.
     ``before_sync`` is called while the script is paused, before each periodic upload.
+    ``timeout_s`` bounds the whole run (a ceiling for a loaded machine).
 
     Raises
     ------
     RuntimeError
-        When the script or an upload fails (with its output).
+        When the script or an upload fails (with its output), or the run outlasts ``timeout_s``.
     """
     script = pod.repo / pod.job.script_path
-    marker = pod.results / files.portable_checkpoint  # written last at every checkpoint
-    syncs, seen = 0, _signature(marker)
+    hook = log.parent / f"{log.stem}-pause-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    env = pod.env("main", **settings, PYTHONPATH=str(hook),
+                  PROTBENCH_TEST_PAUSE_AFTER=str(pod.results / files.portable_checkpoint))
+    syncs = 0
+    deadline = time.monotonic() + timeout_s
     with open(log, "w") as handle:
-        process = subprocess.Popen([str(script), "-o", str(pod.results)], env=pod.env("main", **settings),
+        process = subprocess.Popen([str(script), "-o", str(pod.results)], env=env,
                                    stdout=handle, stderr=subprocess.STDOUT)
         try:
-            while process.poll() is None:
-                now = _signature(marker)
-                if now is not None and now != seen:
-                    process.send_signal(signal.SIGSTOP)
-                    try:
-                        if before_sync is not None:
-                            before_sync()
-                        _upload(pod, "sync")
-                    finally:
-                        process.send_signal(signal.SIGCONT)
-                    seen, syncs = now, syncs + 1
-                time.sleep(poll_s)
+            while True:
+                # WNOWAIT: an exit stays for Popen to collect; a stop is then taken from the queue below.
+                event = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+                if event is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the window script ran over {timeout_s:g} s:\n{log.read_text()}")
+                    time.sleep(poll_s)
+                    continue
+                if event.si_code != os.CLD_STOPPED:
+                    break
+                os.waitid(os.P_PID, process.pid, os.WSTOPPED)
+                try:
+                    if before_sync is not None:
+                        before_sync()
+                    _upload(pod, "sync")
+                finally:
+                    process.send_signal(signal.SIGCONT)
+                syncs += 1
         finally:
             if process.poll() is None:
                 process.kill()
